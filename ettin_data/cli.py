@@ -1,0 +1,271 @@
+"""The ``ettin-data`` command: flags -> validated config model -> stage.run(); errors -> messages.
+
+Every option is declared once, on the stage's pydantic model (``config.py``); this module turns the
+model's fields into Typer options (name, short flag, help, default, choices). Heavy libraries
+(streaming, torch, datasets, tokenizers, numpy) are imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import inspect
+import json
+import os
+import sys
+import types
+import typing
+from typing import Annotated, Any, Optional  # noqa: UP035
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from . import __version__
+from . import config as C
+from .errors import ConfigError, EttinError, UnitFailure
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="ettin-data",
+    help="Prepare encoder/decoder pretraining data (Ettin / ModernBERT style) as MosaicML-Streaming MDS.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+sample_app = typer.Typer(
+    help="Sample train/validation splits, token budgets, context-extension sets and mixtures.",
+    no_args_is_help=True,
+)
+app.add_typer(sample_app, name="sample")
+
+# (command, group, config model, module with run(cfg, quiet) -> dict, help, input argument help)
+COMMANDS: list[tuple[str, str | None, type[BaseModel], str, str, str]] = [
+    ("convert", None, C.ConvertConfig, "ettin_data.stages.convert",
+     "Convert raw text (JSONL, Dolma json.gz, Parquet, Hugging Face datasets) to MDS units.",
+     "Input files, folders, globs, a Hugging Face dataset (save_to_disk folder or hub name), or "
+     "'builtin:python-docs'."),
+    ("stats", None, C.StatsConfig, "ettin_data.inspect",
+     "Summarise MDS folders: samples, shards, bytes, columns, tokens and length percentiles.",
+     "MDS folders (any tool's)."),
+]
+
+# Options of the command itself (how to run and report), not of the stage: declared here once.
+RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "config": (Optional[str], typer.Option(None, "--config", help="TOML/YAML file with a table per stage "
+                                           "([tokenize], [chunk], [sample.split], ...); flags override it.")),
+    "dry_run": (bool, typer.Option(False, "--dry-run", help="Print the resolved options and the planned work; "
+                                   "write nothing.")),
+    "json_out": (bool, typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")),
+    "quiet": (bool, typer.Option(False, "--quiet", "-q", help="No progress display.")),
+    "debug": (bool, typer.Option(False, "--debug", help="Show tracebacks of errors.")),
+}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ettin-data {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Prepare encoder/decoder pretraining data as MosaicML-Streaming MDS shards."""
+
+
+def _extra(field: Any) -> dict[str, Any]:
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+
+
+def _cli_type(annotation: Any, name: str) -> tuple[Any, bool]:
+    """Map a model annotation to a Typer-friendly one; returns (type, is_bool)."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _cli_type(inner[0], name)
+    if origin is typing.Literal:
+        return enum.Enum(f"{name}_choices", {str(a): str(a) for a in args}, type=str), False
+    if origin is list:
+        return list[args[0]], False
+    return annotation, annotation is bool
+
+
+def _default_text(field: Any) -> str | None:
+    if field.default_factory is not None:
+        return "all cores" if field.default_factory is C.default_workers else None
+    if field.is_required() or field.default is None:
+        return None
+    if isinstance(field.default, bool):
+        return None
+    return str(field.default)
+
+
+def _params(model: type[BaseModel], input_help: str) -> list[inspect.Parameter]:
+    params = []
+    common = set(C.StageConfig.model_fields)
+    fields = sorted(model.model_fields.items(), key=lambda kv: (kv[0] != "inputs", kv[0] in common))
+    for name, field in fields:
+        if name == "inputs":
+            params.append(inspect.Parameter(
+                "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[list[str]],
+                default=typer.Argument(None, help=input_help, show_default=False)))
+            continue
+        typ, is_bool = _cli_type(field.annotation, name)
+        long = "--" + name.replace("_", "-")
+        decls = [f"{long}/--no-{long[2:]}"] if is_bool else [long]
+        if _extra(field).get("flag"):
+            decls.append(_extra(field)["flag"])
+        help_text = field.description or ""
+        if field.is_required() and name != "inputs":
+            help_text += " [required]"
+        if is_bool:
+            help_text += f" [default: {'on' if field.default else 'off'}]"
+        opt = typer.Option(None, *decls, help=help_text, show_default=_default_text(field) or False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[typ],
+                                        default=opt))
+    for name, (typ, opt) in RUN_OPTIONS.items():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=typ, default=opt))
+    return params
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def resolve(model: type[BaseModel], table: str, cli: dict[str, Any],
+            config_file: str | None) -> tuple[BaseModel, dict[str, str]]:
+    """Merge defaults < config file < flags; returns the validated model and where each value came from."""
+    from_file: dict[str, Any] = {}
+    if config_file:
+        from_file = C.load_config_file(config_file, table)
+        unknown = sorted(set(from_file) - set(model.model_fields))
+        if unknown:
+            raise ConfigError(
+                f"{config_file}: unknown option(s) {', '.join(unknown)} in [{table}]; "
+                f"valid: {', '.join(model.model_fields)}"
+            )
+    given = {k: _plain(v) for k, v in cli.items() if v is not None and not (k == "inputs" and not v)}
+    merged = {**from_file, **given}
+    origin = {k: ("flag" if k in given else "config file") for k in merged}
+    cfg = model(**merged)
+    for k in model.model_fields:
+        origin.setdefault(k, "default")
+    return cfg, origin
+
+
+def _validation_lines(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            lines.append(f"missing {'INPUT' if loc == 'inputs' else '--' + loc.replace('_', '-')}")
+        elif loc:
+            field = "INPUT" if loc.startswith("inputs") else "--" + loc.split(".")[0].replace("_", "-")
+            lines.append(f"{field}: {msg} (got {e.get('input')!r})")
+        else:
+            lines.append(msg)
+    return lines
+
+
+def _fail(message: str, code: int, debug: bool, hint: bool = False) -> typing.NoReturn:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    typer.echo(f"error: {message}", err=True)
+    if hint and not debug:
+        typer.echo("(run with --debug for the traceback)", err=True)
+    raise typer.Exit(code)
+
+
+def _print_summary(mod: Any, summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True, default=str))
+        return
+    from .report import print_summary
+
+    getattr(mod, "render", print_summary)(summary)
+
+
+def _dry_run(mod: Any, cfg: BaseModel, origin: dict[str, str], as_json: bool) -> None:
+    resolved = {k: {"value": getattr(cfg, k), "from": origin[k]} for k in type(cfg).model_fields}
+    planned: dict[str, Any] = {}
+    if hasattr(mod, "plan"):
+        from .pipeline import plan_stage
+
+        p = plan_stage(mod, cfg)
+        planned = {"units": len(p.tasks), "mine": len(p.mine), "to_do": [t.name for t in p.todo],
+                   "already_done": [t.name for t in p.done]}
+    if as_json:
+        typer.echo(json.dumps({"config": resolved, "plan": planned}, default=str, sort_keys=True))
+        return
+    from .report import print_dry_run
+
+    print_dry_run(resolved, planned)
+
+
+def _make_command(name: str, table: str, model: type[BaseModel], module: str, input_help: str):
+    def command(**kwargs: Any) -> None:
+        run_opts = {k: kwargs.pop(k) for k in RUN_OPTIONS}
+        debug = run_opts["debug"] or os.environ.get("ETTIN_DEBUG") == "1"
+        try:
+            cfg, origin = resolve(model, table, kwargs, run_opts["config"])
+            mod = importlib.import_module(module)
+            if run_opts["dry_run"]:
+                _dry_run(mod, cfg, origin, run_opts["json_out"])
+                return
+            summary = mod.run(cfg, quiet=run_opts["quiet"] or run_opts["json_out"])
+        except ValidationError as e:
+            for line in _validation_lines(e):
+                typer.echo(f"error: {name}: {line}", err=True)
+            raise typer.Exit(2) from None
+        except UnitFailure as e:
+            if debug:
+                for unit, tb in getattr(e, "tracebacks", {}).items():
+                    typer.echo(f"--- {unit}\n{tb}", err=True)
+            for unit, msg in e.failures:
+                typer.echo(f"error: unit {unit}: {msg}", err=True)
+            _fail(f"{len(e.failures)} of {e.total} units failed; finished units are kept, rerun to retry "
+                  "(--debug shows tracebacks)", 1, False)
+        except EttinError as e:
+            _fail(str(e), e.exit_code, debug)
+        except KeyboardInterrupt:
+            _fail("interrupted; finished units are kept, rerun to resume", 130, False)
+        except Exception as e:  # an unexpected error: still one line unless --debug
+            _fail(f"{type(e).__name__}: {e}", 1, debug, hint=True)
+        _print_summary(mod, summary, run_opts["json_out"])
+        if summary.get("problems"):
+            raise typer.Exit(1)
+
+    command.__signature__ = inspect.Signature(_params(model, input_help))  # type: ignore[attr-defined]
+    command.__name__ = name.replace("-", "_")
+    return command
+
+
+def register(target: typer.Typer, name: str, table: str, model: type[BaseModel], module: str, help_text: str,
+             input_help: str) -> None:
+    target.command(name, help=help_text, no_args_is_help=True)(
+        _make_command(name, table, model, module, input_help))
+
+
+for _name, _group, _model, _module, _help, _ihelp in COMMANDS:
+    register(sample_app if _group == "sample" else app, _name, f"{_group}.{_name}" if _group else _name,
+             _model, _module, _help, _ihelp)
+
+
+def main() -> None:
+    app(prog_name="ettin-data")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

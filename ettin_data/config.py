@@ -1,0 +1,229 @@
+"""Pydantic option models, one per stage. Each option is declared here once: the CLI builds its flags,
+help and completion from these fields, config files are validated against them, and workers receive
+the frozen, validated model.
+
+Field metadata used by the CLI (``json_schema_extra``):
+  flag     short flag, e.g. "-c"
+  runtime  how the work runs, not what it produces: left out of recorded metadata, so outputs do not
+           depend on it (workers, executor, rank/world, ...)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "StageConfig",
+    "ConvertConfig",
+    "TokenizeConfig",
+    "ChunkConfig",
+    "SplitConfig",
+    "BudgetConfig",
+    "ContextConfig",
+    "MixConfig",
+    "FinalizeConfig",
+    "StatsConfig",
+    "load_config_file",
+    "recorded_settings",
+]
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _runtime(**kw: Any) -> dict[str, Any]:
+    return {"runtime": True, **kw}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class StageConfig(_Frozen):
+    """Options shared by every stage that writes units."""
+
+    inputs: list[str] = Field(description="Input files, folders or globs.", min_length=1)
+    output: str = Field(description="Output folder (or an s3://, gs://, ... URL).", json_schema_extra={"flag": "-o"})
+    workers: int = Field(
+        default_factory=default_workers,
+        ge=1,
+        le=1024,
+        description="Parallel worker processes (default: all cores).",
+        json_schema_extra=_runtime(flag="-w"),
+    )
+    overwrite: bool = Field(False, description="Redo units that are already finished.", json_schema_extra=_runtime())
+    executor: Literal["local", "ray"] = Field(
+        "local", description="Where units run: a local process pool or a Ray cluster.", json_schema_extra=_runtime()
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster address ('auto', host:port); default: start a local Ray instance.",
+        json_schema_extra=_runtime(),
+    )
+    max_retries: int = Field(
+        1, ge=0, le=20, description="Ray only: retries of a unit whose worker died.", json_schema_extra=_runtime()
+    )
+    rank: int = Field(0, ge=0, description="Process only units rank, rank+world, ... (Slurm arrays).",
+                      json_schema_extra=_runtime())
+    world: int = Field(1, ge=1, description="Number of cooperating --rank runs.", json_schema_extra=_runtime())
+    cache_dir: str | None = Field(
+        None,
+        description="Local folder for remote inputs/outputs (default: a folder under the system temp dir).",
+        json_schema_extra=_runtime(),
+    )
+
+    @model_validator(mode="after")
+    def _rank_in_world(self) -> StageConfig:
+        if self.rank >= self.world:
+            raise ValueError(f"rank {self.rank} must be smaller than world {self.world}")
+        return self
+
+
+class ConvertConfig(StageConfig):
+    text_field: str = Field("text", description="Field that holds the document text.")
+    id_field: str = Field(
+        "id", description="Field that holds the document id (made from file and line when absent)."
+    )
+    domain_field: str | None = Field(None, description="Field kept as a 'domain' column.")
+    docs_per_shard: int = Field(30_000, ge=1, description="Documents per output unit (Ettin used 30,000).")
+    skip_bad_lines: bool = Field(False, description="Count and skip malformed JSON lines instead of failing.")
+    hf_config: str | None = Field(None, description="Hugging Face hub dataset config name.")
+    hf_split: str = Field("train", description="Hugging Face dataset split.")
+    to: Literal["mds", "jsonl"] = Field("mds", description="Output format: MDS units, or one JSONL file (export).")
+    tokenizer: str | None = Field(None, description="With --to jsonl on token data: decode ids with this tokenizer.")
+
+
+class TokenizeConfig(StageConfig):
+    tokenizer: str = Field(description="tokenizer.json path, a folder holding one, or a Hugging Face hub name.",
+                           json_schema_extra={"flag": "-t"})
+    special_tokens: bool = Field(True, description="Add special tokens as the tokenizer's post-processor defines.")
+    prefix_space: bool = Field(False, description="Give the first word its leading-space marker (POS/NER data).")
+    dtype: Literal["uint32", "uint16"] = Field("uint32", description="Integer type of input_ids.")
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Documents per encode_batch call.",
+                            json_schema_extra=_runtime())
+
+
+class ChunkConfig(StageConfig):
+    chunk_size: int = Field(1024, ge=3, description="Maximum tokens per chunk, BOS and EOS included.",
+                            json_schema_extra={"flag": "-c"})
+    min_chunk_size: int = Field(512, ge=0, description="A later piece shorter than this is backfilled or dropped.",
+                                json_schema_extra={"flag": "-m"})
+    always_skip_size: int = Field(128, ge=0, description="Pieces shorter than this are dropped (not the first).",
+                                  json_schema_extra={"flag": "-a"})
+    backfill: bool = Field(False, description="Fill short last pieces with tokens of the previous piece.")
+    backfill_no_duplicates: bool = Field(False, description="Backfill by moving tokens (no token duplicated).")
+    add_eos_token: bool = Field(False, description="Keep the document's EOS as its last content token.")
+    enforce_min_chunk_size_zeroth: bool = Field(
+        False, description="Apply --always-skip-size to a document's first piece too."
+    )
+    word_boundaries: bool = Field(True, description="Start continuation pieces at a word start.")
+    seed: int = Field(42, description="Seed of the backfill random draws.")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ChunkConfig:
+        if self.min_chunk_size > self.chunk_size - 2:
+            raise ValueError(f"min_chunk_size {self.min_chunk_size} must be <= chunk_size - 2 = {self.chunk_size - 2}")
+        if self.always_skip_size > self.chunk_size - 2:
+            raise ValueError(
+                f"always_skip_size {self.always_skip_size} must be <= chunk_size - 2 = {self.chunk_size - 2}"
+            )
+        if self.backfill_no_duplicates and not self.backfill:
+            raise ValueError("backfill_no_duplicates needs backfill (add --backfill)")
+        return self
+
+
+class SplitConfig(StageConfig):
+    validation_fraction: float = Field(gt=0, lt=1, description="Fraction of tokens held out for validation.")
+    seed: int = Field(42, description="Seed of the document draw.")
+
+
+class BudgetConfig(StageConfig):
+    target_tokens: int = Field(gt=0, description="Tokens to select (whole units).")
+    upsample: bool = Field(False, description="Repeat units when the input has fewer tokens than the target.")
+    exact: bool = Field(False, description="Trim the last unit by samples to land on the target.")
+    seed: int = Field(42, description="Seed of the unit draw.")
+
+
+class ContextConfig(StageConfig):
+    num_tokens: int = Field(gt=0, description="Tokens of chunks to draw.")
+    min_length: int = Field(0, ge=0, description="Draw only chunks of at least this many tokens.")
+    seed: int = Field(42, description="Seed of the chunk draw.")
+
+
+class MixConfig(StageConfig):
+    seed: int = Field(42, description="Seed of every source's draw.")
+
+
+class FinalizeConfig(StageConfig):
+    name: list[str] | None = Field(None, description="Dataset name per INPUT (default: the INPUT folder name).")
+    keep_compressed: bool = Field(False, description="Keep zstd shards (the ModernBERT loader needs raw .mds).")
+    dtype: Literal["uint16", "uint32", "int32", "int64"] | None = Field(
+        None, description="Rewrite input_ids with this integer type."
+    )
+    columns: list[str] | None = Field(None, description="Keep only these columns.")
+    verify: bool = Field(True, description="Verify the final dataset (counts, hashes, chunk invariants).")
+
+
+class StatsConfig(_Frozen):
+    inputs: list[str] = Field(description="MDS folders (any tool's).", min_length=1)
+    verify: bool = Field(False, description="Check shards, sizes, hashes, counts and chunk invariants.")
+    plot: str | None = Field(None, description="Draw the length histogram into this PNG file.")
+    show: int = Field(0, ge=0, description="Print this many samples (token data decoded with --tokenizer).")
+    tokenizer: str | None = Field(None, description="Tokenizer used to decode samples for --show.")
+
+    @field_validator("plot")
+    @classmethod
+    def _png(cls, v: str | None) -> str | None:
+        if v is not None and not v.lower().endswith(".png"):
+            raise ValueError("plot must be a .png file name")
+        return v
+
+
+def recorded_settings(cfg: BaseModel) -> dict[str, Any]:
+    """The options that shape the output (runtime options left out), for metadata files."""
+    out = {}
+    for name, field in type(cfg).model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("runtime") or name in ("inputs", "output"):
+            continue
+        out[name] = getattr(cfg, name)
+    return out
+
+
+def load_config_file(path: str | Path, table: str) -> dict[str, Any]:
+    """Read the ``[table]`` of a TOML (or YAML) file; keys are long option names with underscores."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as e:  # pragma: no cover
+                raise ConfigError(f"{p}: YAML needs PyYAML (pip install pyyaml), or use TOML") from e
+            data = yaml.safe_load(p.read_text()) or {}
+        else:
+            data = tomllib.loads(p.read_text())
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"{p} is not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'TOML'}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected tables like [{table}]")
+    section: Any = data
+    for key in table.split("."):
+        section = section.get(key, {}) if isinstance(section, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError(f"{p}: [{table}] must be a table of options")
+    return {k.replace("-", "_"): v for k, v in section.items()}

@@ -1,0 +1,40 @@
+"""The project's error taxonomy: each error is one readable line for the user.
+
+ConfigError  bad options (exit code 2)
+InputError   bad or missing input data; names the file and the fix (exit code 1)
+UnitError    one unit failed; the others continue and a summary is printed (exit code 1)
+"""
+
+from __future__ import annotations
+
+__all__ = ["EttinError", "ConfigError", "InputError", "UnitError", "UnitFailure"]
+
+
+class EttinError(Exception):
+    """Base class: the message is shown to the user as one line."""
+
+    exit_code = 1
+
+
+class ConfigError(EttinError, ValueError):
+    """An option or combination of options is invalid."""
+
+    exit_code = 2
+
+
+class InputError(EttinError):
+    """Input data is missing, malformed or inconsistent."""
+
+
+class UnitFailure(EttinError):
+    """Raised after a run in which some units failed; carries one line per failed unit."""
+
+    def __init__(self, failures: list[tuple[str, str]], total: int):
+        self.failures = failures
+        self.total = total
+        lines = "; ".join(f"{unit}: {err}" for unit, err in failures[:20])
+        more = f" (+{len(failures) - 20} more)" if len(failures) > 20 else ""
+        super().__init__(f"{len(failures)} of {total} units failed: {lines}{more}")
+
+
+UnitError = UnitFailure

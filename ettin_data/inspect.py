@@ -1,0 +1,100 @@
+"""``stats``: describe any MDS folder (ours or another tool's): samples, units, shards, bytes, columns,
+and for token data the token count and length percentiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import StatsConfig
+from .errors import InputError
+from .mds import INDEX, UnitReader, find_units, shard_files
+from .stats import Stats
+
+__all__ = ["describe", "run", "render"]
+
+
+def _readers(path: Path) -> tuple[list[UnitReader], int]:
+    """Readers covering the dataset once: the root index if there is one, else every unit."""
+    if (path / INDEX).is_file():
+        units = find_units(path) if path.is_dir() else []
+        return [UnitReader(path)], max(1, len(units))
+    units = find_units(path)
+    if not units:
+        raise InputError(f"{path}: no index.json here or below (not an MDS dataset)")
+    return [UnitReader(path / u) for u in units], len(units)
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    readers, n_units = _readers(path)
+    shards = [s for r in readers for s in r.index["shards"]]
+    columns: dict[str, str] = {}
+    for r in readers:
+        columns.update(r.columns)
+    nbytes = 0
+    for r in readers:
+        for s in r.index["shards"]:
+            for f in shard_files(s):
+                p = r.dirname / f
+                if p.exists():
+                    nbytes += p.stat().st_size
+    st = Stats()
+    token_col = "input_ids" if "input_ids" in columns else None
+    text_col = "text" if "text" in columns else None
+    for r in readers:
+        if token_col:
+            st.add_lengths([len(s[token_col]) for s in r.iter_samples([token_col])])
+        elif text_col:
+            st.add_lengths([len(s[text_col]) for s in r.iter_samples([text_col])])
+    tokens = int(sum(k * v for k, v in st.lengths.items())) if token_col else None
+    return {
+        "path": str(path),
+        "samples": sum(int(s["samples"]) for s in shards),
+        "units": n_units,
+        "shards": len(shards),
+        "bytes": nbytes,
+        "columns": columns,
+        "tokens": tokens,
+        "length_unit": "tokens" if token_col else ("characters" if text_col else None),
+        "max_length": st.max_length,
+        "mean_length": round(float(np.average(list(st.lengths), weights=list(st.lengths.values()))), 2)
+        if st.lengths else None,
+        "length_percentiles": st.percentiles(),
+        "_hist": st.lengths,
+    }
+
+
+def run(cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
+    datasets = [describe(p) for p in cfg.inputs]
+    hist = sum((Stats(lengths=d.pop("_hist")) for d in datasets), Stats())
+    if len(datasets) == 1:
+        summary = dict(datasets[0])
+    else:
+        tokens = [d["tokens"] for d in datasets]
+        summary = {
+            "samples": sum(d["samples"] for d in datasets),
+            "units": sum(d["units"] for d in datasets),
+            "shards": sum(d["shards"] for d in datasets),
+            "bytes": sum(d["bytes"] for d in datasets),
+            "tokens": None if any(t is None for t in tokens) else sum(tokens),
+            "max_length": hist.max_length,
+            "length_percentiles": hist.percentiles(),
+            "datasets": datasets,
+        }
+    return summary
+
+
+def render(summary: dict[str, Any]) -> None:
+    from .report import human_bytes, print_table
+
+    for d in summary.get("datasets", [summary]):
+        rows = [(k, human_bytes(v) if k == "bytes" else v) for k, v in d.items() if k not in ("length_percentiles",)]
+        rows.append(("length percentiles", " ".join(f"p{q}={v:,}" for q, v in d["length_percentiles"].items())))
+        print_table(f"stats: {d['path']}", rows)
+    if "datasets" in summary:
+        print_table("total", [(k, v) for k, v in summary.items() if k != "datasets"])

@@ -1,0 +1,393 @@
+"""Everything that reads and writes MDS v2 shards and indexes: the only module that knows the format.
+
+A native numpy + zstandard writer and reader (no torch import, see README design notes). The bytes
+follow mosaicml-streaming's MDS v2 layout exactly: a shard is
+``u32 count | u32 offsets[count+1] | config JSON | samples`` where each sample is the u32 sizes of its
+variable-size columns followed by the column bytes, columns sorted by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from .errors import InputError
+
+__all__ = [
+    "TEXT_COLUMNS",
+    "TOKEN_COLUMNS",
+    "ShardWriter",
+    "UnitReader",
+    "read_index",
+    "write_json_atomic",
+    "find_units",
+    "write_root_index",
+    "encode_value",
+    "decode_value",
+    "shard_files",
+]
+
+INDEX = "index.json"
+SIZE_LIMIT = 1 << 26
+HASH_ALGO = "sha1"
+
+TEXT_COLUMNS = {"id": "str", "text": "str"}
+TOKEN_COLUMNS = {"id": "str", "input_ids": "ndarray:uint32", "len": "int"}
+
+_FIXED = {
+    "int": 8, "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8, "int8": 1, "int16": 2, "int32": 4,
+    "int64": 8, "float16": 2, "float32": 4, "float64": 8,
+}
+_NP_SCALAR = {"int": np.int64, **{k: getattr(np, k) for k in _FIXED if k != "int"}}
+_VALUE_DTYPE = {8: "uint8", 9: "int8", 16: "uint16", 17: "int16", 18: "float16", 32: "uint32", 33: "int32",
+                34: "float32", 64: "uint64", 65: "int64", 66: "float64"}
+_VALUE_CODE = {v: k for k, v in _VALUE_DTYPE.items()}
+_SHAPE_DTYPE = {0: np.uint8, 1: np.uint16, 2: np.uint32, 3: np.uint64}
+
+
+def _column_size(encoding: str) -> int | None:
+    if encoding.startswith("ndarray:") and encoding.count(":") == 2:
+        _, dtype, shape = encoding.split(":")
+        return int(np.prod([int(x) for x in shape.split(",")])) * np.dtype(dtype).itemsize
+    return _FIXED.get(encoding)
+
+
+def encode_value(encoding: str, value: Any) -> bytes:
+    """Encode one column value the way streaming's ``mds_encode`` does (common encodings)."""
+    if encoding == "str":
+        return value.encode("utf-8")
+    if encoding == "bytes":
+        return value
+    if encoding == "json":
+        return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value).encode("utf-8")
+    if encoding in _NP_SCALAR:
+        return _NP_SCALAR[encoding](value).tobytes()
+    if encoding.startswith("ndarray"):
+        arr = np.asarray(value)
+        parts = encoding.split(":")
+        if arr.size == 0:
+            raise ValueError("cannot encode an empty array (MDS ndarray columns reject 0 elements)")
+        head = b""
+        if len(parts) == 1:
+            head = bytes([_VALUE_CODE[arr.dtype.name]])
+        elif arr.dtype.name != parts[1]:
+            arr = arr.astype(parts[1])
+        if len(parts) < 3:
+            shape = np.array(arr.shape, np.int64)
+            m = int(shape.max())
+            code = 0 if m < 1 << 8 else 1 if m < 1 << 16 else 2 if m < 1 << 32 else 3
+            head += bytes([(arr.ndim << 2) | code]) + shape.astype(_SHAPE_DTYPE[code]).tobytes()
+        return head + arr.tobytes()
+    raise ValueError(f"unsupported MDS encoding {encoding!r}")
+
+
+def decode_value(encoding: str, data: bytes | memoryview) -> Any:
+    """Decode one column value (inverse of :func:`encode_value`); other encodings go to streaming."""
+    if encoding == "str":
+        return bytes(data).decode("utf-8")
+    if encoding == "bytes":
+        return bytes(data)
+    if encoding == "json":
+        return json.loads(bytes(data))
+    if encoding in _NP_SCALAR:
+        return np.frombuffer(data, _NP_SCALAR[encoding], 1)[0].item()
+    if encoding.startswith("ndarray"):
+        parts = encoding.split(":")
+        i = 0
+        if len(parts) == 1:
+            dtype = _VALUE_DTYPE[data[0]]
+            i = 1
+        else:
+            dtype = parts[1]
+        if len(parts) < 3:
+            byte = data[i]
+            ndim, code = byte >> 2, byte & 3
+            sd = _SHAPE_DTYPE[code]
+            nbytes = ndim * np.dtype(sd).itemsize
+            shape = tuple(int(x) for x in np.frombuffer(data, sd, ndim, i + 1))
+            i += 1 + nbytes
+        else:
+            shape = tuple(int(x) for x in parts[2].split(","))
+        return np.frombuffer(data, dtype, offset=i).reshape(shape)
+    from streaming.base.format.mds.encodings import mds_decode  # rare encodings: let streaming decode
+
+    return mds_decode(encoding, bytes(data))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON to a temporary sibling, fsync, rename: readers never see a partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, sort_keys=True, indent=None if path.name == INDEX else 1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Write samples into one folder of MDS shards plus its ``index.json`` (call :meth:`finish`).
+
+    ``compression`` is ``"zstd"`` (level 3, as streaming) or ``None``; with zstd only the ``.mds.zstd``
+    files are written, like streaming's ``MDSWriter``.
+    """
+
+    def __init__(self, dirname: str | Path, columns: dict[str, str], compression: str | None = "zstd",
+                 size_limit: int = SIZE_LIMIT):
+        if compression not in (None, "zstd"):
+            raise ValueError(f"compression must be None or 'zstd', got {compression!r}")
+        self.dirname = Path(dirname)
+        self.dirname.mkdir(parents=True, exist_ok=True)
+        self.names = sorted(columns)
+        self.encodings = [columns[n] for n in self.names]
+        self.sizes = [_column_size(e) for e in self.encodings]
+        self.compression = compression
+        self.size_limit = size_limit
+        self.config = {
+            "column_encodings": self.encodings, "column_names": self.names, "column_sizes": self.sizes,
+            "compression": compression, "format": "mds", "hashes": [HASH_ALGO], "size_limit": size_limit,
+            "version": 2,
+        }
+        self._config_data = json.dumps({k: v for k, v in self.config.items()}, sort_keys=True).encode()
+        self._samples: list[bytes] = []
+        self._size = 0
+        self.shards: list[dict[str, Any]] = []
+        self._zstd = zstandard.ZstdCompressor(level=3) if compression else None
+
+    def write(self, sample: dict[str, Any]) -> None:
+        heads, body = [], []
+        for name, enc, size in zip(self.names, self.encodings, self.sizes, strict=True):
+            datum = encode_value(enc, sample[name])
+            if size is None:
+                heads.append(len(datum))
+            elif len(datum) != size:
+                raise ValueError(f"column {name}: expected {size} bytes, got {len(datum)}")
+            body.append(datum)
+        data = np.array(heads, np.uint32).tobytes() + b"".join(body)
+        if self._samples and self._size + len(data) + 4 > self.size_limit - 8 - len(self._config_data):
+            self._flush()
+        self._samples.append(data)
+        self._size += len(data) + 4
+
+    def _flush(self) -> None:
+        if not self._samples:
+            return
+        n = len(self._samples)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum([len(s) for s in self._samples], out=offsets[1:])
+        offsets += 4 + 4 * (n + 1) + len(self._config_data)
+        raw = b"".join([np.uint32(n).tobytes(), offsets.astype(np.uint32).tobytes(), self._config_data,
+                        *self._samples])
+        basename = f"shard.{len(self.shards):05d}.mds"
+        raw_info = {"basename": basename, "bytes": len(raw), "hashes": {HASH_ALGO: hashlib.sha1(raw).hexdigest()}}
+        zip_info = None
+        if self._zstd:
+            z = self._zstd.compress(raw)
+            zip_info = {"basename": basename + ".zstd", "bytes": len(z),
+                        "hashes": {HASH_ALGO: hashlib.sha1(z).hexdigest()}}
+            _write_file(self.dirname / zip_info["basename"], z)
+        else:
+            _write_file(self.dirname / basename, raw)
+        self.shards.append({**self.config, "raw_data": raw_info, "samples": n, "zip_data": zip_info})
+        self._samples, self._size = [], 0
+
+    def finish(self) -> dict[str, Any]:
+        """Flush the last shard and write ``index.json``; returns the index."""
+        self._flush()
+        index = {"shards": self.shards, "version": 2}
+        write_json_atomic(self.dirname / INDEX, index)
+        return index
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, *_: Any) -> None:
+        if exc_type is None:
+            self.finish()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read_index(dirname: str | Path) -> dict[str, Any]:
+    """Read and check an ``index.json``; errors name the file and what is wrong."""
+    path = Path(dirname) / INDEX
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist (not an MDS folder?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not valid JSON ({e}); rerun the stage that wrote it") from None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        raise InputError(f"{path} is not an MDS index (no 'shards' list)")
+    for i, shard in enumerate(index["shards"]):
+        if not isinstance(shard, dict) or shard.get("format") != "mds":
+            raise InputError(f"{path}: shard {i} is not an MDS shard entry")
+    return index
+
+
+def shard_files(shard: dict[str, Any]) -> list[str]:
+    """Basenames of the files that hold one shard (raw and/or compressed)."""
+    out = [shard["raw_data"]["basename"]]
+    if shard.get("zip_data"):
+        out.append(shard["zip_data"]["basename"])
+    return out
+
+
+@dataclass
+class Shard:
+    """One decoded shard held in memory; samples are zero-copy views."""
+
+    path: Path
+    info: dict[str, Any]
+    data: bytes
+
+    @property
+    def offsets(self) -> np.ndarray:
+        n = self.info["samples"]
+        return np.frombuffer(self.data, np.uint32, n + 1, 4).astype(np.int64)
+
+    def raw_samples(self) -> Iterator[memoryview]:
+        mv = memoryview(self.data)
+        off = self.offsets
+        for i in range(len(off) - 1):
+            yield mv[off[i]:off[i + 1]]
+
+
+def load_shard(dirname: Path, shard: dict[str, Any], check_hash: bool = False) -> Shard:
+    """Read a shard's raw bytes (decompressing in memory; the input folder is never modified)."""
+    raw_path = dirname / shard["raw_data"]["basename"]
+    zip_info = shard.get("zip_data")
+    try:
+        if raw_path.exists():
+            data = raw_path.read_bytes()
+            path = raw_path
+        elif zip_info:
+            path = dirname / zip_info["basename"]
+            comp = path.read_bytes()
+            if check_hash:
+                _check_hash(path, comp, zip_info)
+            data = _decompress(shard.get("compression"), comp, path)
+        else:
+            raise InputError(f"{raw_path} is missing (named in {dirname / INDEX})")
+    except FileNotFoundError as e:
+        raise InputError(f"{e.filename} is missing (named in {dirname / INDEX})") from None
+    expected = shard["raw_data"].get("bytes")
+    if expected is not None and len(data) != expected:
+        raise InputError(f"{path} is corrupt: {len(data)} bytes, index says {expected} (truncated?)")
+    if check_hash:
+        _check_hash(path, data, shard["raw_data"])
+    n = shard["samples"]
+    if len(data) < 4 * (n + 2) or int(np.frombuffer(data, np.uint32, 1)[0]) != n:
+        raise InputError(f"{path} is corrupt: header does not hold {n} samples")
+    off = np.frombuffer(data, np.uint32, n + 1, 4)
+    if n and (off[-1] != len(data) or np.any(np.diff(off.astype(np.int64)) < 0)):
+        raise InputError(f"{path} is corrupt: sample offsets do not match the file size")
+    return Shard(path, shard, data)
+
+
+def _check_hash(path: Path, data: bytes, info: dict[str, Any]) -> None:
+    for algo, want in (info.get("hashes") or {}).items():
+        if algo in hashlib.algorithms_available and hashlib.new(algo, data).hexdigest() != want:
+            raise InputError(f"{path} is corrupt: {algo} hash does not match the index")
+
+
+def _decompress(compression: str | None, data: bytes, path: Path) -> bytes:
+    try:
+        if compression and compression.split(":")[0] == "zstd":
+            return zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 32)
+        from streaming.base.compression import decompress  # other codecs: streaming knows them
+
+        return decompress(compression, data)
+    except zstandard.ZstdError as e:
+        raise InputError(f"{path} is corrupt: cannot decompress ({e})") from None
+
+
+class UnitReader:
+    """Read the samples of one MDS folder (a unit, or any folder with a flat index.json)."""
+
+    def __init__(self, dirname: str | Path, check_hash: bool = False):
+        self.dirname = Path(dirname)
+        self.index = read_index(self.dirname)
+        self.check_hash = check_hash
+        shards = self.index["shards"]
+        self.columns: dict[str, str] = {}
+        for s in shards:
+            cols = dict(zip(s["column_names"], s["column_encodings"], strict=True))
+            if self.columns and cols != self.columns:
+                raise InputError(f"{self.dirname / INDEX}: shards disagree on columns")
+            self.columns = cols
+        self.num_samples = sum(int(s["samples"]) for s in shards)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def shards(self) -> Iterator[Shard]:
+        for s in self.index["shards"]:
+            yield load_shard(self.dirname, s, self.check_hash)
+
+    def iter_samples(self, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Yield samples as dicts (only ``columns`` decoded when given)."""
+        for shard in self.shards():
+            names, encs, sizes = (shard.info[k] for k in ("column_names", "column_encodings", "column_sizes"))
+            want = set(columns) if columns is not None else set(names)
+            missing = want - set(names)
+            if missing:
+                raise InputError(
+                    f"{self.dirname}: missing column(s) {sorted(missing)}; columns present: {names}"
+                )
+            nvar = sum(1 for s in sizes if not s)
+            for raw in shard.raw_samples():
+                var = iter(np.frombuffer(raw, np.uint32, nvar).tolist()) if nvar else iter(())
+                pos = 4 * nvar
+                sample = {}
+                for name, enc, size in zip(names, encs, sizes, strict=True):
+                    n = size or next(var)
+                    if name in want:
+                        sample[name] = decode_value(enc, raw[pos:pos + n])
+                    pos += n
+                yield sample
+
+
+def find_units(root: str | Path) -> list[str]:
+    """Relative paths (posix, sorted) of the unit folders under ``root``: folders whose index.json lists
+    shards by plain file names. Root indexes (nested basenames) and hidden/temporary folders are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if INDEX in filenames:
+            index = read_index(dirpath)
+            if all("/" not in s["raw_data"]["basename"] for s in index["shards"]):
+                rel = Path(dirpath).relative_to(root).as_posix()
+                found.append("" if rel == "." else rel)
+                dirnames[:] = []
+    return sorted(found)
+
+
+def write_root_index(root: str | Path, units: list[str]) -> dict[str, Any]:
+    """Merge the unit indexes into ``root/index.json`` with nested basenames (any depth)."""
+    root = Path(root)
+    shards = []
+    for unit in units:
+        for s in read_index(root / unit)["shards"]:
+            s = json.loads(json.dumps(s))
+            s["raw_data"]["basename"] = f"{unit}/{s['raw_data']['basename']}"
+            if s.get("zip_data"):
+                s["zip_data"]["basename"] = f"{unit}/{s['zip_data']['basename']}"
+            shards.append(s)
+    index = {"shards": shards, "version": 2}
+    write_json_atomic(root / INDEX, index)
+    return index

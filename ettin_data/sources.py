@@ -1,0 +1,226 @@
+"""Raw inputs: JSONL (plain, .gz, .zst), Dolma json.gz, Parquet, Hugging Face datasets (save_to_disk
+folders and hub names) and the built-in corpus. Each yields ``(location, record)`` pairs where
+``location`` is ``file:line`` (or ``dataset:row``) for error messages and generated ids."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["Source", "discover", "read_records", "BadLine", "BUILTIN"]
+
+BUILTIN = "builtin:python-docs"
+JSONL_EXT = (".jsonl", ".json", ".ndjson")
+COMPRESSED = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+PARQUET_EXT = (".parquet",)
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str  # output folder for this source's units
+    kind: str  # jsonl | parquet | hf_disk | hf_hub | builtin
+    path: str
+    label: str  # file name used in ids and messages
+
+
+class BadLine(InputError):
+    """A record that cannot be read (malformed JSON); skippable with --skip-bad-lines."""
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    for ext in COMPRESSED:
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    if name.endswith(JSONL_EXT):
+        return "jsonl"
+    if name.endswith(PARQUET_EXT):
+        return "parquet"
+    return None
+
+
+def _strip_ext(rel: str) -> str:
+    while True:
+        stem, ext = os.path.splitext(rel)
+        if ext.lower() in (*COMPRESSED, *JSONL_EXT, *PARQUET_EXT):
+            rel = stem
+        else:
+            return rel
+
+
+def _is_hf_disk(path: Path) -> bool:
+    return (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() or (
+        path / "state.json"
+    ).is_file()
+
+
+def discover(inputs: list[str]) -> list[Source]:
+    """Expand files, folders and globs into sources with distinct, deterministic output keys."""
+    files: list[Path] = []
+    special: list[Source] = []
+    for item in inputs:
+        p = Path(item)
+        if item == BUILTIN:
+            special.append(Source("python-docs", "builtin", item, item))
+        elif p.is_dir() and _is_hf_disk(p):
+            special.append(Source(p.resolve().name, "hf_disk", str(p), p.name))
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f) and not f.name.startswith("."))
+            if not found:
+                raise InputError(f"{p}: no .jsonl/.json(.gz/.zst) or .parquet files in this folder")
+            files += [(f, p) for f in found]
+        elif p.is_file():
+            if not _kind(p):
+                raise InputError(
+                    f"{p}: unknown input type; expected .jsonl/.json (optionally .gz/.zst), .parquet, "
+                    "a Hugging Face save_to_disk folder, or a hub dataset name"
+                )
+            files.append((p, p.parent))
+        elif glob.has_magic(item):
+            matched = sorted(Path(m) for m in glob.glob(item, recursive=True) if _kind(Path(m)))
+            if not matched:
+                raise InputError(f"{item}: the pattern matches no input files")
+            base = Path(os.path.commonpath([str(m.parent) for m in matched]))
+            files += [(m, base) for m in matched]
+        elif re.fullmatch(r"[\w.-]+/[\w.-]+", item) and not item.startswith((".", "/")):
+            special.append(Source(item.replace("/", "__"), "hf_hub", item, item))
+        else:
+            raise InputError(f"{item} does not exist (expected a file, folder, glob or hub dataset name)")
+    out = []
+    for f, base in files:
+        rel = f.relative_to(base).as_posix() if f.is_relative_to(base) else f.name
+        out.append(Source(_strip_ext(rel), _kind(f) or "", str(f), f.as_posix()))
+    seen: set[Path] = set()
+    dedup = []
+    for s in out:
+        rp = Path(s.path).resolve()
+        if rp not in seen:
+            seen.add(rp)
+            dedup.append(s)
+    return dedup + special
+
+
+def read_records(src: Source, hf_config: str | None = None, hf_split: str = "train") -> Iterator[tuple[str, Any]]:
+    if src.kind == "jsonl":
+        yield from _read_jsonl(src)
+    elif src.kind == "parquet":
+        yield from _read_parquet(src)
+    elif src.kind == "builtin":
+        from .corpus import python_docs
+
+        for i, doc in enumerate(python_docs(), 1):
+            yield f"{src.label}:{i}", doc
+    elif src.kind in ("hf_disk", "hf_hub"):
+        yield from _read_hf(src, hf_config, hf_split)
+    else:  # pragma: no cover
+        raise InputError(f"{src.path}: unsupported source kind {src.kind}")
+
+
+def _zstd_chunks(path: str) -> Iterator[bytes]:
+    """Decompress a (multi-frame) zstd file in one pass; a truncated last frame is an error."""
+    import zstandard
+
+    with open(path, "rb") as f:
+        d, pending = zstandard.ZstdDecompressor().decompressobj(), False
+        while chunk := f.read(1 << 20):
+            while chunk:
+                pending = True
+                yield d.decompress(chunk)
+                if d.eof:
+                    chunk, pending = d.unused_data, False
+                    d = zstandard.ZstdDecompressor().decompressobj()
+                else:
+                    chunk = b""
+        if pending:
+            raise EOFError("the last zstd frame is incomplete")
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    name = path.lower()
+    if name.endswith((".zst", ".zstd")):
+        buf = b""
+        for out in _zstd_chunks(path):
+            buf += out
+            if b"\n" in out:
+                *lines, buf = buf.split(b"\n")
+                yield from lines
+        if buf:
+            yield buf
+        return
+    with gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb") as f:
+        yield from f
+
+
+def _read_jsonl(src: Source) -> Iterator[tuple[str, Any]]:
+    import zstandard
+
+    line_no = 0
+    try:
+        for line_no, line in enumerate(_lines(src.path), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                yield f"{src.label}:{line_no}", BadLine(f"{src.label}:{line_no}: malformed JSON ({e})")
+                continue
+            yield f"{src.label}:{line_no}", rec
+    except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
+        raise InputError(
+            f"{src.label}: truncated or corrupt compressed file after line {line_no} ({e})"
+        ) from None
+
+
+def _read_parquet(src: Source) -> Iterator[tuple[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(src.path)
+    except Exception as e:
+        raise InputError(f"{src.label}: cannot read Parquet file ({e})") from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for rec in batch.to_pylist():
+            row += 1
+            yield f"{src.label}:{row}", rec
+
+
+def _read_hf(src: Source, hf_config: str | None, hf_split: str) -> Iterator[tuple[str, Any]]:
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import datasets
+
+        if src.kind == "hf_disk":
+            ds = datasets.load_from_disk(src.path)
+            if isinstance(ds, datasets.DatasetDict):
+                if hf_split not in ds:
+                    raise InputError(f"{src.path}: no split {hf_split!r} (splits: {', '.join(ds)}); pass --hf-split")
+                ds = ds[hf_split]
+        else:
+            ds = datasets.load_dataset(src.path, hf_config, split=hf_split, streaming=True)
+        it = iter(ds)
+        row = 0
+        while True:
+            try:
+                rec = next(it)
+            except StopIteration:
+                return
+            row += 1
+            yield f"{src.label}:{row}", rec
+    except InputError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = "Hugging Face hub dataset" if src.kind == "hf_hub" else "Hugging Face dataset folder"
+        hint = " (no network? pass a local file or save_to_disk folder)" if src.kind == "hf_hub" else ""
+        raise InputError(f"cannot read {where} {src.path!r}: {first}{hint}") from None

@@ -1,0 +1,166 @@
+"""convert: raw text (JSONL, Dolma, Parquet, Hugging Face datasets, the built-in corpus) -> text MDS.
+
+One task per source; a source's documents fill units of ``docs_per_shard`` documents written to
+``OUTPUT/<source key>/split_NNNNN``, each atomically. Resuming skips finished units (their documents
+are re-read but not re-written), so unit boundaries never depend on the worker count or on restarts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .. import progress
+from .. import units as U
+from ..config import ConvertConfig
+from ..errors import InputError
+from ..mds import TEXT_COLUMNS, ShardWriter, find_units, write_json_atomic, write_root_index
+from ..sources import BadLine, Source, discover, read_records
+from ..stats import Stats
+
+NAME = "convert"
+STATS_FILE = "convert_stats.json"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+__all__ = ["NAME", "plan", "process_unit", "finish", "run"]
+
+
+def plan(cfg: ConvertConfig) -> list[U.Task]:
+    return [U.Task(s.key, s.path, (s.kind, s.label)) for s in discover(cfg.inputs)]
+
+
+def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, str, str | None] | None:
+    """Validate one record: (id, text, domain), or None when it is skipped (and counted)."""
+    if isinstance(rec, BadLine):
+        if cfg.skip_bad_lines:
+            stats.add("skipped.bad_line")
+            return None
+        raise InputError(f"{rec}; pass --skip-bad-lines to count and skip such lines")
+    if not isinstance(rec, dict):
+        if cfg.skip_bad_lines:
+            stats.add("skipped.bad_line")
+            return None
+        raise InputError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    if cfg.text_field not in rec:
+        raise InputError(
+            f"{where}: no field {cfg.text_field!r} (fields: {', '.join(map(str, rec)) or 'none'}); "
+            "pass --text-field NAME"
+        )
+    text = rec[cfg.text_field]
+    if text is None:
+        stats.add("skipped.null_text")
+        return None
+    if not isinstance(text, str):
+        if cfg.skip_bad_lines:
+            stats.add("skipped.bad_line")
+            return None
+        raise InputError(f"{where}: field {cfg.text_field!r} is a {type(text).__name__}, not a string")
+    if not text.strip():
+        stats.add("skipped.empty")
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATES.sub("\ufffd", text)
+        stats.add("fixed.lone_surrogates")
+    doc_id = rec.get(cfg.id_field)
+    if doc_id is None or doc_id == "":
+        doc_id = where
+    elif not isinstance(doc_id, str):
+        doc_id = str(doc_id)
+    domain = None
+    if cfg.domain_field:
+        d = rec.get(cfg.domain_field)
+        domain = "" if d is None else str(d)
+    return doc_id, text, domain
+
+
+def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
+    kind, label = task.params
+    src = Source(task.name, kind, task.source, label)
+    root = Path(cfg.output) / task.name
+    root.mkdir(parents=True, exist_ok=True)
+    columns = dict(TEXT_COLUMNS, **({"domain": "str"} if cfg.domain_field else {}))
+    total = Stats()
+    seen_ids: set[int] = set()
+    part: list[tuple[str, str, str | None]] = []
+    k = 0
+
+    def flush() -> None:
+        nonlocal k, part
+        unit = root / f"split_{k:05d}"
+        if not cfg.overwrite and U.is_done(unit):
+            st = U.read_done(unit)
+        else:
+            st = Stats()
+            with U.atomic_dir(unit) as tmp, ShardWriter(tmp, columns) as w:
+                for doc_id, text, domain in part:
+                    sample = {"id": doc_id, "text": text}
+                    if cfg.domain_field:
+                        sample["domain"] = domain
+                    w.write(sample)
+                    st.add("characters", len(text))
+                st.add("documents_written", len(part))
+                st.add_lengths([len(t) for _, t, _ in part])
+            U.mark_done(unit, st)
+        nonlocal total
+        total = total + st
+        progress.advance(docs=len(part))
+        k += 1
+        part = []
+
+    reading = Stats()
+    for where, rec in read_records(src, cfg.hf_config, cfg.hf_split):
+        reading.add("documents_in")
+        doc = _doc(rec, where, cfg, reading)
+        if doc is None:
+            continue
+        h = hash(doc[0])
+        if h in seen_ids:
+            reading.add("duplicate_ids")
+        seen_ids.add(h)
+        part.append(doc)
+        if len(part) == cfg.docs_per_shard:
+            flush()
+    if part:
+        flush()
+    total = total + reading
+    total.add("units", k)
+    skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
+    if total["documents_in"] != total["documents_written"] + skipped:
+        raise InputError(
+            f"{label}: document accounting does not close ({total['documents_in']} in, "
+            f"{total['documents_written']} written, {skipped} skipped)"
+        )
+    U.mark_done(root, total)
+    return total
+
+
+def finish(cfg: ConvertConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    out = Path(cfg.output)
+    units = find_units(out)
+    write_root_index(out, units)
+    skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
+    summary = {
+        "documents": stats["documents_written"],
+        "documents_in": stats["documents_in"],
+        "skipped": skipped,
+        "characters": stats["characters"],
+        "duplicate_ids": stats["duplicate_ids"],
+        "lone_surrogates_fixed": stats["fixed.lone_surrogates"],
+        "units": len(units),
+        "sources": len(tasks),
+    }
+    write_json_atomic(out / STATS_FILE, summary)
+    return summary
+
+
+def run(cfg: ConvertConfig, quiet: bool = True) -> dict[str, Any]:
+    from ..pipeline import run_stage
+
+    if cfg.to == "jsonl":
+        from .export import export_jsonl
+
+        return export_jsonl(cfg)
+    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
