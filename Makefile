@@ -30,11 +30,11 @@ demo: install
 	$(BIN)/ettin-data tokenize $(DEMO)/text -o $(DEMO)/tokens --tokenizer builtin:modernbert -q
 	$(BIN)/ettin-data chunk $(DEMO)/tokens -o $(DEMO)/chunks -c 1024 -m 512 -a 128 --backfill --backfill-no-duplicates -q
 	$(BIN)/ettin-data sample split $(DEMO)/chunks -o $(DEMO)/split --validation-fraction 0.1 -q
-	$(BIN)/ettin-data finalize $(DEMO)/split -o $(DEMO)/final -q
+	$(BIN)/ettin-data finalize $(DEMO)/split -o $(DEMO)/final --name python-docs -q
 	$(BIN)/ettin-data stats $(DEMO)/final/train $(DEMO)/final/validation
 
 bench: install
-	$(BIN)/python examples/bench.py
+	$(BIN)/python examples/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info

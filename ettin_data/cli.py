@@ -15,6 +15,7 @@ import os
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Optional  # noqa: UP035
 
 import typer
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import __version__
 from . import config as C
-from .errors import ConfigError, EttinError, UnitFailure
+from .errors import ConfigError, EttinError, UnitFailure, os_error_message
 
 __all__ = ["app", "main"]
 
@@ -46,6 +47,27 @@ COMMANDS: list[tuple[str, str | None, type[BaseModel], str, str, str]] = [
      "Convert raw text (JSONL, Dolma json.gz, Parquet, Hugging Face datasets) to MDS units.",
      "Input files, folders, globs, a Hugging Face dataset (save_to_disk folder or hub name), or "
      "'builtin:python-docs'."),
+    ("tokenize", None, C.TokenizeConfig, "ettin_data.stages.tokenize",
+     "Tokenize text MDS units with a Hugging Face tokenizers tokenizer.json (ids, len, domain).",
+     "Text dataset folders written by 'ettin-data convert'."),
+    ("chunk", None, C.ChunkConfig, "ettin_data.stages.chunk",
+     "Cut tokenized documents into [BOS] piece [EOS] chunks of at most --chunk-size tokens.",
+     "Token dataset folders written by 'ettin-data tokenize'."),
+    ("split", "sample", C.SplitConfig, "ettin_data.sampling.split",
+     "Hold out whole documents as a validation split (OUTPUT/train, OUTPUT/validation).",
+     "A chunked token dataset folder."),
+    ("budget", "sample", C.BudgetConfig, "ettin_data.sampling.budget",
+     "Choose whole units at random until --target-tokens (hard links; --upsample repeats units).",
+     "A chunked token dataset folder."),
+    ("context", "sample", C.ContextConfig, "ettin_data.sampling.context",
+     "Draw random chunks (of at least --min-length tokens) until --num-tokens, for context extension.",
+     "A chunked token dataset folder."),
+    ("mix", "sample", C.MixConfig, "ettin_data.sampling.mix",
+     "Build a data mixture from a TOML file of sources with proportions or token counts.",
+     "The mix TOML file (total_tokens and [sources.NAME] tables with path and proportion or tokens)."),
+    ("finalize", None, C.FinalizeConfig, "ettin_data.stages.finalize",
+     "Combine split datasets into OUTPUT/train and OUTPUT/validation (raw .mds), write manifest.json, verify.",
+     "'sample split' output folders (each with train/ and validation/)."),
     ("stats", None, C.StatsConfig, "ettin_data.inspect",
      "Summarise MDS folders: samples, shards, bytes, columns, tokens and length percentiles.",
      "MDS folders (any tool's)."),
@@ -197,15 +219,38 @@ def _print_summary(mod: Any, summary: dict[str, Any], as_json: bool) -> None:
     getattr(mod, "render", print_summary)(summary)
 
 
+def _settings_conflict(mod: Any, cfg: BaseModel) -> list[str]:
+    """What a real run would refuse: the output was written with other settings (see pipeline)."""
+    from .pipeline import SETTINGS
+
+    path = Path(cfg.output) / SETTINGS
+    if getattr(cfg, "overwrite", False) or not path.is_file():
+        return []
+    now = json.loads(json.dumps({"stage": mod.NAME, "inputs": list(cfg.inputs), **C.recorded_settings(cfg)},
+                                default=str))
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in now.items() if old.get(k) != v]
+
+
 def _dry_run(mod: Any, cfg: BaseModel, origin: dict[str, str], as_json: bool) -> None:
+    """Print the resolved options (and where each came from) and the planned work; write nothing."""
     resolved = {k: {"value": getattr(cfg, k), "from": origin[k]} for k in type(cfg).model_fields}
     planned: dict[str, Any] = {}
-    if hasattr(mod, "plan"):
+    if getattr(cfg, "to", "mds") == "jsonl":
+        planned = {"export": {"inputs": list(cfg.inputs), "output": cfg.output,
+                              "output_exists": Path(cfg.output).exists()}}
+    elif hasattr(mod, "plan"):
         from .pipeline import plan_stage
 
         p = plan_stage(mod, cfg)
         planned = {"units": len(p.tasks), "mine": len(p.mine), "to_do": [t.name for t in p.todo],
                    "already_done": [t.name for t in p.done]}
+        conflict = _settings_conflict(mod, cfg)
+        if conflict:
+            planned["settings_conflict"] = conflict
     if as_json:
         typer.echo(json.dumps({"config": resolved, "plan": planned}, default=str, sort_keys=True))
         return
@@ -214,22 +259,41 @@ def _dry_run(mod: Any, cfg: BaseModel, origin: dict[str, str], as_json: bool) ->
     print_dry_run(resolved, planned)
 
 
+def _write_log(log: Any, code: int, **kw: Any) -> str | None:
+    """Write the run log; a log that cannot be written is a warning, never a failed run."""
+    if log is None:
+        return None
+    try:
+        path = log.write(code, **kw)
+    except OSError as e:
+        typer.echo(f"warning: could not write the run log: {e}", err=True)
+        return None
+    return str(path) if path else None
+
+
 def _make_command(name: str, table: str, model: type[BaseModel], module: str, input_help: str):
     def command(**kwargs: Any) -> None:
         run_opts = {k: kwargs.pop(k) for k in RUN_OPTIONS}
         debug = run_opts["debug"] or os.environ.get("ETTIN_DEBUG") == "1"
+        log = None
+        cfg: Any = None
         try:
             cfg, origin = resolve(model, table, kwargs, run_opts["config"])
             mod = importlib.import_module(module)
             if run_opts["dry_run"]:
                 _dry_run(mod, cfg, origin, run_opts["json_out"])
                 return
+            if hasattr(cfg, "output"):
+                from .logs import RunLog
+
+                log = RunLog(table.replace(".", "-"), cfg, origin, mod)
             summary = mod.run(cfg, quiet=run_opts["quiet"] or run_opts["json_out"])
         except ValidationError as e:
             for line in _validation_lines(e):
                 typer.echo(f"error: {name}: {line}", err=True)
             raise typer.Exit(2) from None
         except UnitFailure as e:
+            _write_log(log, 1, error=str(e), failures=e.failures)
             if debug:
                 for unit, tb in getattr(e, "tracebacks", {}).items():
                     typer.echo(f"--- {unit}\n{tb}", err=True)
@@ -238,14 +302,25 @@ def _make_command(name: str, table: str, model: type[BaseModel], module: str, in
             _fail(f"{len(e.failures)} of {e.total} units failed; finished units are kept, rerun to retry "
                   "(--debug shows tracebacks)", 1, False)
         except EttinError as e:
+            _write_log(log, e.exit_code, error=str(e))
             _fail(str(e), e.exit_code, debug)
         except KeyboardInterrupt:
+            _write_log(log, 130, error="interrupted")
             _fail("interrupted; finished units are kept, rerun to resume", 130, False)
+        except OSError as e:  # disk full, read-only output, permissions: one line naming the path
+            msg = os_error_message(e, getattr(cfg, "output", None))
+            _write_log(log, 1, error=msg)
+            _fail(msg, 1, debug)
         except Exception as e:  # an unexpected error: still one line unless --debug
+            _write_log(log, 1, error=f"{type(e).__name__}: {e}")
             _fail(f"{type(e).__name__}: {e}", 1, debug, hint=True)
+        code = 1 if summary.get("problems") else 0
+        log_path = _write_log(log, code, summary=summary)
+        if log_path:
+            summary["log"] = log_path
         _print_summary(mod, summary, run_opts["json_out"])
-        if summary.get("problems"):
-            raise typer.Exit(1)
+        if code:
+            raise typer.Exit(code)
 
     command.__signature__ = inspect.Signature(_params(model, input_help))  # type: ignore[attr-defined]
     command.__name__ = name.replace("-", "_")

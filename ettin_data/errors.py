@@ -7,7 +7,9 @@ UnitError    one unit failed; the others continue and a summary is printed (exit
 
 from __future__ import annotations
 
-__all__ = ["EttinError", "ConfigError", "InputError", "UnitError", "UnitFailure"]
+import errno
+
+__all__ = ["EttinError", "ConfigError", "InputError", "UnitError", "UnitFailure", "os_error_message"]
 
 
 class EttinError(Exception):
@@ -38,3 +40,16 @@ class UnitFailure(EttinError):
 
 
 UnitError = UnitFailure
+
+
+def os_error_message(e: OSError, output: str | None = None) -> str:
+    """One readable line for a file-system error; disk full and read-only outputs name the output."""
+    where = str(e.filename or output or "?")
+    detail = f" (while writing {where})" if output and where != str(output) else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device of {output or where}{detail}; free space and rerun (finished units kept)"
+    if e.errno == errno.EROFS:
+        return f"{output or where} is on a read-only file system{detail}; choose another --output"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {where}"
+    return f"{e.strerror or type(e).__name__}: {where}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import progress
-from .errors import EttinError
+from .errors import EttinError, os_error_message
 from .stats import Stats
 from .units import Task
 
@@ -54,6 +54,8 @@ def _call(fn: Callable[[Task, Any], Stats], task: Task, cfg: Any) -> tuple[str, 
         return "error", str(e), traceback.format_exc()
     except MemoryError:
         return "error", "out of memory", traceback.format_exc()
+    except OSError as e:  # disk full, read-only or missing files: one line naming the path
+        return "error", os_error_message(e, getattr(cfg, "output", None)), traceback.format_exc()
     except Exception as e:  # a bug or an unexpected library error: still only this unit fails
         return "error", f"{type(e).__name__}: {e}", traceback.format_exc()
     finally:

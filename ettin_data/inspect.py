@@ -70,8 +70,15 @@ def describe(path: str | Path) -> dict[str, Any]:
 
 
 def run(cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
-    datasets = [describe(p) for p in cfg.inputs]
-    hist = sum((Stats(lengths=d.pop("_hist")) for d in datasets), Stats())
+    if cfg.verify:  # problems -> a summary with `problems` (the CLI exits 1); see verify.py
+        from .verify import verify_paths
+
+        problems = verify_paths(cfg.inputs)
+        if problems:
+            return {"path": ", ".join(cfg.inputs), "problems": problems, "length_percentiles": {}}
+    datasets = [dict(describe(p), **({"verified": "ok"} if cfg.verify else {})) for p in cfg.inputs]
+    hists = [d.pop("_hist") for d in datasets]
+    hist = sum((Stats(lengths=h) for h in hists), Stats())
     if len(datasets) == 1:
         summary = dict(datasets[0])
     else:
@@ -86,6 +93,14 @@ def run(cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
             "length_percentiles": hist.percentiles(),
             "datasets": datasets,
         }
+    if cfg.plot:
+        from .plot import plot_stats
+
+        summary["plot"] = plot_stats(cfg.plot, datasets, hists)
+    if cfg.show:
+        from .stages.export import show_samples
+
+        summary["shown"] = {p: show_samples(p, cfg.show, cfg.tokenizer) for p in cfg.inputs}
     return summary
 
 
@@ -93,8 +108,13 @@ def render(summary: dict[str, Any]) -> None:
     from .report import human_bytes, print_table
 
     for d in summary.get("datasets", [summary]):
-        rows = [(k, human_bytes(v) if k == "bytes" else v) for k, v in d.items() if k not in ("length_percentiles",)]
+        rows = [(k, human_bytes(v) if k == "bytes" else v) for k, v in d.items()
+                if k not in ("length_percentiles", "shown")]
         rows.append(("length percentiles", " ".join(f"p{q}={v:,}" for q, v in d["length_percentiles"].items())))
         print_table(f"stats: {d['path']}", rows)
     if "datasets" in summary:
-        print_table("total", [(k, v) for k, v in summary.items() if k != "datasets"])
+        print_table("total", [(k, v) for k, v in summary.items() if k not in ("datasets", "shown")])
+    if summary.get("shown"):
+        from .report import print_samples
+
+        print_samples(summary["shown"])

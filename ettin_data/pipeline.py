@@ -86,8 +86,8 @@ def _jsonable(obj: Any) -> Any:
 def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
     """Run a stage to completion (or raise :class:`UnitFailure` naming each failed unit)."""
     t0 = time.monotonic()
+    p = plan_stage(stage, cfg)  # first: bad inputs are reported before anything is written
     _check_settings(stage, cfg)
-    p = plan_stage(stage, cfg)
     out = Path(cfg.output)
     display = Display(stage.NAME, len(p.mine), quiet=quiet)
     with display:

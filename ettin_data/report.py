@@ -6,8 +6,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ["print_summary", "print_dry_run", "print_table", "human_bytes"]
+__all__ = ["print_summary", "print_dry_run", "print_table", "print_samples", "human_bytes"]
 
 
 def human_bytes(n: int | None) -> str:
@@ -59,10 +60,33 @@ def print_dry_run(resolved: dict[str, dict[str, Any]], planned: dict[str, Any]) 
     for k, v in resolved.items():
         t.add_row(k, _fmt(v["value"]), v["from"])
     console.print(t)
-    if planned:
+    if "export" in planned:
+        e = planned["export"]
+        console.print(f"planned: export {', '.join(e['inputs'])} to {e['output']}"
+                      + (" (exists: needs --overwrite)" if e["output_exists"] else ""), highlight=False)
+    elif planned:
         todo, done = planned["to_do"], planned["already_done"]
-        console.print(f"planned: {planned['units']} units; this run: {len(todo)} to do, {len(done)} already done")
-        for name in todo[:20]:
-            console.print(f"  to do: {name}")
-        if len(todo) > 20:
-            console.print(f"  ... and {len(todo) - 20} more")
+        other = planned["units"] - planned["mine"]
+        console.print(f"planned: {planned['units']} units; this run: {len(todo)} to do, {len(done)} already done"
+                      + (f", {other} for other ranks" if other else ""), highlight=False)
+        for label, names in (("to do", todo), ("done", done)):
+            for name in names[:20]:
+                console.print(f"  {label}: {name}", highlight=False)
+            if len(names) > 20:
+                console.print(f"  ... and {len(names) - 20} more {label}")
+        for line in planned.get("settings_conflict", []):
+            console.print(f"  refused: output written with other settings: {line} (use --overwrite or a new -o)",
+                          highlight=False)
+
+
+def print_samples(shown: dict[str, list[dict[str, Any]]], width: int = 2000) -> None:
+    """Print samples shown by ``stats --show``: one block per sample, long texts cut at ``width`` chars."""
+    console = Console()
+    for path, records in shown.items():
+        console.rule(f"{path}: first {len(records)} sample(s)")
+        for i, rec in enumerate(records):
+            text = rec["text"]
+            more = f" … (+{len(text) - width:,} characters)" if len(text) > width else ""
+            extra = f"  domain={rec['domain']}" if "domain" in rec else ""
+            console.print(Text(f"#{i}  id={rec['id']}{extra}  ({len(text):,} characters)", style="bold"))
+            console.print(text[:width] + more, markup=False, highlight=False)

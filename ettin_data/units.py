@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .mds import write_json_atomic
+from .errors import EttinError
+from .mds import INDEX, read_index, write_json_atomic
 from .stats import Stats
 
 __all__ = ["Task", "DONE", "atomic_dir", "mark_done", "is_done", "read_done", "clear"]
@@ -68,7 +69,20 @@ def _remove(final: Path) -> None:
 
 
 def mark_done(final: str | Path, stats: Stats) -> None:
+    """Write ``.done`` (the unit is finished). A unit whose ``index.json`` holds another number of samples
+    than the stage counted (``samples``, or ``documents_written``) is an error, never marked done."""
+    _check_samples(Path(final), stats)
     write_json_atomic(Path(final) / DONE, stats.to_json())
+
+
+def _check_samples(final: Path, stats: Stats) -> None:
+    key = "samples" if "samples" in stats.counts else "documents_written"
+    if key not in stats.counts or not (final / INDEX).is_file():
+        return
+    written = sum(int(s["samples"]) for s in read_index(final)["shards"])
+    if written != stats[key]:
+        raise EttinError(f"{final}: accounting does not close: index.json holds {written} samples, the stage "
+                         f"counted {stats[key]} ({key}); this is a bug, the unit is not marked done")
 
 
 def is_done(final: str | Path) -> bool:

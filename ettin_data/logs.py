@@ -1,0 +1,110 @@
+"""A log file per run, next to the output: ``OUTPUT/.ettin_logs/<stage>-<UTC time>[-rank<R>].jsonl``.
+
+One JSON object per line: ``start`` (command line, version, resolved options with where each value came
+from), one ``unit`` line per planned unit (``done`` this run, ``skipped`` already done, ``failed`` with
+its error, or ``pending`` for another rank), then ``end`` (exit code, error, summary, seconds).
+The folder is hidden: MDS readers and ``find_units`` never see it, and shards/indexes are unchanged.
+``ETTIN_DATA_LOGS=0`` turns logging off. Logging never fails a run: the CLI turns a log that cannot be
+written into a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import __version__
+
+__all__ = ["LOG_DIR", "RunLog"]
+
+LOG_DIR = ".ettin_logs"
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+class RunLog:
+    """Collects one run's events; :meth:`write` puts them in the output's log folder at the end."""
+
+    def __init__(self, stage: str, cfg: Any, origin: dict[str, str], mod: ModuleType):
+        self.stage, self.cfg, self.mod = stage, cfg, mod
+        self.started = datetime.now(timezone.utc)
+        self.t0 = time.monotonic()
+        self.already_done: set[str] = set()
+        self.enabled = os.environ.get("ETTIN_DATA_LOGS", "1") != "0" and self._local_output() is not None
+        self.events: list[dict[str, Any]] = [{
+            "event": "start", "time": self.started.isoformat(timespec="seconds"), "stage": stage,
+            "version": __version__, "argv": ["ettin-data", *sys.argv[1:]], "pid": os.getpid(),
+            "config": {k: {"value": getattr(cfg, k), "from": origin.get(k, "default")}
+                       for k in type(cfg).model_fields},
+        }]
+        if self.enabled and hasattr(mod, "plan"):
+            try:
+                from .pipeline import plan_stage
+
+                self.already_done = {t.name for t in plan_stage(mod, cfg).done}
+            except Exception:  # noqa: BLE001 - the run itself reports planning errors
+                pass
+
+    def _local_output(self) -> Path | None:
+        out = getattr(self.cfg, "output", None)
+        if not out or "://" in str(out) or getattr(self.cfg, "to", "mds") != "mds":
+            return None
+        return Path(out)
+
+    def path(self) -> Path | None:
+        out = self._local_output()
+        if out is None:
+            return None
+        stamp = self.started.strftime("%Y%m%dT%H%M%S.%fZ")
+        rank = f"-rank{self.cfg.rank}" if getattr(self.cfg, "world", 1) > 1 else ""
+        return out / LOG_DIR / f"{self.stage.replace(' ', '-')}-{stamp}{rank}.jsonl"
+
+    def _units(self, failures: dict[str, str]) -> list[dict[str, Any]]:
+        from . import units as U
+        from .pipeline import plan_stage
+
+        out = self._local_output()
+        p = plan_stage(self.mod, self.cfg)
+        mine = {t.name for t in p.mine}
+        rows = []
+        for t in p.tasks:
+            row: dict[str, Any] = {"event": "unit", "unit": t.name, "source": t.source}
+            if t.name in failures:
+                row.update(status="failed", error=failures[t.name])
+            elif U.is_done(out / t.name):
+                row["status"] = "skipped" if t.name in self.already_done else "done"
+                row["counts"] = dict(sorted(U.read_done(out / t.name).counts.items()))
+            else:
+                row["status"] = "pending" if t.name not in mine else "not run"
+            rows.append(row)
+        return rows
+
+    def write(self, exit_code: int, summary: dict[str, Any] | None = None, error: str | None = None,
+              failures: list[tuple[str, str]] | None = None) -> Path | None:
+        """Write the log (only when the output folder exists: a run rejected up front leaves nothing).
+        Raises OSError when the log cannot be written (the caller warns)."""
+        path = self.path()
+        if not self.enabled or path is None or not path.parent.parent.is_dir():
+            return None
+        events = list(self.events)
+        if hasattr(self.mod, "plan"):
+            try:
+                events += self._units(dict(failures or []))
+            except Exception as e:  # noqa: BLE001 - a log is best effort
+                events.append({"event": "units_unavailable", "error": f"{type(e).__name__}: {e}"})
+        events.append({"event": "end", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "exit_code": exit_code, "error": error, "summary": summary,
+                       "seconds": round(time.monotonic() - self.t0, 3)})
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(_jsonable(e), sort_keys=True) + "\n" for e in events))
+        os.replace(tmp, path)
+        return path

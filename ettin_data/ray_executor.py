@@ -1,0 +1,140 @@
+"""Run tasks as Ray tasks: a local Ray instance, or an existing cluster (``--ray-address auto|host:port``).
+
+Imported only for ``--executor ray``. Each unit is one Ray task (``num_cpus=1``, explicit
+``max_retries``: a task whose worker process dies is retried that many times, an exception raised by
+the stage is not retried). Results, failures and progress come back through the same
+:class:`executor.Outcome` as with the local pool, so the output bytes and the failure summary are the
+same whatever runs the units.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import executor as E
+from . import progress
+from .errors import ConfigError
+from .stats import Stats
+from .units import Task
+
+__all__ = ["run_ray", "RAY_ENV"]
+
+# Keep a local Ray instance on loopback, without an auth token file and without usage reporting
+# (set only for a local instance or a head on 127.0.0.1: a real cluster needs the node's own IP).
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def _unit(fn: Callable[[Task, Any], Stats], task: Task, cfg: Any, env: dict[str, str]) -> tuple[Any, ...]:
+    """Body of one Ray task: run the unit like the local pool does, and count its progress."""
+    os.environ.update(env)
+    counted = [0, 0]
+
+    def sink(docs: int, tokens: int) -> None:
+        counted[0] += docs
+        counted[1] += tokens
+
+    progress.set_sink(sink)
+    try:
+        kind, value, tb = E._call(fn, task, cfg)
+    finally:
+        progress.set_sink(None)
+    return kind, value, tb, counted[0], counted[1]
+
+
+def _message(err: BaseException) -> str:
+    """One line for a Ray error: the stage's own exception when there is one."""
+    import ray.exceptions as rx
+
+    if isinstance(err, rx.RayTaskError):
+        cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else None
+        if cause is not None and not isinstance(cause, rx.RayError):
+            return str(cause) if isinstance(cause, E.EttinError) else f"{type(cause).__name__}: {cause}"
+    if isinstance(err, rx.WorkerCrashedError | rx.NodeDiedError | rx.LocalRayletDiedError):
+        return E.WORKER_DIED
+    if isinstance(err, rx.OutOfMemoryError):
+        return "out of memory (killed by Ray's memory monitor)"
+    first = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {first[0] if first else ''}".rstrip(": ")
+
+
+def _loopback(address: str | None) -> bool:
+    """No address (a local instance) or a head node on this machine's loopback interface."""
+    if address is None:
+        return True
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _connect(ray: Any, address: str | None, workers: int) -> bool:
+    """Start or join Ray; returns True when this call started it (and must shut it down)."""
+    if ray.is_initialized():
+        return False
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address is None:
+            ray.init(address="local", num_cpus=workers, **quiet)
+        else:
+            if _loopback(address):  # a head on loopback: the driver must use it too
+                quiet["_node_ip_address"] = "127.0.0.1"
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot start or join {where}: {msg}; check --ray-address (or `ray status`)") from None
+    return True
+
+
+def run_ray(
+    fn: Callable[[Task, Any], Stats],
+    tasks: Sequence[Task],
+    cfg: Any,
+    *,
+    workers: int,
+    address: str | None,
+    max_retries: int,
+    on_progress: Callable[[int, int], None] | None,
+    on_done: Callable[[], None],
+) -> E.Outcome:
+    """Run ``fn(task, cfg)`` for every task as a Ray task; see the module docstring."""
+    if _loopback(address):  # read by Ray at import: keeps a local instance's listeners on 127.0.0.1
+        for k, v in RAY_ENV.items():
+            os.environ.setdefault(k, v)
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'ettin-data[ray]'") from None
+    out = E.Outcome()
+    if not tasks:
+        return out
+    started = _connect(ray, address, workers)
+    # A local instance has `workers` CPUs: each unit gets cores // workers threads. On a cluster Ray
+    # packs one unit per CPU, so each unit's libraries get one thread.
+    env = E.worker_env(workers if address is None else max(1, os.cpu_count() or 1) * 1024)
+    try:
+        remote = ray.remote(_unit).options(num_cpus=1, max_retries=max_retries, retry_exceptions=False)
+        fn_ref, cfg_ref = ray.put(fn), ray.put(cfg)
+        pending = {remote.remote(fn_ref, t, cfg_ref, env): t for t in tasks}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.2)
+            for ref in ready:
+                t = pending.pop(ref)
+                try:
+                    kind, value, tb, docs, tokens = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    kind, value, tb, docs, tokens = "error", _message(e), str(e), 0, 0
+                if on_progress and (docs or tokens):
+                    on_progress(docs, tokens)
+                E._record(out, t.name, (kind, value, tb), on_done)
+    finally:
+        if started:
+            ray.shutdown()
+    order = {t.name: i for i, t in enumerate(tasks)}
+    out.failures.sort(key=lambda x: order[x[0]])
+    return out

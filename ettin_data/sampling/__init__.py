@@ -1,0 +1,1 @@
+"""The ``sample`` stages (split, budget, context, mix) and what they share (``common``)."""

@@ -1,0 +1,146 @@
+"""``sample budget``: whole units at random until a token target (the seed's ``sample_too_large_down``
+and ``sample_down_or_up_to_meet``).
+
+Units are drawn in a seeded random order until their tokens reach the target, so the output lands
+within one unit of it (above). With ``--upsample``, when every unit has been drawn and the target is
+not met, another seeded pass over the units begins; a unit drawn in pass N > 0 is written as
+``<unit>-repN`` and recorded in ``sampling_summary.json``. ``--exact`` keeps only the first samples of
+the last unit, landing within one sample of the target. Whole units are hard-linked: selecting or
+repeating a unit adds no shard bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import units as U
+from ..config import BudgetConfig
+from ..errors import InputError
+from ..mds import write_json_atomic
+from ..stats import Stats
+from .common import (
+    SUMMARY_FILE,
+    UnitInfo,
+    copy_tokenizer,
+    dataset_tokenizer,
+    dataset_units,
+    finish_dataset,
+    out_name,
+    place_unit,
+    render,
+    rng_for,
+    single_input,
+    unit_lengths,
+    write_subset,
+)
+
+__all__ = ["render", "NAME", "Pick", "choose_units", "plan", "process_unit", "finish", "run", "pick_tasks"]
+
+NAME = "sample budget"
+
+
+@dataclass(frozen=True)
+class Pick:
+    unit: UnitInfo
+    repeat: int
+    take: int | None  # samples kept from the start of the unit (None: the whole unit)
+    tokens: int
+
+
+def choose_units(units: list[UnitInfo], target: int, rng: np.random.Generator, upsample: bool, exact: bool,
+                 where: str = "") -> list[Pick]:
+    """Seeded draw of whole units until ``target`` tokens (see the module docstring)."""
+    available = sum(u.tokens for u in units)
+    if available <= 0:
+        raise InputError(f"{where}: the input holds no tokens")
+    if available < target and not upsample:
+        raise InputError(
+            f"{where}: the input holds {available:,} tokens, fewer than the target {target:,}; "
+            "pass --upsample to repeat units, or lower the target"
+        )
+    picks: list[Pick] = []
+    total = 0
+    repeat = 0
+    while total < target:
+        for i in rng.permutation(len(units)).tolist():
+            if total >= target:
+                break
+            u = units[i]
+            if u.tokens <= 0:
+                continue
+            picks.append(Pick(u, repeat, None, u.tokens))
+            total += u.tokens
+        repeat += 1
+    if exact and total > target:
+        last = picks[-1]
+        need = target - (total - last.tokens)
+        lengths = unit_lengths(last.unit.path)
+        take = int(np.searchsorted(np.cumsum(lengths), need)) + 1  # first prefix reaching `need`
+        picks[-1] = Pick(last.unit, last.repeat, take, int(lengths[:take].sum()))
+    return picks
+
+
+def pick_tasks(picks: list[Pick], prefix: str = "") -> list[U.Task]:
+    return [U.Task(prefix + out_name(p.unit.name, p.repeat), p.unit.path, (p.take, p.tokens, p.unit.name, p.repeat))
+            for p in picks]
+
+
+def plan(cfg: BudgetConfig) -> list[U.Task]:
+    root = single_input(cfg)
+    picks = choose_units(dataset_units(root), cfg.target_tokens, rng_for(cfg.seed, "budget"), cfg.upsample,
+                         cfg.exact, str(root))
+    return pick_tasks(picks)
+
+
+def process_unit(task: U.Task, cfg: Any) -> Stats:
+    take, tokens = task.params[0], task.params[1]
+    dst = Path(cfg.output) / task.name
+    with U.atomic_dir(dst) as tmp:
+        st = place_unit(task.source, tmp, tokens) if take is None else write_subset(task.source, tmp, range(take))
+    U.mark_done(dst, st)
+    return st
+
+
+def picks_summary(tasks: list[U.Task], out: Path) -> list[dict[str, Any]]:
+    rows = []
+    for t in tasks:
+        take, _, unit, repeat = t.params
+        done = U.read_done(out / t.name)
+        rows.append({"unit": unit, "output": t.name, "repeat": repeat, "trimmed_to_samples": take,
+                     "samples": done["samples"], "tokens": done["tokens"]})
+    return rows
+
+
+def finish(cfg: BudgetConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    out = Path(cfg.output)
+    src = Path(cfg.inputs[0])
+    totals = finish_dataset(out, [t.name for t in tasks])
+    copy_tokenizer([src], out)
+    available = sum(u.tokens for u in dataset_units(src))
+    rows = picks_summary(tasks, out)
+    achieved = totals["total_tokens_written"]
+    summary = {
+        "target_tokens": cfg.target_tokens,
+        "achieved_tokens": achieved,
+        "difference": achieved - cfg.target_tokens,
+        "input_tokens": available,
+        "factor": round(achieved / available, 6) if available else 0.0,
+        "samples": totals["samples"],
+        "units_chosen": len(rows),
+        "repeats": sum(1 for r in rows if r["repeat"]),
+        "bytes_linked": stats["bytes_linked"],
+        "bytes_written": stats["bytes_written"],
+    }
+    write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed, "units": rows})
+    tok = dataset_tokenizer(src)
+    return {**summary, **({"tokenizer": tok} if tok is not None else {})}
+
+
+def run(cfg: BudgetConfig, quiet: bool = True) -> dict[str, Any]:
+    from ..pipeline import run_stage
+
+    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)

@@ -1,0 +1,255 @@
+"""Pieces shared by the ``sample`` stages and ``finalize``: the units of a token dataset and their token
+counts, placing whole units (zero-copy) or subsets of their samples, per-unit and per-dataset metadata.
+
+Per-unit files of a token dataset (the chunk contract): ``stats.json`` (``samples``,
+``total_tokens_written``, ...) and ``token_decile.json`` (``{len // 1000: [sample indices]}``). Every
+unit a sampling stage writes has both, so sampled datasets can be sampled again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import progress
+from ..errors import ConfigError, InputError
+from ..mds import INDEX, ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
+from ..pipeline import META, read_meta
+from ..stats import Stats, percentiles
+from ..units import clear
+from ..zerocopy import link_or_copy, link_unit
+
+__all__ = [
+    "STATS_FILE", "DECILE_FILE", "TOKENIZER_FILE", "SUMMARY_FILE", "UnitInfo", "single_input", "dataset_units",
+    "unit_lengths", "unit_ids_lengths", "out_name", "place_unit", "write_subset", "finish_dataset",
+    "dataset_tokenizer", "copy_tokenizer", "doc_hash", "unit_stats", "rng_for", "render",
+]
+
+STATS_FILE = "stats.json"
+DECILE_FILE = "token_decile.json"
+TOKENIZER_FILE = "tokenizer.json"
+SUMMARY_FILE = "sampling_summary.json"
+UNIT_FILES = (STATS_FILE, DECILE_FILE)
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    """One unit of an input dataset: ``name`` relative to the dataset root ("" when the root itself is
+    the unit), ``path`` its folder, its sample and token counts."""
+
+    name: str
+    path: str
+    samples: int
+    tokens: int
+
+
+def single_input(cfg: Any) -> Path:
+    if len(cfg.inputs) != 1:
+        raise ConfigError(f"expected one INPUT folder, got {len(cfg.inputs)}: {', '.join(cfg.inputs)}")
+    root = Path(cfg.inputs[0])
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder (expected a chunked token dataset)")
+    return root
+
+
+def unit_lengths(path: str | Path) -> np.ndarray:
+    return unit_ids_lengths(path, with_ids=False)[1]
+
+
+def unit_ids_lengths(path: str | Path, with_ids: bool = True) -> tuple[list[str], np.ndarray]:
+    """Document ids and token lengths of a unit's samples (only the ``id``/``len`` columns decoded)."""
+    reader = UnitReader(path)
+    if "input_ids" not in reader.columns:
+        raise InputError(f"{reader.dirname / INDEX}: no input_ids column (not a token dataset; run tokenize)")
+    has_len = "len" in reader.columns
+    cols = (["id"] if with_ids else []) + (["len"] if has_len else ["input_ids"])
+    ids, lengths = [], []
+    for s in reader.iter_samples(cols):
+        if with_ids:
+            ids.append(s["id"])
+        lengths.append(s["len"] if has_len else len(s["input_ids"]))
+    return ids, np.asarray(lengths, np.int64)
+
+
+def _unit_tokens(path: Path, samples: int) -> int:
+    stats = path / STATS_FILE
+    if stats.is_file():
+        try:
+            d = json.loads(stats.read_text())
+            if int(d.get("samples", samples)) == samples and "total_tokens_written" in d:
+                return int(d["total_tokens_written"])
+        except (json.JSONDecodeError, TypeError, ValueError):
+            pass
+    return int(unit_lengths(path).sum())
+
+
+def dataset_units(root: str | Path) -> list[UnitInfo]:
+    """Every unit of a token dataset (sorted), with samples (index) and tokens (``stats.json``, or
+    counted from the ``len`` column when a unit has none)."""
+    root = Path(root)
+    names = find_units(root)
+    if not names:
+        raise InputError(f"{root}: no MDS units found (expected a chunk output: unit folders with index.json)")
+    out = []
+    for name in names:
+        path = root / name if name else root
+        samples = sum(int(s["samples"]) for s in read_index(path)["shards"])
+        out.append(UnitInfo(name, str(path), samples, _unit_tokens(path, samples)))
+    return out
+
+
+def out_name(unit: str, repeat: int = 0) -> str:
+    """Output unit name of an input unit (``-repN`` for its N-th repeat when upsampling)."""
+    base = unit or "data"
+    return f"{base}-rep{repeat}" if repeat else base
+
+
+def rng_for(seed: int, *keys: str) -> np.random.Generator:
+    """A generator seeded by ``seed`` and string keys (stable across processes and Python versions)."""
+    extra = [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") for k in keys]
+    return np.random.default_rng([seed & (2**63 - 1), *extra])
+
+
+def doc_hash(seed: int, doc_id: str) -> int:
+    """Stable 64-bit hash of (seed, document id): the split's draw order."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}\x00{doc_id}".encode(), digest_size=8).digest(), "little")
+
+
+def unit_stats(ids: list[str], lengths: np.ndarray) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """``stats.json`` and ``token_decile.json`` contents of a unit written here."""
+    lengths = np.asarray(lengths, np.int64)
+    hist: dict[int, int] = {}
+    for v, c in zip(*np.unique(lengths, return_counts=True), strict=True):
+        hist[int(v)] = int(c)
+    stats = {"samples": len(lengths), "total_tokens_written": int(lengths.sum()), "documents": len(set(ids)),
+             "length_percentiles": percentiles(hist)}
+    deciles: dict[str, list[int]] = {}
+    for i, b in enumerate((lengths // 1000).tolist()):
+        deciles.setdefault(str(b), []).append(i)
+    return stats, deciles
+
+
+def _compression(index: dict[str, Any]) -> str | None:
+    comp = next((s.get("compression") for s in index["shards"]), None)
+    return "zstd" if comp and comp.split(":")[0] == "zstd" else None
+
+
+def place_unit(src: str | Path, dst: Path, info_tokens: int | None = None) -> Stats:
+    """Put a whole input unit at ``dst`` without copying shard bytes (hard links)."""
+    src = Path(src)
+    placed = link_unit(src, dst, extra_files=UNIT_FILES)
+    samples = sum(int(s["samples"]) for s in read_index(dst)["shards"])
+    if not (dst / STATS_FILE).is_file() or not (dst / DECILE_FILE).is_file():
+        ids, lengths = unit_ids_lengths(dst)
+        stats, deciles = unit_stats(ids, lengths)
+        write_json_atomic(dst / STATS_FILE, stats)
+        write_json_atomic(dst / DECILE_FILE, deciles)
+    tokens = info_tokens if info_tokens is not None else _unit_tokens(dst, samples)
+    st = Stats()
+    st.add("samples", samples)
+    st.add("tokens", tokens)
+    st.add("units_linked")
+    st.add("bytes_linked", placed.linked_bytes)
+    st.add("bytes_copied", placed.copied_bytes)
+    progress.advance(docs=samples, tokens=tokens)
+    return st
+
+
+def write_subset(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray) -> Stats:
+    """Write the samples of ``src`` whose indices are in ``keep`` (any order; written in unit order) as new
+    shards at ``dst`` (same columns and compression as the input), with stats.json/token_decile.json."""
+    reader = UnitReader(src)
+    wanted = np.zeros(reader.num_samples, bool)
+    idx = np.asarray(list(keep) if not isinstance(keep, np.ndarray) else keep, np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= reader.num_samples):
+        raise InputError(f"{src}: sample index out of range (unit changed since planning? rerun)")
+    wanted[idx] = True
+    ids, lengths = [], []
+    with ShardWriter(dst, reader.columns, compression=_compression(reader.index)) as w:
+        for i, sample in enumerate(reader.iter_samples()):
+            if wanted[i]:
+                w.write(sample)
+                ids.append(sample.get("id", ""))
+                lengths.append(len(sample["input_ids"]))
+    stats, deciles = unit_stats(ids, np.asarray(lengths, np.int64))
+    write_json_atomic(dst / STATS_FILE, stats)
+    write_json_atomic(dst / DECILE_FILE, deciles)
+    st = Stats()
+    st.add("samples", stats["samples"])
+    st.add("tokens", stats["total_tokens_written"])
+    st.add("units_written")
+    st.add("bytes_written", sum(p.stat().st_size for p in dst.glob("shard.*")))
+    st.add_lengths(lengths)
+    progress.advance(docs=stats["samples"], tokens=stats["total_tokens_written"])
+    return st
+
+
+def dataset_tokenizer(root: str | Path) -> dict[str, Any] | None:
+    meta = read_meta(root)
+    return meta.get("tokenizer") if meta else None
+
+
+def copy_tokenizer(src_roots: Iterable[str | Path], dst: Path) -> None:
+    """Hard-link (or copy) the first ``tokenizer.json`` found in ``src_roots`` to ``dst``."""
+    for root in src_roots:
+        p = Path(root) / TOKENIZER_FILE
+        if p.is_file():
+            link_or_copy(p, dst / TOKENIZER_FILE)
+            return
+
+
+def same_tokenizer(roots: Iterable[str | Path]) -> dict[str, Any] | None:
+    """The tokenizer identity shared by ``roots`` (InputError when two datasets disagree)."""
+    found: dict[str, Any] | None = None
+    first = ""
+    for root in roots:
+        tok = dataset_tokenizer(root)
+        if tok is None:
+            continue
+        if found is None:
+            found, first = tok, str(root)
+        elif tok.get("sha256") != found.get("sha256") or tok.get("vocab_size") != found.get("vocab_size"):
+            raise InputError(
+                f"{root} was tokenized with {tok.get('name')!r}, {first} with {found.get('name')!r}: "
+                "datasets combined into one must share a tokenizer"
+            )
+    return found
+
+
+def finish_dataset(root: Path, units: list[str]) -> dict[str, int]:
+    """Root ``index.json`` over ``units`` (the plan's, in plan order) and summed ``stats.json``; unit folders
+    of an earlier plan (a rerun with --overwrite and other settings) are removed. Returns the totals."""
+    keep = set(units)
+    for stale in find_units(root):
+        if stale not in keep and stale:
+            clear(root / stale)
+    write_root_index(root, units)
+    samples = tokens = 0
+    for u in units:
+        d = json.loads((root / u / STATS_FILE).read_text())
+        samples += int(d["samples"])
+        tokens += int(d["total_tokens_written"])
+    totals = {"samples": samples, "total_tokens_written": tokens, "units": len(units)}
+    write_json_atomic(root / STATS_FILE, totals)
+    return totals
+
+
+def write_split_meta(root: Path, meta: dict[str, Any]) -> None:
+    write_json_atomic(root / META, json.loads(json.dumps(meta, default=str)))
+
+
+def render(summary: dict[str, Any]) -> None:
+    """The run summary, with the tokenizer shown by name and hash only."""
+    from ..report import print_summary
+
+    tok = summary.get("tokenizer")
+    shown = {k: v for k, v in summary.items() if k not in ("tokenizer", "counts")}
+    if isinstance(tok, dict):
+        shown["tokenizer"] = f"{tok.get('name')} (sha256 {str(tok.get('sha256'))[:12]}, vocab {tok.get('vocab_size')})"
+    print_summary(shown)

@@ -1,0 +1,249 @@
+"""chunk: token dataset (tokenize output) -> chunks of at most ``chunk_size`` tokens, ``[BOS] + piece + [EOS]``.
+
+One task per input unit; the output unit keeps the input unit's relative path. The rules live in
+:mod:`ettin_data.chunking` (a pure numpy kernel); this module reads shards natively, writes them with
+:class:`ShardWriter`, checks the token accounting of every unit and writes per-unit ``stats.json`` and
+``token_decile.json``, a root ``stats.json``, and a copy of the input's ``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import progress
+from .. import units as U
+from ..chunking import ChunkParams, chunk_document, word_start_table
+from ..config import ChunkConfig
+from ..errors import EttinError, InputError
+from ..mds import ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
+from ..pipeline import META, read_meta
+from ..stats import Stats
+
+NAME = "chunk"
+STATS_FILE = "stats.json"
+DECILE_FILE = "token_decile.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+__all__ = ["NAME", "plan", "process_unit", "finish", "run", "input_tokenizer", "stats_json"]
+
+_CACHE: dict[tuple[str, bool], tuple[dict[str, Any], np.ndarray | None]] = {}
+
+
+def input_tokenizer(root: str | Path) -> tuple[dict[str, Any], Path | None]:
+    """The tokenizer identity of a token dataset (``ettin_meta.json["tokenizer"]``) and its
+    ``tokenizer.json`` (None when absent); refuses a dataset whose files disagree with its metadata."""
+    root = Path(root)
+    meta = read_meta(root)
+    if meta is None:
+        raise InputError(f"{root / META} is missing or unreadable: chunk reads token datasets written by "
+                         "'ettin-data tokenize' (pass that command's output folder)")
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict):
+        raise InputError(f"{root / META} has no 'tokenizer' entry (stage {meta.get('stage')!r}): "
+                         "chunk needs a token dataset; run 'ettin-data tokenize' first")
+    for key in ("bos_id", "eos_id"):
+        if not isinstance(tok.get(key), int):
+            raise InputError(f"{root / META}: tokenizer {tok.get('name')!r} has no {key} (got {tok.get(key)!r}); "
+                             "chunks need BOS and EOS ids: tokenize with a tokenizer that defines them")
+    path = root / TOKENIZER_FILE
+    if not path.is_file():
+        return tok, None
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    if tok.get("sha256") and tok["sha256"] != sha:
+        raise InputError(f"{path} (sha256 {sha}) is not the tokenizer recorded in {root / META} "
+                         f"({tok.get('name')!r}, sha256 {tok['sha256']}); the dataset is inconsistent: re-tokenize it")
+    return tok, path
+
+
+def _unit_name(root: Path, rel: str, many: bool) -> str:
+    name = rel or root.resolve().name
+    return f"{root.resolve().name}/{name}" if many and rel else name
+
+
+def plan(cfg: ChunkConfig) -> list[U.Task]:
+    tasks, first = [], None
+    many = len(cfg.inputs) > 1
+    for inp in cfg.inputs:
+        root = Path(inp)
+        if not root.is_dir():
+            raise InputError(f"{root} is not a folder (chunk reads a local token dataset)")
+        tok, _ = input_tokenizer(root)
+        ident = {k: tok.get(k) for k in ("sha256", "bos_id", "eos_id", "special_tokens_added")}
+        if first is None:
+            first = (root, ident)
+        elif ident != first[1]:
+            raise InputError(f"{root} and {first[0]} were tokenized differently ({ident} vs {first[1]}); "
+                             "chunk them separately")
+        for rel in find_units(root):
+            tasks.append(U.Task(_unit_name(root, rel, many), str(root / rel), (str(root),)))
+    return tasks
+
+
+def _params(cfg: ChunkConfig, root: str) -> tuple[ChunkParams, bool]:
+    """Kernel parameters for one input root (the word-start table is built once per process)."""
+    key = (str(Path(root).resolve()), cfg.word_boundaries)
+    if key not in _CACHE:
+        tok, path = input_tokenizer(root)
+        table = None
+        if cfg.word_boundaries and path is not None:
+            table = word_start_table(path.read_text(encoding="utf-8"), tok.get("vocab_size"))
+        _CACHE.clear()
+        _CACHE[key] = (tok, table)
+    tok, table = _CACHE[key]
+    p = ChunkParams(
+        chunk_size=cfg.chunk_size, bos_id=tok["bos_id"], eos_id=tok["eos_id"], min_chunk_size=cfg.min_chunk_size,
+        always_skip_size=cfg.always_skip_size, backfill=cfg.backfill,
+        backfill_no_duplicates=cfg.backfill_no_duplicates, enforce_zeroth=cfg.enforce_min_chunk_size_zeroth,
+        add_eos=cfg.add_eos_token, strip_special=bool(tok.get("special_tokens_added", True)), seed=cfg.seed,
+        word_start=table,
+    )
+    return p, cfg.word_boundaries and table is None
+
+
+def _documents(reader: UnitReader) -> Iterator[tuple[str, np.ndarray, str | None, int]]:
+    """(id, input_ids, domain, shard number) of every document, decoded straight from the shard bytes."""
+    for k, shard in enumerate(reader.shards()):
+        names, encs, sizes = (shard.info[c] for c in ("column_names", "column_encodings", "column_sizes"))
+        where = reader.dirname / shard.info["raw_data"]["basename"]
+        if "id" not in names or "input_ids" not in names:
+            raise InputError(f"{where}: needs columns 'id' and 'input_ids' (has {names}); is this a token dataset?")
+        enc = encs[names.index("input_ids")]
+        parts = enc.split(":")
+        if len(parts) != 2 or parts[0] != "ndarray":
+            raise InputError(f"{where}: input_ids is {enc!r}, expected 'ndarray:uint32' or 'ndarray:uint16'")
+        dtype = np.dtype(parts[1])
+        nvar = sum(1 for s in sizes if not s)
+        heads = struct.Struct(f"<{nvar}I")
+        data = shard.data
+        off = shard.offsets.tolist()
+        for i in range(len(off) - 1):
+            pos = off[i]
+            var = iter(heads.unpack_from(data, pos))
+            pos += 4 * nvar
+            doc_id, ids, domain = "", None, None
+            for name, size in zip(names, sizes, strict=True):
+                n = size or next(var)
+                if name == "id":
+                    doc_id = data[pos:pos + n].decode("utf-8")
+                elif name == "input_ids":
+                    # ndarray:<dtype> stores one byte (ndim << 2 | shape code) then the shape, then the values
+                    code = data[pos] & 3
+                    skip = 1 + (data[pos] >> 2) * (1 << code)
+                    ids = np.frombuffer(data, dtype, (n - skip) // dtype.itemsize, pos + skip)
+                elif name == "domain":
+                    domain = data[pos:pos + n].decode("utf-8")
+                pos += n
+            yield doc_id, ids, domain, k
+
+
+def process_unit(task: U.Task, cfg: ChunkConfig) -> Stats:
+    (root,) = task.params
+    p, unavailable = _params(cfg, root)
+    reader = UnitReader(task.source)
+    dtype = reader.columns.get("input_ids", "ndarray:uint32")
+    has_domain = "domain" in reader.columns
+    columns = {"id": "str", "input_ids": dtype, "len": "int", **({"domain": "str"} if has_domain else {})}
+    final = Path(cfg.output) / task.name
+    st = Stats()
+    lengths: list[int] = []
+    with U.atomic_dir(final) as tmp:
+        w = ShardWriter(tmp, columns)
+        docs = tokens = 0
+        vocab = len(p.word_start) if p.word_start is not None else None
+        for doc_id, ids, domain, _ in _documents(reader):
+            if vocab is not None and len(ids) and int(ids.max()) >= vocab:
+                raise InputError(
+                    f"{task.source}: document {doc_id!r} has token id {int(ids.max())} outside the vocabulary of "
+                    f"the input's tokenizer.json ({vocab} ids); was it tokenized with another tokenizer?"
+                )
+            chunks, c = chunk_document(ids, p, doc_id)
+            for ch in chunks:
+                sample = {"id": doc_id, "input_ids": ch, "len": len(ch)}
+                if has_domain:
+                    sample["domain"] = domain
+                w.write(sample)
+                lengths.append(len(ch))
+            st.add("documents")
+            st.add("documents_empty", c.content == 0)
+            st.add("content_tokens_in", c.content)
+            st.add("content_tokens_written", c.written)
+            st.add("total_tokens_skipped", c.skipped)
+            st.add("total_duplicated_tokens", c.duplicated)
+            st.add("pieces_skipped", c.pieces_skipped)
+            st.add("pieces_backfilled", c.backfilled)
+            st.add("cuts_moved", c.cuts_moved)
+            docs += 1
+            tokens += len(ids)
+            if docs >= 1000:
+                progress.advance(docs=docs, tokens=tokens)
+                docs = tokens = 0
+        progress.advance(docs=docs, tokens=tokens)
+        w.finish()
+        arr = np.asarray(lengths, np.int64)
+        st.add("samples", len(arr))
+        st.add("total_tokens_written", int(arr.sum()))
+        st.add_lengths(arr)
+        if unavailable:
+            st.add("word_boundaries_unavailable")
+        closes = st["content_tokens_in"] == (st["content_tokens_written"] + st["total_tokens_skipped"]
+                                             - st["total_duplicated_tokens"])
+        if not closes or st["total_tokens_written"] != st["content_tokens_written"] + 2 * len(arr):
+            raise EttinError(f"{task.source}: token accounting does not close ({stats_json(st)}); this is a bug")
+        write_json_atomic(tmp / STATS_FILE, stats_json(st))
+        write_json_atomic(tmp / DECILE_FILE, token_decile(arr))
+    U.mark_done(final, st)
+    return st
+
+
+def token_decile(lengths: np.ndarray) -> dict[str, list[int]]:
+    """``{str(length // 1000): [sample indices in the unit]}`` (non-empty buckets only)."""
+    buckets = np.asarray(lengths, np.int64) // 1000
+    return {str(b): np.flatnonzero(buckets == b).tolist() for b in np.unique(buckets).tolist()}
+
+
+def stats_json(st: Stats) -> dict[str, Any]:
+    keys = ("total_tokens_written", "total_tokens_skipped", "total_duplicated_tokens", "content_tokens_in",
+            "content_tokens_written", "samples", "documents", "documents_empty", "pieces_skipped",
+            "pieces_backfilled", "cuts_moved")
+    return {**{k: st[k] for k in keys}, "length_percentiles": st.percentiles()}
+
+
+def finish(cfg: ChunkConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    out = Path(cfg.output)
+    write_root_index(out, [t.name for t in tasks])
+    summary = stats_json(stats)
+    write_json_atomic(out / STATS_FILE, summary)
+    tok, path = input_tokenizer(cfg.inputs[0])
+    if path is not None:
+        shutil.copyfile(path, out / TOKENIZER_FILE)
+    if not cfg.word_boundaries:
+        wb = "off"
+    elif stats["word_boundaries_unavailable"]:
+        wb = "unavailable"
+    else:
+        wb = "on"
+    return {"tokenizer": tok, **summary, "word_boundaries": wb}
+
+
+def run(cfg: ChunkConfig, quiet: bool = True) -> dict[str, Any]:
+    from ..pipeline import run_stage
+
+    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
+
+
+def render(summary: dict[str, Any]) -> None:
+    from ..report import print_summary
+
+    shown = dict(summary)
+    tok = shown.pop("tokenizer", None)
+    if isinstance(tok, dict):
+        shown["tokenizer"] = f"{tok.get('name')} (bos {tok.get('bos_id')}, eos {tok.get('eos_id')})"
+    shown.pop("counts", None)
+    print_summary(shown)

@@ -1,0 +1,162 @@
+"""Export MDS back to JSONL (``convert MDS_DIR -o FILE.jsonl --to jsonl``) and print samples
+(``stats --show N``): the seed's ``mds_to_jsonl.py`` and ``decode_mds.py``.
+
+Text data is written as it is stored; token data is decoded with a tokenizer (special tokens dropped):
+``--tokenizer`` when given, else the ``tokenizer.json`` that every token-producing stage copies to its
+output root. Records are ``{"id", "text"}`` plus ``domain`` when the data has it, in dataset order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..config import ConvertConfig
+from ..errors import ConfigError, InputError
+from ..mds import INDEX, UnitReader, find_units
+
+__all__ = ["export_jsonl", "iter_records", "dataset_readers", "load_decoder", "show_samples"]
+
+TOKENIZER_FILE = "tokenizer.json"
+BATCH = 1000
+
+
+def dataset_readers(path: str | Path) -> list[UnitReader]:
+    """Readers covering an MDS dataset once, in order: its root index, else each unit below it."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if (path / INDEX).is_file():
+        return [UnitReader(path)]
+    units = find_units(path)
+    if not units:
+        raise InputError(f"{path}: no index.json here or below (not an MDS dataset)")
+    return [UnitReader(path / u) for u in units]
+
+
+def _find_tokenizer_file(path: Path) -> Path | None:
+    """The tokenizer.json shipped with a dataset: at its root, or at a parent (a split of a sample output)."""
+    for p in (path, *path.parents[:2]):
+        if (p / TOKENIZER_FILE).is_file():
+            return p / TOKENIZER_FILE
+    return None
+
+
+def load_decoder(spec: str | None, dataset: str | Path) -> Any:
+    """A ``tokenizers.Tokenizer`` for decoding ``dataset``: ``spec`` (a tokenizer.json, a folder holding one,
+    or any name the tokenize stage accepts), else the dataset's own tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    if spec is None:
+        found = _find_tokenizer_file(Path(dataset))
+        if found is None:
+            raise InputError(f"{dataset} holds token ids but no {TOKENIZER_FILE}; pass --tokenizer to decode them")
+        spec = str(found)
+    p = Path(spec)
+    if p.is_dir() and (p / TOKENIZER_FILE).is_file():
+        p = p / TOKENIZER_FILE
+    if p.is_file():
+        try:
+            return Tokenizer.from_file(str(p))
+        except Exception as e:
+            raise InputError(f"{p} is not a tokenizer.json the tokenizers library can read ({e})") from None
+    try:  # builtin:..., hub names: the tokenize stage knows how to find them
+        from .. import tokenizer as tk
+    except ImportError:  # pragma: no cover - the tokenize stage is part of the package
+        raise ConfigError(f"--tokenizer {spec}: no such file or folder") from None
+    loader = getattr(tk, "load_tokenizer", None)
+    if loader is None:  # pragma: no cover
+        raise ConfigError(f"--tokenizer {spec}: no such file or folder")
+    loaded = loader(spec)
+    return loaded[0] if isinstance(loaded, tuple) else loaded
+
+
+def iter_records(path: str | Path, tokenizer: str | None = None, limit: int | None = None
+                 ) -> Iterator[dict[str, Any]]:
+    """Yield ``{"id", "text"[, "domain"]}`` for each sample of a text or token MDS dataset."""
+    readers = dataset_readers(path)
+    columns = readers[0].columns
+    if "text" in columns:
+        kind = "text"
+    elif "input_ids" in columns:
+        kind = "tokens"
+    else:
+        raise InputError(f"{path}: neither a 'text' nor an 'input_ids' column (columns: {sorted(columns)})")
+    want = [c for c in ("id", kind if kind == "text" else "input_ids", "domain") if c in columns]
+    decoder = load_decoder(tokenizer, path) if kind == "tokens" else None
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> list[dict[str, Any]]:
+        texts = decoder.decode_batch([s["input_ids"].tolist() for s in batch], skip_special_tokens=True)
+        return [_record(s, t) for s, t in zip(batch, texts, strict=True)]
+
+    samples = (s for r in readers for s in r.iter_samples(want))
+    for s in itertools.islice(samples, limit):
+        if decoder is None:
+            yield _record(s, s["text"])
+            continue
+        batch.append(s)
+        if len(batch) == BATCH:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def _record(sample: dict[str, Any], text: str) -> dict[str, Any]:
+    rec = {"id": sample.get("id"), "text": text}
+    if "domain" in sample:
+        rec["domain"] = sample["domain"]
+    return rec
+
+
+def _open(path: Path, name: str) -> Any:
+    """A text file for writing, compressed by the final ``name``'s extension (.gz, .zst); gzip without a
+    timestamp so the same data gives the same bytes."""
+    import io
+
+    raw = open(path, "wb")  # noqa: SIM115 - closed by the returned wrapper
+    if name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0), encoding="utf-8")
+    if name.endswith((".zst", ".zstd")):
+        import zstandard
+
+        return io.TextIOWrapper(zstandard.ZstdCompressor().stream_writer(raw), encoding="utf-8")
+    return io.TextIOWrapper(raw, encoding="utf-8")
+
+
+def export_jsonl(cfg: ConvertConfig) -> dict[str, Any]:
+    """Write every sample of the MDS ``cfg.inputs`` to one JSONL file (.gz/.zst compressed by extension)."""
+    out = Path(cfg.output)
+    if out.is_dir():
+        raise ConfigError(f"--to jsonl writes one file, but {out} is a folder; pass -o FILE.jsonl")
+    if out.exists() and not cfg.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    for p in cfg.inputs:
+        dataset_readers(p)  # every input is checked before anything is written
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    n = chars = 0
+    try:
+        with _open(tmp, out.name) as f:
+            for p in cfg.inputs:
+                for rec in iter_records(p, cfg.tokenizer):
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    n += 1
+                    chars += len(rec["text"])
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    return {"stage": "export", "output": str(out), "format": "jsonl", "documents": n, "characters": chars,
+            "inputs": list(cfg.inputs)}
+
+
+def show_samples(path: str | Path, n: int, tokenizer: str | None = None) -> list[dict[str, Any]]:
+    """The first ``n`` samples of a dataset, decoded (for ``stats --show``)."""
+    return list(iter_records(path, tokenizer, limit=n))

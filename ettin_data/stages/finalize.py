@@ -1,0 +1,215 @@
+"""finalize: ``sample split`` outputs -> the training layout Ettin/ModernBERT configs read.
+
+``OUTPUT/train/<name>/<unit>`` and ``OUTPUT/validation/<name>/<unit>`` (name = INPUT folder name, or
+``--name``), one root ``index.json`` per split over every dataset (nested basenames), each split with
+``ettin_meta.json``, ``stats.json`` and ``tokenizer.json``. Shards are decompressed ``.mds`` files by
+default (ModernBERT's no-streaming loader needs the raw file); ``--keep-compressed`` hard-links the
+input shards instead when nothing else changes. ``--dtype``/``--columns`` narrow the samples like the
+seed's ``decompress.py``. ``OUTPUT/manifest.json`` records per split and dataset the samples and tokens,
+the settings of every stage upstream, the tokenizer identity and the shard hashes; then the output is
+verified (``ettin_data.verify``) and the problems, if any, are returned in the summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import units as U
+from ..config import FinalizeConfig, recorded_settings
+from ..errors import ConfigError, InputError
+from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic
+from ..pipeline import read_meta
+from ..sampling.common import (
+    UNIT_FILES,
+    copy_tokenizer,
+    finish_dataset,
+    out_name,
+    place_unit,
+    same_tokenizer,
+    unit_stats,
+    write_split_meta,
+)
+from ..stats import Stats
+from ..verify import MANIFEST, stage_chain, verify
+
+NAME = "finalize"
+SPLITS = ("train", "validation")
+_DTYPE_MAX = {"uint16": 2**16 - 1, "uint32": 2**32 - 1, "int32": 2**31 - 1, "int64": 2**63 - 1}
+
+__all__ = ["NAME", "plan", "process_unit", "finish", "run", "render", "dataset_names"]
+
+
+def dataset_names(cfg: FinalizeConfig) -> list[str]:
+    if cfg.name is not None:
+        if len(cfg.name) != len(cfg.inputs):
+            raise ConfigError(f"--name given {len(cfg.name)} time(s) for {len(cfg.inputs)} INPUT(s); "
+                              "give one per INPUT")
+        names = list(cfg.name)
+    else:
+        names = [Path(i).resolve().name for i in cfg.inputs]
+    for n in names:
+        if not n or n.startswith(".") or "/" in n:
+            raise ConfigError(f"dataset name {n!r} is not a plain folder name; pass --name")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"two INPUTs are both named {dup[0]!r}; pass --name once per INPUT to tell them apart")
+    return names
+
+
+def plan(cfg: FinalizeConfig) -> list[U.Task]:
+    tasks = []
+    for src, name in zip(cfg.inputs, dataset_names(cfg), strict=True):
+        root = Path(src)
+        if not (root / "train").is_dir():
+            raise InputError(f"{root}: no train/ folder (expected a `sample split` output with train/ and validation/)")
+        for split in SPLITS:
+            if not (root / split).is_dir():
+                continue
+            for unit in find_units(root / split):
+                path = root / split / unit if unit else root / split
+                tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), (split, name)))
+    same_tokenizer([Path(i) / s for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()])
+    return tasks
+
+
+def _columns(reader: UnitReader, cfg: FinalizeConfig) -> dict[str, str]:
+    cols = dict(reader.columns)
+    if cfg.columns:
+        missing = sorted(set(cfg.columns) - set(cols))
+        if missing:
+            raise InputError(f"{reader.dirname}: no column(s) {', '.join(missing)}; columns: {', '.join(sorted(cols))}")
+        cols = {k: v for k, v in cols.items() if k in cfg.columns}
+    if cfg.dtype and "input_ids" in cols:
+        cols["input_ids"] = f"ndarray:{cfg.dtype}"
+    return cols
+
+
+def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None) -> Stats:
+    reader = UnitReader(src)
+    cols = _columns(reader, cfg)
+    ids, lengths = [], []
+    top = _DTYPE_MAX.get(cfg.dtype or "")
+    with ShardWriter(dst, cols, compression=compression) as w:
+        for i, s in enumerate(reader.iter_samples()):
+            tok = s.get("input_ids")
+            if tok is not None:
+                if top is not None and tok.size and int(tok.max()) > top:
+                    raise InputError(f"{src}: sample {i} has token id {int(tok.max())} > {top}, "
+                                     f"which does not fit --dtype {cfg.dtype}")
+                lengths.append(len(tok))
+            ids.append(s.get("id", ""))
+            w.write({k: s[k] for k in cols})
+    stats, deciles = unit_stats(ids, np.asarray(lengths, np.int64))
+    write_json_atomic(dst / UNIT_FILES[0], stats)
+    write_json_atomic(dst / UNIT_FILES[1], deciles)
+    st = Stats()
+    st.add("samples", len(ids))
+    st.add("tokens", stats["total_tokens_written"])
+    st.add("units_written")
+    st.add("bytes_written", sum(p.stat().st_size for p in dst.glob("shard.*")))
+    return st
+
+
+def process_unit(task: U.Task, cfg: FinalizeConfig) -> Stats:
+    src = Path(task.source)
+    dst = Path(cfg.output) / task.name
+    index = read_index(src)
+    compressed = any(s.get("compression") for s in index["shards"])
+    same_columns = not cfg.columns or set(cfg.columns) >= set(index["shards"][0]["column_names"] if index["shards"]
+                                                                  else [])
+    with U.atomic_dir(dst) as tmp:
+        if not cfg.dtype and same_columns and (cfg.keep_compressed or not compressed):
+            st = place_unit(src, tmp)
+        else:
+            st = _rewrite(src, tmp, cfg, "zstd" if cfg.keep_compressed and compressed else None)
+    U.mark_done(dst, st)
+    return st
+
+
+def _shard_hashes(root: Path) -> list[dict[str, Any]]:
+    out = []
+    for s in read_index(root)["shards"]:
+        info = s["zip_data"] if s.get("zip_data") else s["raw_data"]
+        sha1 = (info.get("hashes") or {}).get("sha1") \
+            or hashlib.sha1((root / info["basename"]).read_bytes()).hexdigest()
+        out.append({"file": info["basename"], "bytes": info["bytes"], "sha1": sha1, "samples": s["samples"]})
+    return out
+
+
+def finish(cfg: FinalizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    out = Path(cfg.output)
+    inputs = [Path(i) for i in cfg.inputs]
+    names = dataset_names(cfg)
+    tok = same_tokenizer([i / s for i in inputs for s in SPLITS if (i / s).is_dir()])
+    splits: dict[str, Any] = {}
+    shards: dict[str, Any] = {}
+    for split in SPLITS:
+        mine = [t for t in tasks if t.params[0] == split]
+        if not mine:
+            continue
+        root = out / split
+        totals = finish_dataset(root, [t.name.split("/", 1)[1] for t in mine])
+        copy_tokenizer([i / split for i in inputs] + inputs, root)
+        meta = {"stage": NAME, "split": split, "settings": recorded_settings(cfg), "inputs": list(cfg.inputs),
+                "upstream": [m for m in (read_meta(i / split) or read_meta(i) for i in inputs) if m]}
+        if tok is not None:
+            meta["tokenizer"] = tok
+        write_split_meta(root, meta)
+        per_ds: dict[str, Any] = {}
+        for t in mine:
+            d = per_ds.setdefault(t.params[1], {"samples": 0, "tokens": 0, "units": 0})
+            done = U.read_done(out / t.name)
+            d["samples"] += done["samples"]
+            d["tokens"] += done["tokens"]
+            d["units"] += 1
+        shards[split] = _shard_hashes(root)
+        splits[split] = {"samples": totals["samples"], "tokens": totals["total_tokens_written"],
+                         "shards": len(shards[split]), "bytes": sum(s["bytes"] for s in shards[split]),
+                         "datasets": per_ds}
+    manifest = {
+        "format": "ettin-data manifest v1",
+        "splits": splits,
+        "tokenizer": tok,
+        "datasets": {n: {"input": str(i), "stages": stage_chain(read_meta(i) or read_meta(i / "train"))}
+                     for n, i in zip(names, inputs, strict=True)},
+        "finalize": recorded_settings(cfg),
+        "shards": shards,
+    }
+    write_json_atomic(out / MANIFEST, manifest)
+    summary: dict[str, Any] = {"splits": {s: {k: v for k, v in e.items()} for s, e in splits.items()},
+                               "tokenizer": tok, "bytes_linked": stats["bytes_linked"],
+                               "bytes_written": stats["bytes_written"]}
+    if cfg.verify:
+        summary["problems"] = verify(out)
+        summary["verified"] = not summary["problems"]
+    return summary
+
+
+def run(cfg: FinalizeConfig, quiet: bool = True) -> dict[str, Any]:
+    from ..pipeline import run_stage
+
+    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
+
+
+def render(summary: dict[str, Any]) -> None:
+    from ..report import human_bytes, print_table
+
+    tok = summary.get("tokenizer") or {}
+    rows: list[tuple[str, Any]] = [("output", summary.get("output")),
+                                   ("tokenizer", f"{tok.get('name')} (sha256 {str(tok.get('sha256'))[:12]}, "
+                                                 f"vocab {tok.get('vocab_size')})" if tok else "unknown")]
+    for split, e in (summary.get("splits") or {}).items():
+        rows.append((split, f"{e['samples']:,} samples, {e['tokens']:,} tokens, {e['shards']} shards, "
+                            f"{human_bytes(e['bytes'])}"))
+        for name, d in e["datasets"].items():
+            rows.append((f"  {name}", f"{d['samples']:,} samples, {d['tokens']:,} tokens, {d['units']} units"))
+    if "verified" in summary:
+        rows.append(("verified", "ok" if summary["verified"] else f"{len(summary['problems'])} problem(s)"))
+    for p in summary.get("problems") or []:
+        rows.append(("problem", p))
+    rows.append(("manifest", f"{summary.get('output')}/{MANIFEST}"))
+    print_table("ettin-data finalize: manifest summary", rows)

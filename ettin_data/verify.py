@@ -1,0 +1,248 @@
+"""Verification of MDS datasets (``stats --verify`` and ``finalize``): every problem is one line that
+names the file.
+
+Checks: every shard file named in an index exists with the recorded size and hash and decodes; the
+shards agree on columns; the root index's sample count equals the sum of its units' indexes; counted
+samples and tokens match ``stats.json`` (the dataset's and each unit's) and ``manifest.json``; and for
+chunked token data (a ``chunk`` stage in the ``ettin_meta.json`` chain) the chunk invariants: BOS
+first, EOS last (when the tokenizer adds them), ``len`` = number of tokens <= the chunk size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .mds import INDEX, decode_value, find_units, load_shard, read_index
+from .pipeline import read_meta
+
+__all__ = ["verify", "verify_paths", "verify_dataset", "chunk_rules", "stage_chain", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+
+
+def stage_chain(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The stages that produced a dataset, oldest first (depth-first over ``upstream``)."""
+    if not meta:
+        return []
+    out: list[dict[str, Any]] = []
+    for up in meta.get("upstream") or []:
+        for st in stage_chain(up):
+            if st not in out:
+                out.append(st)
+    entry = {"stage": meta.get("stage"), "settings": meta.get("settings"), "inputs": meta.get("inputs")}
+    if "split" in meta:
+        entry["split"] = meta["split"]
+    out.append(entry)
+    return out
+
+
+def _meta_near(root: Path) -> dict[str, Any] | None:
+    for p in (root, *list(root.parents)[:2]):
+        m = read_meta(p)
+        if m:
+            return m
+    return None
+
+
+def chunk_rules(root: Path) -> tuple[int | None, int | None, int | None]:
+    """(bos_id, eos_id, chunk_size) to check, from the ettin_meta.json chain; Nones when not chunked."""
+    meta = _meta_near(root)
+    sizes = [s["settings"]["chunk_size"] for s in stage_chain(meta)
+             if s.get("stage") == "chunk" and isinstance(s.get("settings"), dict) and "chunk_size" in s["settings"]]
+    if not sizes:
+        return None, None, None
+    tok = (meta or {}).get("tokenizer") or {}
+    if tok.get("special_tokens_added") is False:
+        return None, None, max(sizes)
+    return tok.get("bos_id"), tok.get("eos_id"), max(sizes)
+
+
+def _hash_problems(path: Path, info: dict[str, Any]) -> list[str]:
+    if not path.is_file():
+        return [f"{path}: missing (named in the index)"]
+    size = path.stat().st_size
+    if info.get("bytes") is not None and size != info["bytes"]:
+        return [f"{path}: {size} bytes, the index records {info['bytes']} (truncated or replaced)"]
+    data = path.read_bytes()
+    for algo, want in (info.get("hashes") or {}).items():
+        if algo in hashlib.algorithms_available and hashlib.new(algo, data).hexdigest() != want:
+            return [f"{path}: {algo} hash does not match the index (corrupt or replaced)"]
+    return []
+
+
+def _shard_samples(shard: Any) -> Any:
+    names, encs, sizes = (shard.info[k] for k in ("column_names", "column_encodings", "column_sizes"))
+    nvar = sum(1 for s in sizes if not s)
+    for raw in shard.raw_samples():
+        var = iter(np.frombuffer(raw, np.uint32, nvar).tolist()) if nvar else iter(())
+        pos = 4 * nvar
+        sample = {}
+        for name, enc, size in zip(names, encs, sizes, strict=True):
+            n = size or next(var)
+            if name in ("input_ids", "len"):
+                sample[name] = decode_value(enc, raw[pos:pos + n])
+            pos += n
+        yield sample
+
+
+def _check_samples(path: Path, shard: Any, rules: tuple[int | None, int | None, int | None]) -> tuple[int, list[str]]:
+    bos, eos, limit = rules
+    bad: Counter = Counter()
+    first: dict[str, int] = {}
+    tokens = 0
+    for i, s in enumerate(_shard_samples(shard)):
+        ids = s.get("input_ids")
+        if ids is None:
+            continue
+        n = len(ids)
+        tokens += n
+        checks = {
+            "len column != number of tokens": "len" in s and s["len"] != n,
+            f"first token is not BOS {bos}": bos is not None and (n == 0 or int(ids[0]) != bos),
+            f"last token is not EOS {eos}": eos is not None and (n == 0 or int(ids[-1]) != eos),
+            f"longer than the chunk size {limit}": limit is not None and n > limit,
+        }
+        for what, failed in checks.items():
+            if failed:
+                bad[what] += 1
+                first.setdefault(what, i)
+    lines = [f"{path}: {c} sample(s) {what} (first: sample {first[what]})" for what, c in bad.items()]
+    return tokens, lines  # one line per kind of violation: a count and the first sample
+
+
+def verify_dataset(root: str | Path) -> tuple[list[str], dict[str, int]]:
+    """Verify one MDS folder (a unit or a dataset root); returns (problems, {samples, tokens})."""
+    root = Path(root)
+    try:
+        index = read_index(root)
+    except InputError as e:
+        return [str(e)], {"samples": 0, "tokens": 0}
+    problems: list[str] = []
+    rules = chunk_rules(root)
+    columns: dict[str, str] | None = None
+    per_dir: dict[str, list[int]] = {}
+    for info in index["shards"]:
+        raw_name = info["raw_data"]["basename"]
+        cols = dict(zip(info["column_names"], info["column_encodings"], strict=True))
+        if columns is None:
+            columns = cols
+        elif cols != columns:
+            problems.append(f"{root / raw_name}: columns {cols} differ from the first shard's {columns}")
+        raw_path, zip_info = root / raw_name, info.get("zip_data")
+        zip_path = root / zip_info["basename"] if zip_info else None
+        files = [(raw_path, info["raw_data"])] if raw_path.exists() else []
+        if zip_path is not None and zip_path.exists():
+            files.append((zip_path, zip_info))
+        if not files:  # reported as missing: the file the index says must be there
+            files = [(zip_path, zip_info) if zip_path is not None else (raw_path, info["raw_data"])]
+        found = []
+        for path, finfo in files:
+            found += _hash_problems(path, finfo)
+        problems += found
+        if found:
+            continue
+        try:
+            shard = load_shard(root, info)
+        except InputError as e:
+            problems.append(str(e))
+            continue
+        tokens, lines = _check_samples(shard.path, shard, rules)
+        problems += lines
+        acc = per_dir.setdefault(raw_name.rpartition("/")[0], [0, 0])
+        acc[0] += int(info["samples"])
+        acc[1] += tokens
+    counted = {"samples": sum(v[0] for v in per_dir.values()), "tokens": sum(v[1] for v in per_dir.values())}
+    problems += _count_problems(root, index, per_dir, counted)
+    return problems, counted
+
+
+def _stats_problems(path: Path, samples: int, tokens: int) -> list[str]:
+    f = path / "stats.json"
+    if not f.is_file():
+        return []
+    try:
+        d = json.loads(f.read_text())
+    except json.JSONDecodeError:
+        return [f"{f}: not valid JSON"]
+    out = []
+    if "samples" in d and int(d["samples"]) != samples:
+        out.append(f"{f}: records {d['samples']} samples, the shards hold {samples}")
+    if "total_tokens_written" in d and int(d["total_tokens_written"]) != tokens:
+        out.append(f"{f}: records {d['total_tokens_written']} tokens, the shards hold {tokens}")
+    return out
+
+
+def _count_problems(root: Path, index: dict[str, Any], per_dir: dict[str, list[int]],
+                    counted: dict[str, int]) -> list[str]:
+    problems = []
+    total = sum(int(s["samples"]) for s in index["shards"])
+    if any("/" in s["raw_data"]["basename"] for s in index["shards"]):  # a root index over units
+        try:
+            units = find_units(root)
+            unit_total = sum(int(s["samples"]) for u in units for s in read_index(root / u)["shards"])
+        except InputError as e:
+            return [str(e)]
+        if unit_total != total:
+            problems.append(f"{root / INDEX}: {total} samples, its units' indexes hold {unit_total}")
+        for u in units:
+            if u in per_dir:
+                problems += _stats_problems(root / u, *per_dir[u])
+    if counted["samples"] == total:  # only when every shard could be read
+        problems += _stats_problems(root, counted["samples"], counted["tokens"])
+    return problems
+
+
+def _verify_manifest(path: Path) -> list[str]:
+    f = path / MANIFEST
+    try:
+        manifest = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        return [f"{f}: not valid JSON ({e})"]
+    problems: list[str] = []
+    for split, entry in (manifest.get("splits") or {}).items():
+        found, counted = verify_dataset(path / split)
+        problems += found
+        if not found:
+            for key in ("samples", "tokens"):
+                if entry.get(key) != counted[key]:
+                    problems.append(f"{f}: {split} records {entry.get(key)} {key}, the shards hold {counted[key]}")
+        for sh in (manifest.get("shards") or {}).get(split, []):
+            p = path / split / sh["file"]
+            if p.is_file() and sh.get("sha1") and hashlib.sha1(p.read_bytes()).hexdigest() != sh["sha1"]:
+                problems.append(f"{p}: sha1 does not match {f}")
+            elif not p.is_file() and not any(str(p) in x for x in problems):
+                problems.append(f"{p}: missing (named in {f})")
+    return problems
+
+
+def verify(path: str | Path) -> list[str]:
+    """Every problem found under ``path`` (a final dataset with manifest.json, a split output, a dataset
+    root, or a folder of units), one line each naming the file; [] when all is well."""
+    path = Path(path)
+    if not path.exists():
+        return [f"{path} does not exist"]
+    if (path / MANIFEST).is_file():
+        return _verify_manifest(path)
+    if (path / INDEX).is_file():
+        return verify_dataset(path)[0]
+    splits = [path / s for s in ("train", "validation") if (path / s / INDEX).is_file()]
+    if splits:
+        return [p for s in splits for p in verify_dataset(s)[0]]
+    try:
+        units = find_units(path)
+    except InputError as e:
+        return [str(e)]
+    if not units:
+        return [f"{path}: no index.json here or below (not an MDS dataset)"]
+    return [p for u in units for p in verify_dataset(path / u)[0]]
+
+
+def verify_paths(paths: list[str]) -> list[str]:
+    return [p for path in paths for p in verify(path)]

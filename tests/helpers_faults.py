@@ -1,0 +1,169 @@
+"""Shared helpers of the reliability tests: run the CLI, kill it, compare output trees, damage files,
+and mount small or read-only file systems (root only)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ETTIN = str(Path(sys.executable).with_name("ettin-data"))
+EXCLUDE_DIRS = ("_logs", ".ettin_logs")
+
+
+def stage_exists(name: str) -> bool:
+    """A stage is usable once its module exposes ``run`` (``sample.split`` -> ettin_data.sampling.split)."""
+    import importlib
+
+    module = f"ettin_data.sampling.{name.split('.')[1]}" if name.startswith("sample.") else f"ettin_data.stages.{name}"
+    try:
+        return hasattr(importlib.import_module(module), "run")
+    except ImportError:
+        return False
+
+
+def tokenizer_exists() -> bool:
+    try:
+        from ettin_data import tokenizer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``ettin-data ARGS`` in a subprocess; returns the completed process (text output)."""
+    return subprocess.run([ETTIN, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def run_killed(args: list[str], delay: float) -> bool:
+    """Start ``ettin-data ARGS`` in its own process group and SIGKILL the whole group after ``delay``
+    seconds. Returns True when the kill landed (the run had not finished)."""
+    p = subprocess.Popen([ETTIN, *args], start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        p.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        _reap_group(p.pid)
+        return True
+
+
+def _reap_group(pgid: int) -> None:
+    """Wait until no process of the killed group is left (spawned workers die with it)."""
+    for _ in range(200):
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+
+
+def tree(root: str | Path) -> dict[str, bytes]:
+    """relative path -> bytes of every file under root (hidden files included, log folders excluded)."""
+    root = Path(root)
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in EXCLUDE_DIRS]
+        for f in filenames:
+            p = Path(dirpath) / f
+            out[p.relative_to(root).as_posix()] = p.read_bytes()
+    return out
+
+
+def tree_diff(a: dict[str, bytes], b: dict[str, bytes]) -> list[str]:
+    only_a = sorted(set(a) - set(b))
+    only_b = sorted(set(b) - set(a))
+    changed = sorted(k for k in set(a) & set(b) if a[k] != b[k])
+    return [f"only in first: {k}" for k in only_a] + [f"only in second: {k}" for k in only_b] + [
+        f"differs: {k}" for k in changed
+    ]
+
+
+def check_partial_state(out: Path, ref: dict[str, bytes]) -> None:
+    """What an interrupted run leaves must never look finished unless it is: every folder holding a
+    ``.done`` equals the reference run's folder (every file, byte for byte), and a root ``index.json``
+    exists only if it is the reference's (all units listed, all of them complete)."""
+    got = tree(out)
+    for rel in got:
+        if rel.endswith("/.done") or rel == ".done":
+            folder = rel[: -len(".done")]
+            assert rel in ref, f"{rel}: a .done that the uninterrupted run does not have"
+            want = {k: v for k, v in ref.items() if k.startswith(folder)}
+            have = {k: v for k, v in got.items() if k.startswith(folder)}
+            diff = tree_diff(want, have)
+            assert not diff, f"{folder or '.'} has .done but is not complete: {diff[:5]}"
+    if "index.json" in got:
+        assert got["index.json"] == ref["index.json"], "a root index.json that is not the finished one"
+        for s in json.loads(got["index.json"])["shards"]:
+            name = (s.get("zip_data") or s["raw_data"])["basename"]
+            assert got.get(name) == ref[name], f"root index names {name}, which is not complete"
+
+
+def write_jsonl(path: Path, records: list, compress: str | None = None) -> Path:
+    data = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records).encode()
+    if compress == "gzip":
+        data = gzip.compress(data)
+    elif compress == "zstd":
+        import zstandard
+
+        data = zstandard.ZstdCompressor().compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def flip_bit(path: Path, pos: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    pos = len(data) // 2 if pos is None else pos
+    data[pos] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+
+
+def assert_clean_failure(res, code: int = 1) -> str:
+    """The run failed with ``code``, printed no traceback, and said why on stderr; returns stderr."""
+    assert res.returncode == code, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    assert error_lines(res.stderr), res.stderr
+    return res.stderr
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, size: str = "2m", readonly: bool = False) -> Iterator[Path]:
+    """Mount a small tmpfs at ``path`` (skip the test when this machine does not allow it)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; not root here")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def remount_readonly(path: Path) -> None:
+    r = subprocess.run(["mount", "-o", "remount,ro", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot remount read-only here ({r.stderr.strip()})")
