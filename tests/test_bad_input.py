@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_faults import stage_exists, tokenizer_exists, write_jsonl
 from typer.testing import CliRunner
 
 from ettin_data.cli import app
 from ettin_data.mds import UnitReader, find_units
-from helpers_faults import stage_exists, tokenizer_exists, write_jsonl
 
 runner = CliRunner()
 

@@ -292,10 +292,12 @@ def test_every_stage_json_summary_and_log(tmp_path: Path) -> None:
     ]
     for args, stage in runs:
         out = Path(args[args.index("-o") + 1])
+        before = _tree(tmp_path)
         dry = _invoke([*args, "--dry-run", "--json"])
         assert dry.exit_code == 0, (args, dry.output)
         planned = json.loads(dry.stdout)["plan"]
         assert planned["to_do"] and planned["already_done"] == [] and not out.exists()
+        assert _tree(tmp_path) == before, f"{stage} --dry-run wrote something"
         res = _invoke([*args, "-w", "1", "--json"])
         assert res.exit_code == 0, (args, res.output)
         summary = json.loads(res.stdout)

@@ -156,3 +156,23 @@ def test_recorded_settings_leave_runtime_options_out() -> None:
     rec = C.recorded_settings(cfg)
     assert rec["docs_per_shard"] == 9
     assert not {"workers", "executor", "rank", "world", "inputs", "output", "overwrite"} & set(rec)
+
+
+def test_example_config_file_is_valid_for_every_stage() -> None:
+    """examples/phase1.toml stays in sync with the option models."""
+    from ettin_data.cli import COMMANDS
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "phase1.toml"
+    tables = {name if group is None else f"{group}.{name}": model for name, group, model, *_ in COMMANDS}
+    seen = 0
+    for table in ("convert", "tokenize", "chunk", "sample.split", "finalize"):
+        values = C.load_config_file(example, table)
+        assert values, table
+        cfg, origin = resolve(tables[table], table, {"inputs": ["in"], "output": "out"}, str(example))
+        assert all(origin[k] == "config file" for k in values)
+        seen += len(values)
+    chunk, _ = resolve(C.ChunkConfig, "chunk", {"inputs": ["in"], "output": "out", "chunk_size": 2048},
+                       str(example))
+    assert (chunk.chunk_size, chunk.min_chunk_size, chunk.always_skip_size) == (2048, 512, 128)
+    assert chunk.backfill and chunk.backfill_no_duplicates
+    assert seen >= 12

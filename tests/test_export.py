@@ -58,7 +58,7 @@ def test_round_trip_jsonl_mds_jsonl(small_text: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["convert", str(small_text), "-o", str(dst), "--to", "jsonl", "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
-    assert summary["documents"] == len(DOCS) and summary["format"] == "jsonl"
+    assert summary["records"] == len(DOCS) and summary["format"] == "jsonl"
     back = _read_jsonl(dst)
     assert back == [{"id": str(d["id"]), "text": d["text"], "domain": d["domain"]} for d in DOCS]
     # exporting again needs --overwrite; then the file is identical
@@ -67,6 +67,19 @@ def test_round_trip_jsonl_mds_jsonl(small_text: Path, tmp_path: Path) -> None:
     first = dst.read_bytes()
     res = runner.invoke(app, ["convert", str(small_text), "-o", str(dst), "--to", "jsonl", "--overwrite", "-q"])
     assert res.exit_code == 0 and dst.read_bytes() == first
+    # compressed by extension, same content; gzip without a timestamp, so the same bytes every time
+    import zstandard
+
+    for name in ("back.jsonl.zst", "back.jsonl.gz"):
+        res = runner.invoke(app, ["convert", str(small_text), "-o", str(tmp_path / name), "--to", "jsonl", "-q"])
+        assert res.exit_code == 0, res.output
+    zst = (tmp_path / "back.jsonl.zst").read_bytes()
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(zst) == first
+    assert gzip.decompress((tmp_path / "back.jsonl.gz").read_bytes()) == first
+    gz = (tmp_path / "back.jsonl.gz").read_bytes()
+    runner.invoke(app, ["convert", str(small_text), "-o", str(tmp_path / "back.jsonl.gz"), "--to", "jsonl", "-q",
+                        "--overwrite"])
+    assert (tmp_path / "back.jsonl.gz").read_bytes() == gz
     # and the export converts back to the same MDS bytes
     again = tmp_path / "again"
     res = runner.invoke(app, ["convert", str(dst), "-o", str(again), "--docs-per-shard", "8", "--domain-field",

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers_faults import check_partial_state, cli, run_killed, stage_exists, tokenizer_exists, tree, tree_diff
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

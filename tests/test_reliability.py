@@ -17,11 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from ettin_data.cli import app
-from ettin_data.errors import EttinError, UnitFailure
-from ettin_data.mds import ShardWriter, UnitReader, find_units
 from helpers_faults import (
     check_partial_state,
     cli,
@@ -33,6 +28,12 @@ from helpers_faults import (
     tree_diff,
     truncate,
 )
+from typer.testing import CliRunner
+
+from ettin_data.cli import app
+from ettin_data.errors import EttinError, UnitFailure
+from ettin_data.mds import ShardWriter, UnitReader, find_units
+from ettin_data.stats import Stats
 
 runner = CliRunner()
 UNIT = "python-docs/split_00002"  # the unit we damage (of 5)
@@ -97,9 +98,8 @@ def test_bit_flips_and_truncation_are_detected_by_the_reader(text_copy, how):
     with pytest.raises(EttinError, match=what) as e:
         list(UnitReader(text_copy / UNIT).iter_samples())
     assert str(path) in str(e.value)
-    for unit in find_units(text_copy):
-        if unit != UNIT:
-            assert len(list(UnitReader(text_copy / unit).iter_samples())) == 50 or unit.endswith("4")
+    others = [u for u in find_units(text_copy) if u != UNIT]
+    assert sum(len(list(UnitReader(text_copy / u).iter_samples())) for u in others) == 247 - 50
 
 
 def test_raw_shard_bit_flip_is_detected(tmp_path):
@@ -203,8 +203,7 @@ def test_accounting_closes_on_real_data(text_dataset, chain):
     assert conv["documents_in"] == conv["documents"] + sum(conv["skipped"].values()) == 247
     assert len(_read(text_dataset)) == conv["documents"]
 
-    tok = sum((read_done(paths["tokens"] / u) for u in find_units(paths["tokens"])), start=type(
-        read_done(paths["tokens"] / find_units(paths["tokens"])[0]))())
+    tok = sum((read_done(paths["tokens"] / u) for u in find_units(paths["tokens"])), Stats())
     assert tok["documents_in"] == conv["documents"]
     assert tok["documents_in"] == tok["documents_written"] + tok["skipped.empty_tokens"]
     docs = _read(paths["tokens"])
@@ -296,8 +295,8 @@ def convert_ref(tmp_path_factory) -> Path:
 
 def _stage_args(stage: str, text_dataset: Path, out: Path) -> list[str]:
     if stage == "convert":
-        return ["convert", "builtin:python-docs", "--docs-per-shard", "10", "-o", str(out), "-w", "2", "-q"]
-    return ["tokenize", str(text_dataset), "-t", "builtin:modernbert", "-o", str(out), "-w", "2", "-q"]
+        return ["convert", "builtin:python-docs", "--docs-per-shard", "10", "-o", str(out), "-w", "1", "-q"]
+    return ["tokenize", str(text_dataset), "-t", "builtin:modernbert", "-o", str(out), "-w", "1", "-q"]
 
 
 def _done_files(root: Path) -> dict[str, int]:

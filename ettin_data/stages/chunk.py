@@ -33,6 +33,8 @@ TOKENIZER_FILE = "tokenizer.json"
 
 __all__ = ["NAME", "plan", "process_unit", "finish", "run", "input_tokenizer", "stats_json"]
 
+_DOC_KEYS = ("documents", "documents_empty", "content_tokens_in", "content_tokens_written", "total_tokens_skipped",
+             "total_duplicated_tokens", "pieces_skipped", "pieces_backfilled", "cuts_moved")
 _CACHE: dict[tuple[str, bool], tuple[dict[str, Any], np.ndarray | None]] = {}
 
 
@@ -157,6 +159,7 @@ def process_unit(task: U.Task, cfg: ChunkConfig) -> Stats:
         w = ShardWriter(tmp, columns)
         docs = tokens = 0
         vocab = len(p.word_start) if p.word_start is not None else None
+        totals = [0] * len(_DOC_KEYS)  # summed per document, added to the stats once
         for doc_id, ids, domain, _ in _documents(reader):
             if vocab is not None and len(ids) and int(ids.max()) >= vocab:
                 raise InputError(
@@ -170,15 +173,9 @@ def process_unit(task: U.Task, cfg: ChunkConfig) -> Stats:
                     sample["domain"] = domain
                 w.write(sample)
                 lengths.append(len(ch))
-            st.add("documents")
-            st.add("documents_empty", c.content == 0)
-            st.add("content_tokens_in", c.content)
-            st.add("content_tokens_written", c.written)
-            st.add("total_tokens_skipped", c.skipped)
-            st.add("total_duplicated_tokens", c.duplicated)
-            st.add("pieces_skipped", c.pieces_skipped)
-            st.add("pieces_backfilled", c.backfilled)
-            st.add("cuts_moved", c.cuts_moved)
+            for i, v in enumerate((1, c.content == 0, c.content, c.written, c.skipped, c.duplicated,
+                                   c.pieces_skipped, c.backfilled, c.cuts_moved)):
+                totals[i] += v
             docs += 1
             tokens += len(ids)
             if docs >= 1000:
@@ -186,6 +183,8 @@ def process_unit(task: U.Task, cfg: ChunkConfig) -> Stats:
                 docs = tokens = 0
         progress.advance(docs=docs, tokens=tokens)
         w.finish()
+        for key, n in zip(_DOC_KEYS, totals, strict=True):
+            st.add(key, n)
         arr = np.asarray(lengths, np.int64)
         st.add("samples", len(arr))
         st.add("total_tokens_written", int(arr.sum()))

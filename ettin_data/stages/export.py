@@ -3,7 +3,8 @@
 
 Text data is written as it is stored; token data is decoded with a tokenizer (special tokens dropped):
 ``--tokenizer`` when given, else the ``tokenizer.json`` that every token-producing stage copies to its
-output root. Records are ``{"id", "text"}`` plus ``domain`` when the data has it, in dataset order.
+output root. One record per sample (a document, or a chunk of one): ``{"id", "text"}`` plus ``domain``
+when the data has it, in dataset order.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def export_jsonl(cfg: ConvertConfig) -> dict[str, Any]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, out)
-    return {"stage": "export", "output": str(out), "format": "jsonl", "documents": n, "characters": chars,
+    return {"stage": "export", "output": str(out), "format": "jsonl", "records": n, "characters": chars,
             "inputs": list(cfg.inputs)}
 
 
