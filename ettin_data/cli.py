@@ -287,7 +287,9 @@ def _make_command(name: str, table: str, model: type[BaseModel], module: str, in
                 from .logs import RunLog
 
                 log = RunLog(table.replace(".", "-"), cfg, origin, mod)
-            summary = mod.run(cfg, quiet=run_opts["quiet"] or run_opts["json_out"])
+            from .remote import run_module  # remote INPUT/OUTPUT (s3://...) -> local folders for the stage
+
+            summary = run_module(mod, cfg, quiet=run_opts["quiet"] or run_opts["json_out"])
         except ValidationError as e:
             for line in _validation_lines(e):
                 typer.echo(f"error: {name}: {line}", err=True)

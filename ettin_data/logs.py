@@ -2,7 +2,8 @@
 
 One JSON object per line: ``start`` (command line, version, resolved options with where each value came
 from), one ``unit`` line per planned unit (``done`` this run, ``skipped`` already done, ``failed`` with
-its error, or ``pending`` for another rank), then ``end`` (exit code, error, summary, seconds).
+its error, ``unfinished`` when the run was interrupted, or ``pending`` for another rank), then ``end``
+(exit code, error, summary, seconds).
 The folder is hidden: MDS readers and ``find_units`` never see it, and shards/indexes are unchanged.
 ``ETTIN_DATA_LOGS=0`` turns logging off. Logging never fails a run: the CLI turns a log that cannot be
 written into a warning.
@@ -83,7 +84,7 @@ class RunLog:
                 row["status"] = "skipped" if t.name in self.already_done else "done"
                 row["counts"] = dict(sorted(U.read_done(out / t.name).counts.items()))
             else:
-                row["status"] = "pending" if t.name not in mine else "not run"
+                row["status"] = "pending" if t.name not in mine else "unfinished"
             rows.append(row)
         return rows
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from . import remote
 from . import units as U
 from .config import recorded_settings
 from .errors import ConfigError, UnitFailure
 from .executor import run_tasks
-from .mds import write_json_atomic
+from .mds import INDEX, write_json_atomic
 from .progress import Display
 from .stats import Stats
 
@@ -49,7 +51,7 @@ def read_meta(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def plan_stage(stage: ModuleType, cfg: Any) -> Plan:
+def plan_stage(stage: ModuleType, cfg: Any, is_done: Callable[[str], bool] | None = None) -> Plan:
     tasks = stage.plan(cfg)
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
@@ -57,15 +59,16 @@ def plan_stage(stage: ModuleType, cfg: Any) -> Plan:
     mine = tasks[cfg.rank :: cfg.world]
     out = Path(cfg.output)
     p = Plan(tasks, mine)
+    done = is_done or (lambda name: U.is_done(out / name))
     for t in mine:
-        (p.done if not cfg.overwrite and U.is_done(out / t.name) else p.todo).append(t)
+        (p.done if not cfg.overwrite and done(t.name) else p.todo).append(t)
     return p
 
 
-def _check_settings(stage: ModuleType, cfg: Any) -> None:
+def _check_settings(stage: ModuleType, cfg: Any, inputs: list[str] | None = None) -> None:
     """Refuse to resume into an output written with other settings (which would mix two datasets)."""
     out = Path(cfg.output)
-    settings = {"stage": stage.NAME, "inputs": list(cfg.inputs), **_jsonable(recorded_settings(cfg))}
+    settings = {"stage": stage.NAME, "inputs": list(inputs or cfg.inputs), **_jsonable(recorded_settings(cfg))}
     path = out / SETTINGS
     if path.is_file() and not cfg.overwrite:
         old = json.loads(path.read_text())
@@ -83,18 +86,49 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+def _drop_root_indexes(out: Path) -> None:
+    """Remove the root ``index.json`` files (shards named by nested paths) of OUTPUT and its split folders,
+    e.g. left by an earlier complete run that --overwrite now redoes: a reader must never see a root index
+    over units that are being rewritten."""
+    for d in (out, *(c for c in out.iterdir() if c.is_dir() and not c.name.startswith("."))):
+        f = d / INDEX
+        try:
+            shards = json.loads(f.read_text()).get("shards") if f.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(shards, list) and any("/" in str((s.get("raw_data") or {}).get("basename", ""))
+                                            for s in shards if isinstance(s, dict)):
+            f.unlink()
+
+
 def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
     """Run a stage to completion (or raise :class:`UnitFailure` naming each failed unit)."""
+    if remote.involved(cfg):  # object storage: the stage sees local folders (see remote.py)
+        with remote.localize(cfg) as local_cfg:
+            summary = run_stage(stage, local_cfg, quiet=quiet)
+        return {**summary, "output": cfg.output}
+    sess = remote.session(cfg)  # set when remote.localize mapped this run's folders
+    orig = sess.orig if sess else cfg
     t0 = time.monotonic()
-    p = plan_stage(stage, cfg)  # first: bad inputs are reported before anything is written
-    _check_settings(stage, cfg)
+    if sess:
+        sess.refresh()
+    is_done = sess.is_done if sess else None
+    p = plan_stage(stage, cfg, is_done)  # first: bad inputs are reported before anything is written
+    if sess:
+        sess.pull_settings(SETTINGS)
+    _check_settings(stage, cfg, list(orig.inputs))
+    if sess:
+        sess.push_root_files(exclude=("index.json", META))
     out = Path(cfg.output)
+    if p.todo:  # units are about to change: no root index may describe them until finish() rewrites it
+        _drop_root_indexes(out)
     display = Display(stage.NAME, len(p.mine), quiet=quiet)
     with display:
         for _ in p.done:
             display.unit_done()
+        fn = sess.wrap(stage.process_unit) if sess else stage.process_unit  # remote: fetch inputs, upload unit
         outcome = run_tasks(
-            stage.process_unit, p.todo, cfg, workers=cfg.workers, executor=cfg.executor,
+            fn, p.todo, cfg, workers=cfg.workers, executor=cfg.executor,
             on_progress=display.update, on_done=display.unit_done, ray_address=cfg.ray_address,
             max_retries=cfg.max_retries,
         )
@@ -103,24 +137,32 @@ def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, 
         err.tracebacks = outcome.tracebacks
         raise err
     summary: dict[str, Any] = {
-        "stage": stage.NAME, "output": str(out), "units": len(p.tasks), "units_run": len(p.todo),
+        "stage": stage.NAME, "output": str(orig.output), "units": len(p.tasks), "units_run": len(p.todo),
         "units_skipped": len(p.done),
     }
-    pending = [t for t in p.tasks if not U.is_done(out / t.name)]
+    if sess:
+        sess.refresh()
+    pending = [t for t in p.tasks if not (is_done or (lambda n: U.is_done(out / n)))(t.name)]
     if pending:  # other ranks still at work: the last one to finish writes the dataset files
         summary.update(complete=False, units_pending=len(pending))
         summary["seconds"] = round(time.monotonic() - t0, 3)
         return summary
+    before = {}
+    if sess:  # the units' small files (index.json, .done, stats) come back for finish()
+        sess.pull_unit_files([t.name for t in p.tasks])
+        before = sess.snapshot()
     stats = sum((U.read_done(out / t.name) for t in p.tasks), Stats())
     extra = stage.finish(cfg, stats, p.tasks) or {}
     meta = {
         "stage": stage.NAME,
         "settings": _jsonable(recorded_settings(cfg)),
-        "inputs": list(cfg.inputs),
+        "inputs": list(orig.inputs),
         "upstream": [m for m in (read_meta(i) for i in cfg.inputs) if m],
         **{k: v for k, v in extra.items() if k == "tokenizer"},
     }
     write_json_atomic(out / META, _jsonable(meta))
+    if sess:  # dataset-level files last, the root index.json very last
+        sess.push_finished([t.name for t in p.tasks], before, last=[META, "index.json"])
     summary.update(complete=True, counts=dict(sorted(stats.counts.items())), **extra)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     return summary

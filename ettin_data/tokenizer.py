@@ -235,7 +235,7 @@ def save_tokenizer_json(raw_json_bytes: bytes, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / TOKENIZER_FILE
-    tmp = folder / f".{TOKENIZER_FILE}.tmp"
+    tmp = folder / f".{TOKENIZER_FILE}.{os.getpid()}.tmp"  # per process: ranks may write it at once
     with open(tmp, "wb") as f:
         f.write(raw_json_bytes)
         f.flush()

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -317,11 +323,6 @@ def test_every_stage_json_summary_and_log(tmp_path: Path) -> None:
 
 def _stderr_on_a_tty(args: list[str], cwd: Path) -> str:
     """Run the console script with stderr on a pseudo-terminal; returns what it showed there."""
-    import pty
-    import select
-    import subprocess
-    import sys
-
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "ettin-data"), *args], cwd=cwd, stdin=subprocess.DEVNULL,
@@ -351,3 +352,26 @@ def test_progress_on_a_tty_and_quiet(tmp_path: Path) -> None:
     assert "convert" in shown and "3/3" in shown and "units" in shown and "docs/s" in shown
     quiet = _stderr_on_a_tty(["convert", *srcs, "-o", "out2", "-w", "1", "--docs-per-shard", "10", "-q"], tmp_path)
     assert quiet.strip() == ""
+
+
+def test_ctrl_c_exits_130_keeps_finished_units_and_logs_it(tmp_path: Path) -> None:
+    src = tmp_path / "big.jsonl"
+    line = " ".join(["word"] * 100)
+    src.write_text("".join(f'{{"id": "{i}", "text": "{line}"}}\n' for i in range(100_000)))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ettin-data"), "convert", str(src), "-o", str(out),
+                             "-w", "1", "--docs-per-shard", "500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "big" / "split_00000" / ".done").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert proc.returncode == 130
+    assert stderr.strip() == "error: interrupted; finished units are kept, rerun to resume" and stdout == ""
+    assert (out / "big" / "split_00000" / ".done").is_file() and not (out / "ettin_meta.json").exists()
+    (log,) = _logs(out)
+    assert log[-1]["exit_code"] == 130 and log[-1]["error"] == "interrupted"
+    assert [(u["unit"], u["status"]) for u in log[1:-1]] == [("big", "unfinished")]

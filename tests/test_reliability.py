@@ -356,3 +356,69 @@ def test_output_folder_that_cannot_be_created(tmp_path):
     assert res.returncode == 1 and "Traceback" not in res.stderr
     (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert str(tmp_path / "file") in line
+
+
+# ---------------------------------------------------------------- --overwrite never leaves stale data visible
+
+
+def test_overwrite_with_fewer_units_leaves_no_stale_units_or_index(tmp_path, monkeypatch, convert_ref):
+    from ettin_data.config import ConvertConfig
+    from ettin_data.stages import convert
+
+    out = tmp_path / "out"
+    shutil.copytree(convert_ref, out)  # a finished run with 25 units of 10 documents
+    cfg = ConvertConfig(inputs=["builtin:python-docs"], output=str(out), docs_per_shard=20, workers=1,
+                        overwrite=True)
+    orig, calls = ShardWriter.write, {"n": 0}
+
+    def failing_write(self, sample):
+        calls["n"] += 1
+        if calls["n"] == 70:
+            raise OSError(28, "No space left on device")
+        orig(self, sample)
+
+    monkeypatch.setattr(ShardWriter, "write", failing_write)
+    with pytest.raises(UnitFailure, match="no space left on the device of"):
+        convert.run(cfg)
+    assert not (out / "index.json").exists()  # the old root index named units that are being replaced
+    monkeypatch.setattr(ShardWriter, "write", orig)
+    s = convert.run(cfg)
+    assert s["units"] == 13 and s["documents"] == 247
+    assert find_units(out) == [f"python-docs/split_{i:05d}" for i in range(13)]
+    assert len(_read(out)) == 247
+    fresh = tmp_path / "fresh"
+    convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=str(fresh), docs_per_shard=20, workers=1))
+    assert not tree_diff(tree(fresh), tree(out))
+
+
+@pytest.mark.parametrize("stage", ["tokenize", "chunk"])
+def test_a_document_lost_while_reading_fails_the_unit(stage, monkeypatch, text_dataset, chain, tmp_path):
+    """documents in (the input unit's index) = written + skipped: a reader that loses one is caught."""
+    from ettin_data import config as C
+    from ettin_data.stages import chunk, tokenize
+
+    paths, _ = chain
+    if stage == "tokenize":
+        orig = UnitReader.iter_samples
+
+        def lossy(self, columns=None):
+            for i, s in enumerate(orig(self, columns)):
+                if i != 2:
+                    yield s
+
+        monkeypatch.setattr(UnitReader, "iter_samples", lossy)
+        cfg = C.TokenizeConfig(inputs=[str(text_dataset)], output=str(tmp_path / "o"), tokenizer="builtin:modernbert",
+                               workers=1)
+    else:
+        orig_docs = chunk._documents
+
+        def lossy_docs(reader):
+            for i, d in enumerate(orig_docs(reader)):
+                if i != 2:
+                    yield d
+
+        monkeypatch.setattr(chunk, "_documents", lossy_docs)
+        cfg = C.ChunkConfig(inputs=[str(paths["tokens"])], output=str(tmp_path / "o"), workers=1, **CHUNK_SETTINGS)
+    with pytest.raises(UnitFailure, match="accounting does not close"):
+        (tokenize if stage == "tokenize" else chunk).run(cfg)
+    assert not list((tmp_path / "o").rglob(".done"))

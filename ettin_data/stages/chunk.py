@@ -193,6 +193,7 @@ def process_unit(task: U.Task, cfg: ChunkConfig) -> Stats:
             st.add("word_boundaries_unavailable")
         closes = st["content_tokens_in"] == (st["content_tokens_written"] + st["total_tokens_skipped"]
                                              - st["total_duplicated_tokens"])
+        closes = closes and st["documents"] == reader.num_samples  # documents in = documents chunked
         if not closes or st["total_tokens_written"] != st["content_tokens_written"] + 2 * len(arr):
             raise EttinError(f"{task.source}: token accounting does not close ({stats_json(st)}); this is a bug")
         write_json_atomic(tmp / STATS_FILE, stats_json(st))

@@ -125,6 +125,9 @@ def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
             flush()
     if part:
         flush()
+    for stale in root.glob("split_*"):  # units of an earlier run that made more of them (--overwrite)
+        if stale.name[6:].isdigit() and int(stale.name[6:]) >= k:
+            U.clear(stale)
     total = total + reading
     total.add("units", k)
     skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))

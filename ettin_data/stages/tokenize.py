@@ -193,8 +193,10 @@ def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
             st.add_lengths(lengths)
             progress.advance(docs=len(batch), tokens=sum(lengths))
         writer.finish()
-    if st["documents_in"] != st["documents_written"] + st["skipped.empty_tokens"]:  # pragma: no cover
-        raise InputError(f"{task.source}: document accounting does not close")
+    if not reader.num_samples == st["documents_in"] == st["documents_written"] + st["skipped.empty_tokens"]:
+        raise InputError(f"{task.source}: document accounting does not close ({reader.num_samples} in the index, "
+                         f"{st['documents_in']} read, {st['documents_written']} written, "
+                         f"{st['skipped.empty_tokens']} skipped); this is a bug")
     U.mark_done(out / task.name, st)
     return st
 

@@ -1,0 +1,466 @@
+"""Object storage in and out (``s3://``, ``gs://``, ``oci://``, ``azure://``, ``hf://``, ... — whatever
+mosaicml-streaming's storage layer supports), while stage code only ever sees local folders.
+
+Output: a remote OUTPUT is staged in a local folder (under ``--cache-dir``, default the system temp
+dir). Each finished task's folder is uploaded by the worker that wrote it (shards and indexes first,
+``.done`` markers last, deepest first) and then removed locally; the driver uploads the dataset-level
+files last (the root ``index.json`` very last). A unit counts as done when its ``.done`` exists remotely,
+so reruns skip it. Input: a remote INPUT is mirrored into a local cache: its small files (indexes,
+metadata, ``.done``) when the run starts, each unit's shards on demand by the worker that reads it.
+
+Uploads use ``streaming.base.storage.CloudUploader``, downloads ``CloudDownloader``; S3-compatible
+servers are reached with ``S3_ENDPOINT_URL``. Storage errors become one-line Config/InputErrors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, EttinError, InputError
+
+__all__ = ["is_remote", "involved", "localize", "session", "run_module", "Store", "UnitIO"]
+
+SCHEMES = ("s3", "gs", "oci", "azure", "azure-dl", "hf", "dbfs", "alipan")
+_SHARD = re.compile(r"shard\.\d+\.mds(\.[\w:]+)?$")
+_MIRRORED = ".ettin_mirror"  # written in a local mirror/staging folder once its small files are present
+_THREADS = 16
+
+_ACTIVE: dict[str, Session] = {}  # local staging folder -> its session (only in the driver)
+
+
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """True for object-store URLs (``s3://bucket/prefix``); plain paths and ``file://`` are local."""
+    return urllib.parse.urlparse(str(path)).scheme in SCHEMES
+
+
+def involved(cfg: Any) -> bool:
+    """Does this config read or write object storage?"""
+    return is_remote(getattr(cfg, "output", "") or "") or any(is_remote(i) for i in getattr(cfg, "inputs", ()))
+
+
+def is_shard(rel: str) -> bool:
+    return bool(_SHARD.search(rel.rsplit("/", 1)[-1]))
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    return Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "ettin-data-cache"
+
+
+def local_path(url: str, cache_dir: str | None, kind: str) -> Path:
+    """A stable local folder for ``url``; it ends with the URL's last name so stages see the same names."""
+    url = url.rstrip("/")
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    name = url.rsplit("/", 1)[-1] if url.count("/") > 2 else urllib.parse.urlparse(url).netloc
+    return cache_root(cache_dir) / f"{kind}-{digest}" / (name or "root")
+
+
+# ---------------------------------------------------------------- storage access, errors as one line
+
+def storage_error(e: BaseException, url: str) -> EttinError:
+    """Turn a storage library's exception into one line that says what to fix."""
+    if isinstance(e, EttinError):
+        return e
+    name = type(e).__name__
+    text = str(e).strip().splitlines()[0] if str(e).strip() else name
+    bucket = urllib.parse.urlparse(url).netloc
+    code = ""
+    resp = getattr(e, "response", None)
+    if isinstance(resp, dict):
+        code = str(resp.get("Error", {}).get("Code", ""))
+    if name in ("NoCredentialsError", "PartialCredentialsError") or "credentials" in text.lower():
+        return ConfigError(f"{url}: no credentials for the object store ({text}); set AWS_ACCESS_KEY_ID and "
+                           "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE; GCS_KEY/GCS_SECRET for gs://)")
+    if code in ("404", "NoSuchBucket") or "does not exist" in text or "NoSuchBucket" in text:
+        return InputError(f"{url}: bucket {bucket!r} does not exist (or is not visible with these credentials); "
+                          "create it or fix the URL")
+    if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return InputError(f"{url}: access denied ({code}); check the credentials and the bucket's permissions")
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionError", "ReadTimeoutError"):
+        return InputError(f"{url}: cannot reach the object store ({text}); check the network or S3_ENDPOINT_URL")
+    if isinstance(e, ImportError):
+        return ConfigError(f"{url}: this storage needs an extra package ({text})")
+    return InputError(f"{url}: {name}: {text}")
+
+
+@contextmanager
+def _storage(url: str) -> Iterator[None]:
+    try:
+        yield
+    except EttinError:
+        raise
+    except Exception as e:
+        raise storage_error(e, url) from None
+
+
+class Store:
+    """One remote folder (``url``) and its local counterpart (``local``): list, upload, download."""
+
+    def __init__(self, url: str, local: str | Path):
+        self.url = url.rstrip("/")
+        self.local = Path(local)
+        self._uploader: Any = None
+        self._tls = threading.local()
+
+    def _up(self) -> Any:
+        if self._uploader is None:
+            with _storage(self.url):
+                from streaming.base.storage.upload import CloudUploader
+
+                self.local.mkdir(parents=True, exist_ok=True)
+                log = logging.getLogger("streaming.base.storage.upload")
+                level = log.level
+                log.setLevel(logging.ERROR)  # "directory exists and not empty": expected here
+                try:
+                    self._uploader = CloudUploader.get((str(self.local), self.url), keep_local=True, exist_ok=True)
+                finally:
+                    log.setLevel(level)
+        return self._uploader
+
+    def check(self) -> None:
+        """Fail early, in one line, on a missing bucket or missing credentials."""
+        self._up()
+        self.list()
+
+    def list(self) -> list[str] | None:
+        """Keys under the folder, relative to it (None when the store cannot list, e.g. hf://)."""
+        up = self._up()
+        prefix = urllib.parse.urlparse(self.url).path.lstrip("/")
+        with _storage(self.url):
+            try:
+                keys = up.list_objects("")
+            except NotImplementedError:
+                return None
+        out = []
+        for k in keys or []:
+            k = k.lstrip("/")
+            if prefix and k.startswith(prefix + "/"):
+                out.append(k[len(prefix) + 1:])
+            elif not prefix:
+                out.append(k)
+        return sorted(out)
+
+    def upload(self, rel: str) -> None:
+        with _storage(f"{self.url}/{rel}"):
+            self._up().upload_file(rel)
+
+    def download(self, rel: str, *, fresh: bool = False, missing_ok: bool = False) -> bool:
+        """Download ``rel`` into the local folder (kept if present unless ``fresh``); False: absent (missing_ok)."""
+        dest = self.local / rel
+        if dest.exists() and not fresh:
+            return True
+        dl = getattr(self._tls, "dl", None)
+        with _storage(f"{self.url}/{rel}"):
+            if dl is None:
+                from streaming.base.storage.download import CloudDownloader
+
+                dl = self._tls.dl = CloudDownloader.get(self.url)
+            tmp = dest.parent / f".{dest.name}.download"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)
+            try:
+                dl.download(f"{self.url}/{rel}", str(tmp))
+            except Exception as e:
+                if missing_ok and _not_found(e):
+                    return False
+                raise
+            os.replace(tmp, dest)
+        return True
+
+    def download_many(self, rels: Iterable[str], *, fresh: bool = False, missing_ok: bool = False) -> None:
+        rels = list(rels)
+        if len(rels) <= 1:
+            for r in rels:
+                self.download(r, fresh=fresh, missing_ok=missing_ok)
+            return
+        with ThreadPoolExecutor(min(_THREADS, len(rels))) as pool:
+            list(pool.map(lambda r: self.download(r, fresh=fresh, missing_ok=missing_ok), rels))
+
+
+def _not_found(e: BaseException) -> bool:
+    resp = getattr(e, "response", None)
+    code = str(resp.get("Error", {}).get("Code", "")) if isinstance(resp, dict) else ""
+    return code in ("404", "NoSuchKey") or isinstance(e, FileNotFoundError) or "not found" in str(e).lower()
+
+
+_STORES: dict[tuple[str, str], Store] = {}
+
+
+def store(url: str, local: str | Path) -> Store:
+    """One Store per (url, local) and process: uploaders and downloaders are reused across units."""
+    key = (url.rstrip("/"), str(local))
+    if key not in _STORES:
+        _STORES[key] = Store(*key)
+    return _STORES[key]
+
+
+# ---------------------------------------------------------------- inputs: mirror small files, shards on demand
+
+ROOT_FILES = ("index.json", "ettin_meta.json", "tokenizer.json", "num_tokens.json", "stats.json",
+              "manifest.json", ".ettin_settings.json")
+UNIT_FILES = ("index.json", ".done", "stats.json", "token_decile.json")
+
+
+def mirror_small_files(url: str, local: Path, *, fresh: bool) -> None:
+    """Download every non-shard file of a remote dataset (indexes, metadata, markers) into ``local``."""
+    marker = local / _MIRRORED
+    if marker.exists() and not fresh:
+        return
+    st = store(url, local)
+    marker.unlink(missing_ok=True)
+    keys = st.list()
+    if keys is None:  # cannot list: follow the root index
+        if not st.download("index.json", fresh=True, missing_ok=True):
+            raise InputError(f"{url}/index.json does not exist; pass a dataset written by ettin-data (or any MDS)")
+        st.download_many([f for f in ROOT_FILES if f != "index.json"], fresh=True, missing_ok=True)
+        from .mds import read_index
+
+        units = sorted({b.rsplit("/", 1)[0] for s in read_index(local)["shards"]
+                        for b in [s["raw_data"]["basename"]] if "/" in b})
+        st.download_many([f"{u}/{f}" for u in units for f in UNIT_FILES], fresh=True, missing_ok=True)
+    else:
+        small = [k for k in keys if not is_shard(k) and ".ettin_logs/" not in f"/{k}"]
+        if not any(k == "index.json" or k.endswith("/index.json") for k in small):
+            raise InputError(f"{url}: no MDS dataset there (no index.json under it); check the URL")
+        st.download_many(small, fresh=True)
+    marker.write_text(url)
+
+
+def fetch_shards(url: str, local: Path, source: str | None) -> int:
+    """Download the shards a task reads: those of ``source`` when it lies in the mirror, else all.
+    Files already present with the size the index names are kept. Returns the number downloaded."""
+    from .mds import read_index, shard_files
+
+    mirror_small_files(url, local, fresh=False)  # a fresh machine (another Ray node) has none yet
+    start = local
+    if source:
+        try:
+            rel = Path(source).resolve().relative_to(local.resolve())
+            start = local / rel
+        except ValueError:
+            start = local
+    want: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(start):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if "index.json" not in filenames:
+            continue
+        dirnames[:] = []  # an index covers everything below it (a root index names nested shards)
+        d = Path(dirpath)
+        for s in read_index(d)["shards"]:
+            sizes = {s["raw_data"]["basename"]: s["raw_data"].get("bytes")}
+            if s.get("zip_data"):
+                sizes = {s["zip_data"]["basename"]: s["zip_data"].get("bytes")}
+            for base in shard_files(s):
+                if base not in sizes:
+                    continue
+                p = d / base
+                if p.exists() and (sizes[base] is None or p.stat().st_size == sizes[base]):
+                    continue
+                p.unlink(missing_ok=True)
+                want.append(p.relative_to(local).as_posix())
+    store(url, local).download_many(want)
+    return len(want)
+
+
+# ---------------------------------------------------------------- outputs: stage locally, upload per unit
+
+def upload_tree(st: Store, rel_root: str) -> None:
+    """Upload a finished folder: data and indexes first, then ``.done`` markers (deepest first)."""
+    root = st.local / rel_root if rel_root else st.local
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and not any(
+        part.endswith(".partial") or part.startswith(".ettin_logs") for part in p.relative_to(st.local).parts)]
+    data = [p for p in files if p.name != ".done"]
+    markers = sorted((p for p in files if p.name == ".done"), key=lambda p: (-len(p.parts), str(p)))
+    with ThreadPoolExecutor(min(_THREADS, max(1, len(data)))) as pool:
+        list(pool.map(lambda p: st.upload(p.relative_to(st.local).as_posix()), data))
+    for p in markers:
+        st.upload(p.relative_to(st.local).as_posix())
+
+
+@dataclass(frozen=True)
+class UnitIO:
+    """Wraps a stage's ``process_unit`` for the workers: fetch the task's input shards, run it, upload
+    its output folder. Picklable (process pool, Ray)."""
+
+    fn: Callable[..., Any]
+    output: tuple[str, str] | None  # (url, local staging folder)
+    inputs: tuple[tuple[str, str], ...] = ()  # (url, local mirror folder)
+
+    def __call__(self, task: Any, cfg: Any) -> Any:
+        for url, local in self.inputs:
+            fetch_shards(url, Path(local), task.source or None)
+        if self.output:
+            url, local = self.output
+            _ensure_staging(url, Path(local))
+        stats = self.fn(task, cfg)
+        if self.output:
+            st = store(*self.output)
+            upload_tree(st, task.name)
+            shutil.rmtree(st.local / task.name, ignore_errors=True)  # it lives remotely now
+        return stats
+
+
+def _ensure_staging(url: str, local: Path) -> None:
+    """On a machine that did not start the run (a Ray node), fetch the output's root files (tokenizer.json...)."""
+    marker = local / _MIRRORED
+    if marker.exists():
+        return
+    st = store(url, local)
+    keys = st.list() or []
+    st.download_many([k for k in keys if "/" not in k and k not in ("index.json", "ettin_meta.json")], fresh=True)
+    local.mkdir(parents=True, exist_ok=True)
+    marker.write_text(url)
+
+
+@dataclass
+class Session:
+    """A run against object storage, seen from the driver."""
+
+    orig: Any  # the config as the user gave it (URLs)
+    cfg: Any  # the same with local folders
+    output: Store | None
+    inputs: list[tuple[str, Path]] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
+    keys: list[str] = field(default_factory=list)
+
+    def refresh(self) -> None:
+        """Read which units are done remotely (``<unit>/.done`` exists)."""
+        self.keys = (self.output.list() or []) if self.output else []
+        self.done = {k[: -len("/.done")] for k in self.keys if k.endswith("/.done")}
+
+    def is_done(self, name: str) -> bool:
+        if self.output is None:
+            return (Path(self.cfg.output) / name / ".done").is_file()
+        return name in self.done
+
+    def wrap(self, fn: Callable[..., Any]) -> UnitIO:
+        out = (self.output.url, str(self.output.local)) if self.output else None
+        return UnitIO(fn, out, tuple((u, str(p)) for u, p in self.inputs))
+
+    def pull_settings(self, name: str) -> None:
+        if self.output:
+            (self.output.local / name).unlink(missing_ok=True)
+            if name in self.keys:
+                self.output.download(name, fresh=True)
+
+    def push(self, rels: Iterable[str]) -> None:
+        if self.output:
+            for r in rels:
+                self.output.upload(r)
+
+    def push_root_files(self, exclude: Iterable[str] = ()) -> None:
+        """Upload the files at the staging root (tokenizer.json, settings, ...) so other nodes find them."""
+        if self.output:
+            skip = set(exclude)
+            rels = [p.name for p in sorted(self.output.local.iterdir())
+                    if p.is_file() and p.name not in skip and not p.name.startswith(_MIRRORED)]
+            self.push(rels)
+            (self.output.local / _MIRRORED).write_text(self.output.url)
+
+    def pull_unit_files(self, names: Iterable[str]) -> None:
+        """Before ``finish``: every task's small files (index.json, .done, stats) into the staging folder."""
+        if not self.output:
+            return
+        prefixes = tuple(f"{n}/" for n in names if n)
+        small = [k for k in self.keys if not is_shard(k) and k.startswith(prefixes)]
+        self.output.download_many(small, fresh=True)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """(mtime, size) of every staged file, to find what ``finish`` writes."""
+        if not self.output:
+            return {}
+        root = self.output.local
+        return {p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
+                for p in root.rglob("*") if p.is_file()}
+
+    def push_finished(self, task_names: Iterable[str], before: dict[str, tuple[int, int]],
+                      last: Iterable[str]) -> list[str]:
+        """Upload what ``finish`` wrote: files outside task folders, and files inside them that are new or
+        changed since ``before``; the files named in ``last`` go last, in that order (root index.json last)."""
+        if not self.output:
+            return []
+        root = self.output.local
+        prefixes = tuple(f"{n}/" for n in task_names if n)
+        picked = []
+        for p in sorted(root.rglob("*")):
+            if not p.is_file():
+                continue
+            rel = p.relative_to(root).as_posix()
+            if rel.startswith(_MIRRORED) or any(part.endswith((".partial", ".download")) for part in rel.split("/")):
+                continue
+            if not rel.startswith(prefixes) or before.get(rel) != (p.stat().st_mtime_ns, p.stat().st_size):
+                picked.append(rel)
+        tail = [r for r in last if r in picked]
+        first = [r for r in picked if r not in tail]
+        first.sort(key=lambda r: (r.endswith("index.json"), -r.count("/"), r))  # nested indexes before the root
+        self.push(first + tail)
+        return first + tail
+
+
+@contextmanager
+def localize(cfg: Any) -> Iterator[Any]:
+    """Map a config's remote INPUTs and OUTPUT to local folders for the duration of a run; yields the
+    local config. Remote inputs' small files are mirrored now; a remote output's bucket is checked now."""
+    update: dict[str, Any] = {}
+    inputs: list[tuple[str, Path]] = []
+    new_inputs = []
+    for i in getattr(cfg, "inputs", []):
+        if is_remote(i):
+            local = local_path(i, cfg.cache_dir, "in")
+            mirror_small_files(i.rstrip("/"), local, fresh=True)
+            inputs.append((i.rstrip("/"), local))
+            new_inputs.append(str(local))
+        else:
+            new_inputs.append(i)
+    if inputs:
+        update["inputs"] = new_inputs
+    out_store = None
+    if is_remote(getattr(cfg, "output", "") or ""):
+        local = local_path(cfg.output, cfg.cache_dir, f"out{getattr(cfg, 'rank', 0)}")  # ranks may share a disk
+        out_store = store(cfg.output, local)
+        out_store.check()
+        for p in list(local.iterdir()) if local.is_dir() else []:  # stale staging of an earlier run
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        local.mkdir(parents=True, exist_ok=True)
+        update["output"] = str(local)
+    lcfg = cfg.model_copy(update=update) if update else cfg
+    sess = Session(cfg, lcfg, out_store, inputs)
+    key = str(Path(lcfg.output)) if hasattr(lcfg, "output") else ""
+    prev = _ACTIVE.get(key)
+    _ACTIVE[key] = sess
+    try:
+        yield lcfg
+    finally:
+        if prev is None:
+            _ACTIVE.pop(key, None)
+        else:
+            _ACTIVE[key] = prev
+
+
+def session(cfg: Any) -> Session | None:
+    """The active remote session whose local output folder is ``cfg.output`` (None for local runs)."""
+    out = getattr(cfg, "output", None)
+    return _ACTIVE.get(str(Path(out))) if out and not is_remote(out) else None
+
+
+def run_module(mod: Any, cfg: Any, quiet: bool = True) -> dict[str, Any]:
+    """``mod.run(cfg, quiet)`` with remote INPUTs/OUTPUT mapped to local folders (what the CLI calls)."""
+    if not involved(cfg):
+        return mod.run(cfg, quiet=quiet)
+    with localize(cfg) as lcfg:
+        summary = mod.run(lcfg, quiet=quiet)
+    if isinstance(summary, dict) and is_remote(getattr(cfg, "output", "") or ""):
+        summary["output"] = cfg.output
+    return summary

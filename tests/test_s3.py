@@ -1,0 +1,182 @@
+"""Object storage in and out against a real S3-compatible server (moto) on loopback, started and stopped
+here, with dummy credentials and S3_ENDPOINT_URL. Read back with streaming's own StreamingDataset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from ettin_data import remote
+from ettin_data.config import ConvertConfig
+from ettin_data.errors import ConfigError, InputError
+from ettin_data.mds import UnitReader, find_units
+from ettin_data.stages import convert
+
+moto_server = pytest.importorskip("moto.server")
+boto3 = pytest.importorskip("boto3")
+pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
+
+BUCKET = "ettin"
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+         "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on 127.0.0.1 (random port) with one bucket; env set for boto3 and streaming."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    saved = {k: os.environ.get(k) for k in (*CREDS, "S3_ENDPOINT_URL", "AWS_SHARED_CREDENTIALS_FILE",
+                                            "AWS_CONFIG_FILE", "AWS_PROFILE")}
+    try:
+        host, port = server.get_host_and_port()
+        os.environ.update(CREDS, S3_ENDPOINT_URL=f"http://{host}:{port}")
+        os.environ.pop("AWS_PROFILE", None)
+        client = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        remote._STORES.clear()  # cached clients point at the stopped server
+
+
+def remote_tree(client, prefix: str) -> dict[str, bytes]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/")
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return {k[len(prefix) + 1:]: client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def local_samples(root: Path) -> list[tuple[str, str]]:
+    return [(s["id"], s["text"]) for u in find_units(root) for s in UnitReader(root / u).iter_samples(["id", "text"])]
+
+
+def test_convert_to_s3_is_the_local_dataset(s3, tmp_path, text_dataset, monkeypatch):
+    uploads: list[str] = []
+    real_upload = remote.Store.upload
+
+    def recording(self, rel):
+        uploads.append(rel)
+        return real_upload(self, rel)
+
+    monkeypatch.setattr(remote.Store, "upload", recording)
+    url = f"s3://{BUCKET}/text"
+    summary = convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=url, docs_per_shard=50, workers=1,
+                                        cache_dir=str(tmp_path / "cache")))
+    assert summary["complete"] and summary["output"] == url and summary["documents"] == 247
+    # Every object equals the local run's file, byte for byte; nothing else was uploaded.
+    assert remote_tree(s3, "text") == tree(text_dataset)
+    # Order: each unit's .done after all its files; the source's .done after its units; index.json last.
+    for i, rel in enumerate(uploads):
+        if rel.endswith("/.done"):
+            folder = rel[: -len(".done")]
+            assert all(not r.startswith(folder) or r.endswith("/.done") for r in uploads[i + 1:]), rel
+    assert uploads[-1] == "index.json" and uploads[-2] == "ettin_meta.json"
+    assert uploads.index("python-docs/.done") > max(uploads.index(f"python-docs/split_0000{k}/.done") for k in range(5))
+    # The staged shards are gone once uploaded (the dataset lives remotely; only small files come back).
+    staged = remote.local_path(url, str(tmp_path / "cache"), "out0")
+    assert (staged / "index.json").is_file() and not list(staged.rglob("shard.*"))
+
+    # Read back with mosaicml-streaming itself.
+    from streaming import StreamingDataset
+
+    ds = StreamingDataset(remote=url, local=str(tmp_path / "read"), shuffle=False, batch_size=1)
+    got = [(ds[i]["id"], ds[i]["text"]) for i in range(len(ds))]
+    assert got == local_samples(text_dataset)
+
+    # Rerun: every unit's marker exists remotely, so nothing is redone or re-uploaded but the root files.
+    uploads.clear()
+    again = convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=url, docs_per_shard=50, workers=1,
+                                      cache_dir=str(tmp_path / "cache2")))
+    assert again["units_run"] == 0 and again["units_skipped"] == 1 and again["complete"]
+    assert not any(r.startswith("python-docs/") for r in uploads)
+    assert remote_tree(s3, "text") == tree(text_dataset)
+
+
+def test_unit_without_remote_marker_is_redone(s3, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(3):
+        (src / f"part{k}.jsonl").write_text("".join(json.dumps({"id": f"{k}-{i}", "text": f"doc {k} {i} " * 20}) + "\n"
+                                                    for i in range(30)))
+    plain = tmp_path / "plain"
+    convert.run(ConvertConfig(inputs=[str(src)], output=str(plain), docs_per_shard=10, workers=1))
+    url = f"s3://{BUCKET}/parts"
+
+    def run():
+        return convert.run(ConvertConfig(inputs=[str(src)], output=url, docs_per_shard=10, workers=2,
+                                         cache_dir=str(tmp_path / "cache")))
+
+    assert run()["units_run"] == 3
+    assert remote_tree(s3, "parts") == tree(plain)  # the process pool uploads from its workers
+    s3.delete_object(Bucket=BUCKET, Key="parts/part1/.done")  # as if killed before its marker was uploaded
+    s = run()
+    assert s["units_run"] == 1 and s["units_skipped"] == 2 and s["complete"]
+    assert remote_tree(s3, "parts") == tree(plain)
+
+
+def test_remote_input_and_output_through_the_cli(s3, tmp_path, text_dataset, token_dataset):
+    """tokenize s3://.../text -> s3://.../tokens: inputs mirrored (shards on demand), byte-identical output."""
+    from typer.testing import CliRunner
+
+    from ettin_data.cli import app
+
+    for rel, data in tree(text_dataset).items():  # an input written by another machine
+        s3.put_object(Bucket=BUCKET, Key=f"in-text/{rel}", Body=data)
+    cache = tmp_path / "cache"
+    r = CliRunner().invoke(app, ["tokenize", f"s3://{BUCKET}/in-text", "-o", f"s3://{BUCKET}/tokens", "-t",
+                                 "builtin:modernbert", "-w", "1", "--cache-dir", str(cache), "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["complete"] and summary["output"] == f"s3://{BUCKET}/tokens"
+    got, want = remote_tree(s3, "tokens"), tree(token_dataset)
+    assert sorted(got) == sorted(want)
+    # Only the metadata records where the input came from.
+    differ = sorted(k for k in want if got[k] != want[k])
+    assert differ == [".ettin_settings.json", "ettin_meta.json"]
+    meta = json.loads(got["ettin_meta.json"])
+    assert meta["inputs"] == [f"s3://{BUCKET}/in-text"] and meta["upstream"][0]["stage"] == "convert"
+    assert {k: v for k, v in meta.items() if k != "inputs"} == {
+        k: v for k, v in json.loads(want["ettin_meta.json"]).items() if k != "inputs"}
+    # The input cache holds the units' shards, fetched by the workers that read them.
+    mirror = remote.local_path(f"s3://{BUCKET}/in-text", str(cache), "in")
+    assert sorted(p.relative_to(mirror).as_posix() for p in mirror.rglob("shard.*")) == sorted(
+        k for k in tree(text_dataset) if "/shard." in k)
+
+
+def test_missing_bucket_and_missing_credentials_are_one_line(s3, tmp_path, monkeypatch):
+    cfg = ConvertConfig(inputs=["builtin:python-docs"], output="s3://no-such-bucket/x", workers=1,
+                        cache_dir=str(tmp_path))
+    with pytest.raises(InputError) as e:
+        convert.run(cfg)
+    assert str(e.value) == ("s3://no-such-bucket/x: bucket 'no-such-bucket' does not exist (or is not visible "
+                            "with these credentials); create it or fix the URL")
+    from typer.testing import CliRunner
+
+    from ettin_data.cli import app
+
+    r = CliRunner().invoke(app, ["convert", "builtin:python-docs", "-o", "s3://no-such-bucket/x", "-q"])
+    assert r.exit_code == 1 and r.output.strip().splitlines() == [f"error: {e.value}"]
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    remote._STORES.clear()
+    with pytest.raises(ConfigError, match=r"^s3://ettin/y: no credentials for the object store .*AWS_ACCESS_KEY_ID"):
+        convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=f"s3://{BUCKET}/y", workers=1,
+                                  cache_dir=str(tmp_path)))
+    remote._STORES.clear()
