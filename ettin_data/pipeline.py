@@ -104,7 +104,7 @@ def _drop_root_indexes(out: Path) -> None:
 def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
     """Run a stage to completion (or raise :class:`UnitFailure` naming each failed unit)."""
     if remote.involved(cfg):  # object storage: the stage sees local folders (see remote.py)
-        with remote.localize(cfg) as local_cfg:
+        with remote.localize(cfg, stage) as local_cfg:
             summary = run_stage(stage, local_cfg, quiet=quiet)
         return {**summary, "output": cfg.output}
     sess = remote.session(cfg)  # set when remote.localize mapped this run's folders

@@ -72,6 +72,20 @@ def _loopback(address: str | None) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
+def _reachable(address: str) -> None:
+    """Fail in one line (instead of Ray retrying for minutes) when nothing listens at host:port."""
+    import socket
+
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"no Ray cluster at {address} ({e}); start one with `ray start --head` "
+                          "or fix --ray-address") from None
+
+
 def _connect(ray: Any, address: str | None, workers: int) -> bool:
     """Start or join Ray; returns True when this call started it (and must shut it down)."""
     if ray.is_initialized():
@@ -81,9 +95,12 @@ def _connect(ray: Any, address: str | None, workers: int) -> bool:
         if address is None:
             ray.init(address="local", num_cpus=workers, **quiet)
         else:
+            _reachable(address)
             if _loopback(address):  # a head on loopback: the driver must use it too
                 quiet["_node_ip_address"] = "127.0.0.1"
             ray.init(address=address, **quiet)
+    except ConfigError:
+        raise
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -116,7 +133,9 @@ def run_ray(
     started = _connect(ray, address, workers)
     # A local instance has `workers` CPUs: each unit gets cores // workers threads. On a cluster Ray
     # packs one unit per CPU, so each unit's libraries get one thread.
-    env = E.worker_env(workers if address is None else max(1, os.cpu_count() or 1) * 1024)
+    env = E.worker_env(workers)
+    if address is not None:
+        env = {k: "false" if k == "TOKENIZERS_PARALLELISM" else "1" for k in env}
     try:
         remote = ray.remote(_unit).options(num_cpus=1, max_retries=max_retries, retry_exceptions=False)
         fn_ref, cfg_ref = ray.put(fn), ray.put(cfg)

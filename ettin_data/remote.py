@@ -40,6 +40,22 @@ _THREADS = 16
 
 _ACTIVE: dict[str, Session] = {}  # local staging folder -> its session (only in the driver)
 
+# How a stage uses remote folders (a stage module may set REMOTE_INPUTS / REMOTE_FINISH to override):
+#   inputs "lazy": its driver reads only small files and each task reads the unit folder task.source, so
+#                  shards are downloaded per task by the worker; "full": everything is mirrored up front.
+#   finish "shards": finish() reads the output's shards (hashes, verification): staged units are kept
+#                  locally after upload and missing ones are downloaded back before finish().
+LAZY_INPUTS = {"tokenize", "chunk", "finalize"}
+FINISH_READS_SHARDS = {"finalize"}
+
+
+def stage_policy(stage: Any) -> tuple[bool, bool]:
+    """(lazy inputs, finish reads output shards) for a stage module."""
+    name = getattr(stage, "NAME", "")
+    lazy = getattr(stage, "REMOTE_INPUTS", "lazy" if name in LAZY_INPUTS else "full") == "lazy"
+    shards = getattr(stage, "REMOTE_FINISH", "shards" if name in FINISH_READS_SHARDS else "small") == "shards"
+    return lazy, shards
+
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
     """True for object-store URLs (``s3://bucket/prefix``); plain paths and ``file://`` are local."""
@@ -297,6 +313,7 @@ class UnitIO:
     fn: Callable[..., Any]
     output: tuple[str, str] | None  # (url, local staging folder)
     inputs: tuple[tuple[str, str], ...] = ()  # (url, local mirror folder)
+    keep: bool = False  # keep the staged unit after upload (finish() reads it)
 
     def __call__(self, task: Any, cfg: Any) -> Any:
         for url, local in self.inputs:
@@ -308,7 +325,8 @@ class UnitIO:
         if self.output:
             st = store(*self.output)
             upload_tree(st, task.name)
-            shutil.rmtree(st.local / task.name, ignore_errors=True)  # it lives remotely now
+            if not self.keep:
+                shutil.rmtree(st.local / task.name, ignore_errors=True)  # it lives remotely now
         return stats
 
 
@@ -334,6 +352,7 @@ class Session:
     inputs: list[tuple[str, Path]] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
     keys: list[str] = field(default_factory=list)
+    finish_shards: bool = False
 
     def refresh(self) -> None:
         """Read which units are done remotely (``<unit>/.done`` exists)."""
@@ -347,7 +366,7 @@ class Session:
 
     def wrap(self, fn: Callable[..., Any]) -> UnitIO:
         out = (self.output.url, str(self.output.local)) if self.output else None
-        return UnitIO(fn, out, tuple((u, str(p)) for u, p in self.inputs))
+        return UnitIO(fn, out, tuple((u, str(p)) for u, p in self.inputs), keep=self.finish_shards)
 
     def pull_settings(self, name: str) -> None:
         if self.output:
@@ -376,6 +395,8 @@ class Session:
         prefixes = tuple(f"{n}/" for n in names if n)
         small = [k for k in self.keys if not is_shard(k) and k.startswith(prefixes)]
         self.output.download_many(small, fresh=True)
+        if self.finish_shards:  # only those not staged here (written by another rank or Ray node)
+            self.output.download_many([k for k in self.keys if is_shard(k) and k.startswith(prefixes)])
 
     def snapshot(self) -> dict[str, tuple[int, int]]:
         """(mtime, size) of every staged file, to find what ``finish`` writes."""
@@ -410,9 +431,11 @@ class Session:
 
 
 @contextmanager
-def localize(cfg: Any) -> Iterator[Any]:
+def localize(cfg: Any, stage: Any = None) -> Iterator[Any]:
     """Map a config's remote INPUTs and OUTPUT to local folders for the duration of a run; yields the
-    local config. Remote inputs' small files are mirrored now; a remote output's bucket is checked now."""
+    local config. Remote inputs' small files are mirrored now (all files unless the stage reads lazily,
+    see :func:`stage_policy`); a remote output's bucket is checked now."""
+    lazy, finish_shards = stage_policy(stage)
     update: dict[str, Any] = {}
     inputs: list[tuple[str, Path]] = []
     new_inputs = []
@@ -420,6 +443,8 @@ def localize(cfg: Any) -> Iterator[Any]:
         if is_remote(i):
             local = local_path(i, cfg.cache_dir, "in")
             mirror_small_files(i.rstrip("/"), local, fresh=True)
+            if not lazy:
+                fetch_shards(i.rstrip("/"), local, None)
             inputs.append((i.rstrip("/"), local))
             new_inputs.append(str(local))
         else:
@@ -436,7 +461,7 @@ def localize(cfg: Any) -> Iterator[Any]:
         local.mkdir(parents=True, exist_ok=True)
         update["output"] = str(local)
     lcfg = cfg.model_copy(update=update) if update else cfg
-    sess = Session(cfg, lcfg, out_store, inputs)
+    sess = Session(cfg, lcfg, out_store, inputs, finish_shards=finish_shards)
     key = str(Path(lcfg.output)) if hasattr(lcfg, "output") else ""
     prev = _ACTIVE.get(key)
     _ACTIVE[key] = sess
@@ -459,7 +484,7 @@ def run_module(mod: Any, cfg: Any, quiet: bool = True) -> dict[str, Any]:
     """``mod.run(cfg, quiet)`` with remote INPUTs/OUTPUT mapped to local folders (what the CLI calls)."""
     if not involved(cfg):
         return mod.run(cfg, quiet=quiet)
-    with localize(cfg) as lcfg:
+    with localize(cfg, mod) as lcfg:
         summary = mod.run(lcfg, quiet=quiet)
     if isinstance(summary, dict) and is_remote(getattr(cfg, "output", "") or ""):
         summary["output"] = cfg.output

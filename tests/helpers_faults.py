@@ -60,6 +60,29 @@ def run_killed(args: list[str], delay: float) -> bool:
         return True
 
 
+def count_done(root: Path) -> int:
+    """Number of ``.done`` files under root (folders renamed while we look are skipped, not errors)."""
+    return sum(".done" in files for _, _, files in os.walk(root))
+
+
+def run_killed_after(args: list[str], out: Path, units_done: int, extra: float) -> bool:
+    """Start ``ettin-data ARGS`` in its own process group; once ``units_done`` units of ``out`` carry
+    ``.done`` (counting those of earlier runs), wait ``extra`` seconds and SIGKILL the whole group.
+    Returns True when the kill landed (the run had not finished)."""
+    p = subprocess.Popen([ETTIN, *args], start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    while p.poll() is None and count_done(out) < units_done:
+        time.sleep(0.005)
+    try:
+        p.wait(timeout=extra)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        _reap_group(p.pid)
+        return True
+
+
 def _reap_group(pgid: int) -> None:
     """Wait until no process of the killed group is left (spawned workers die with it)."""
     for _ in range(200):

@@ -74,7 +74,7 @@ def _text_dataset(root: Path, texts: list[str]) -> Path:
     return root
 
 
-@settings(FAST, max_examples=8)
+@settings(FAST, max_examples=6)
 @given(st.lists(documents, min_size=1, max_size=6))
 def test_tokenize_stage_round_trip(tok, texts):
     from ettin_data.config import TokenizeConfig
@@ -131,7 +131,7 @@ def meta_source(token_dataset):
     return token_dataset
 
 
-@settings(FAST, max_examples=25)
+@settings(FAST, max_examples=20)
 @given(cfg=chunk_settings(), lengths=token_docs, seed=st.integers(0, 1000))
 def test_chunk_stage_invariants(meta_source, cfg, lengths, seed):
     from ettin_data.config import ChunkConfig

@@ -188,3 +188,12 @@ def test_raise_and_dead_worker_reported_per_unit(ray_head, tmp_path):
         assert (tmp_path / "out" / name / "payload").read_text() == name
         assert U.read_done(tmp_path / "out" / name).counts["documents"] == int(name[1])
     assert not (tmp_path / "out" / "index.json").exists()
+
+
+def test_unreachable_cluster_is_one_config_error(tmp_path):
+    from ettin_data.errors import ConfigError
+    from ettin_data.executor import run_tasks
+
+    port = _free_port()  # nothing listens there
+    with pytest.raises(ConfigError, match=rf"^no Ray cluster at 127.0.0.1:{port} \(.*\); start one with `ray start"):
+        run_tasks(process_unit, [U.Task("u0")], None, workers=1, executor="ray", ray_address=f"127.0.0.1:{port}")

@@ -188,6 +188,7 @@ def test_documents_without_content_tokens_are_skipped_and_counted(tmp_path: Path
 
 def test_workers_times_threads_never_exceed_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # "2 cores" either way
     assert worker_env(2)["RAYON_NUM_THREADS"] == "1" and worker_env(2)["TOKENIZERS_PARALLELISM"] == "false"
     assert worker_env(1)["RAYON_NUM_THREADS"] == "2"
     for workers in range(1, 9):
@@ -210,8 +211,8 @@ def test_bad_tokenizer_files_name_the_file(tmp_path: Path, monkeypatch: pytest.M
     bad.write_text("{not json")
     with pytest.raises(InputError, match=f"{bad}: not a valid tokenizer.json"):
         T.load_tokenizer(str(bad))
-    with pytest.raises(InputError, match="not a valid tokenizer.json"):
-        T.load_tokenizer(str(tmp_path))  # a folder holding it
+    with pytest.raises(InputError, match=f"{bad}: not a valid tokenizer.json"):
+        T.load_tokenizer(str(tmp_path))  # a folder holding it: the error names the file
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="folder has no tokenizer.json"):
