@@ -45,21 +45,6 @@ def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess
                           env={**os.environ, **(env or {})})
 
 
-def run_killed(args: list[str], delay: float) -> bool:
-    """Start ``ettin-data ARGS`` in its own process group and SIGKILL the whole group after ``delay``
-    seconds. Returns True when the kill landed (the run had not finished)."""
-    p = subprocess.Popen([ETTIN, *args], start_new_session=True, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    try:
-        p.wait(timeout=delay)
-        return False
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        _reap_group(p.pid)
-        return True
-
-
 def count_done(root: Path) -> int:
     """Number of ``.done`` files under root (folders renamed while we look are skipped, not errors)."""
     return sum(".done" in files for _, _, files in os.walk(root))
@@ -156,18 +141,6 @@ def flip_bit(path: Path, pos: int | None = None) -> None:
 def truncate(path: Path, keep: float = 0.5) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.startswith("error:")]
-
-
-def assert_clean_failure(res, code: int = 1) -> str:
-    """The run failed with ``code``, printed no traceback, and said why on stderr; returns stderr."""
-    assert res.returncode == code, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
-    assert "Traceback" not in res.stderr + res.stdout, res.stderr
-    assert error_lines(res.stderr), res.stderr
-    return res.stderr
 
 
 @contextlib.contextmanager
