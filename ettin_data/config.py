@@ -114,6 +114,9 @@ class TokenizeConfig(StageConfig):
                                  "(ModernBERT: [CLS] ... [SEP]).")
     prefix_space: bool = Field(False, description="Give the first word its leading-space marker like every other "
                                "word (ByteLevel/Metaspace tokenizers; POS/NER data).")
+    split_special_tokens: bool = Field(
+        False, description="Encode special-token strings found in the text ('[SEP]', '<|endoftext|>') as plain "
+        "text. Default: like encode_batch they become special ids, and such documents are counted.")
     dtype: Literal["uint32", "uint16"] = Field("uint32", description="Integer type of input_ids (uint16 needs a "
                                                "vocabulary of at most 65,536 ids).")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Documents per encode_batch call (memory vs "

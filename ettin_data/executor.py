@@ -35,7 +35,10 @@ class Outcome:
 
 def worker_env(workers: int) -> dict[str, str]:
     """Thread limits so that workers x library threads never exceed the cores."""
-    cores = os.cpu_count() or 1
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
     threads = str(max(1, cores // max(1, workers)))
     return {
         "RAYON_NUM_THREADS": threads,

@@ -262,3 +262,18 @@ def test_token_data_is_not_a_valid_input(tmp_path: Path, token_dataset: Path, mo
         _run([token_dataset], tmp_path / "out", str(modernbert_json))
     with pytest.raises(InputError, match="is not a folder"):
         _run([tmp_path / "missing"], tmp_path / "out", str(modernbert_json))
+
+
+def test_special_token_strings_in_text_are_counted_or_split(tmp_path: Path, modernbert_json: Path) -> None:
+    text = "see [SEP] and <|endoftext|> here"
+    src = _text_dataset(tmp_path / "text", [("a", text, "d"), ("b", "plain words", "d")])
+    default = _run([src], tmp_path / "default", str(modernbert_json))
+    ids = [s["input_ids"].tolist() for _, s in _docs(tmp_path / "default")]
+    assert ids[0] == _tok(modernbert_json).encode(text).ids  # same as encode_batch: [SEP] becomes id 50282
+    assert SEP in ids[0][1:-1]
+    assert default["documents_with_special_token_text"] == 1
+    split = _run([src], tmp_path / "split", str(modernbert_json), split_special_tokens=True)
+    ids = [s["input_ids"].tolist() for _, s in _docs(tmp_path / "split")]
+    assert SEP not in ids[0][1:-1] and ids[0][0] == CLS and ids[0][-1] == SEP
+    assert _tok(modernbert_json).decode(ids[0]) == text
+    assert split["documents_with_special_token_text"] == 0

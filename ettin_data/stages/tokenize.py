@@ -157,12 +157,20 @@ def _with_prefix_space(text: str) -> str:
     return " " + text if text and not text[0].isspace() else text
 
 
+def _special_in_text(ids: np.ndarray, special: np.ndarray, added: bool) -> bool:
+    """Does the text itself contain a special-token string (e.g. '[SEP]'), now a special id?"""
+    content = ids[1:-1] if added and len(ids) >= 2 else ids
+    return bool(len(special)) and bool(np.isin(content, special).any())
+
+
 def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
     out = Path(cfg.output)
     tok = _worker_tokenizer(out / TOKENIZER_FILE)
+    tok.encode_special_tokens = cfg.split_special_tokens
     encode = tok.encode_batch
     n_special = tok.num_special_tokens_to_add(False) if cfg.special_tokens else 0
     dtype = np.dtype(cfg.dtype)
+    special = np.array(sorted(i for i, a in tok.get_added_tokens_decoder().items() if a.special), dtype)
     typecode = _TYPECODES[cfg.dtype]
     reader = UnitReader(task.source)
     has_domain = "domain" in reader.columns
@@ -183,6 +191,8 @@ def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
                 if len(ids) <= n_special:
                     st.add("skipped.empty_tokens")
                     continue
+                if not cfg.split_special_tokens and _special_in_text(ids, special, cfg.special_tokens):
+                    st.add("documents_with_special_token_text")
                 row = {"id": sample["id"], "input_ids": ids, "len": len(ids)}
                 if has_domain:
                     row["domain"] = sample["domain"]
@@ -225,6 +235,7 @@ def finish(cfg: TokenizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, 
         "documents": stats["documents_written"],
         "documents_in": stats["documents_in"],
         "skipped": {"empty_tokens": stats["skipped.empty_tokens"]},
+        "documents_with_special_token_text": stats["documents_with_special_token_text"],
         "tokens": counts["total_tokens"],
         "tokens_max_1024": counts["total_tokens_max_1024"],
         "length_percentiles": stats.percentiles((0, 50, 90, 99, 100)),
