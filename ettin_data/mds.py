@@ -256,6 +256,22 @@ class Shard:
         n = self.info["samples"]
         return np.frombuffer(self.data, np.uint32, n + 1, 4).astype(np.int64)
 
+    def samples(self, columns: set[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Decode the samples (only ``columns`` when given; values are views into the shard bytes)."""
+        names, encs, sizes = (self.info[k] for k in ("column_names", "column_encodings", "column_sizes"))
+        want = set(names) if columns is None else columns
+        nvar = sum(1 for s in sizes if not s)
+        for raw in self.raw_samples():
+            var = iter(np.frombuffer(raw, np.uint32, nvar).tolist()) if nvar else iter(())
+            pos = 4 * nvar
+            sample = {}
+            for name, enc, size in zip(names, encs, sizes, strict=True):
+                n = size or next(var)
+                if name in want:
+                    sample[name] = decode_value(enc, raw[pos:pos + n])
+                pos += n
+            yield sample
+
     def raw_samples(self) -> Iterator[memoryview]:
         mv = memoryview(self.data)
         off = self.offsets
@@ -342,24 +358,14 @@ class UnitReader:
     def iter_samples(self, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
         """Yield samples as dicts (only ``columns`` decoded when given)."""
         for shard in self.shards():
-            names, encs, sizes = (shard.info[k] for k in ("column_names", "column_encodings", "column_sizes"))
+            names = shard.info["column_names"]
             want = set(columns) if columns is not None else set(names)
             missing = want - set(names)
             if missing:
                 raise InputError(
                     f"{self.dirname}: missing column(s) {sorted(missing)}; columns present: {names}"
                 )
-            nvar = sum(1 for s in sizes if not s)
-            for raw in shard.raw_samples():
-                var = iter(np.frombuffer(raw, np.uint32, nvar).tolist()) if nvar else iter(())
-                pos = 4 * nvar
-                sample = {}
-                for name, enc, size in zip(names, encs, sizes, strict=True):
-                    n = size or next(var)
-                    if name in want:
-                        sample[name] = decode_value(enc, raw[pos:pos + n])
-                    pos += n
-                yield sample
+            yield from shard.samples(want)
 
 
 def find_units(root: str | Path) -> list[str]:

@@ -16,10 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import InputError
-from .mds import INDEX, decode_value, find_units, load_shard, read_index
+from .mds import INDEX, find_units, load_shard, read_index
 from .pipeline import read_meta
 
 __all__ = ["verify", "verify_paths", "verify_dataset", "chunk_rules", "stage_chain", "MANIFEST"]
@@ -77,27 +75,12 @@ def _hash_problems(path: Path, info: dict[str, Any]) -> list[str]:
     return []
 
 
-def _shard_samples(shard: Any) -> Any:
-    names, encs, sizes = (shard.info[k] for k in ("column_names", "column_encodings", "column_sizes"))
-    nvar = sum(1 for s in sizes if not s)
-    for raw in shard.raw_samples():
-        var = iter(np.frombuffer(raw, np.uint32, nvar).tolist()) if nvar else iter(())
-        pos = 4 * nvar
-        sample = {}
-        for name, enc, size in zip(names, encs, sizes, strict=True):
-            n = size or next(var)
-            if name in ("input_ids", "len"):
-                sample[name] = decode_value(enc, raw[pos:pos + n])
-            pos += n
-        yield sample
-
-
 def _check_samples(path: Path, shard: Any, rules: tuple[int | None, int | None, int | None]) -> tuple[int, list[str]]:
     bos, eos, limit = rules
     bad: Counter = Counter()
     first: dict[str, int] = {}
     tokens = 0
-    for i, s in enumerate(_shard_samples(shard)):
+    for i, s in enumerate(shard.samples({"input_ids", "len"})):
         ids = s.get("input_ids")
         if ids is None:
             continue
