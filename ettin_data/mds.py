@@ -378,7 +378,13 @@ def find_units(root: str | Path) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if INDEX in filenames:
-            index = read_index(dirpath)
+            try:
+                index = read_index(dirpath)
+            except InputError:  # a broken index: a leaf folder is a (broken) unit that fails on its own
+                if not dirnames:  # when the folder has units below, it was a root index: look below
+                    rel = Path(dirpath).relative_to(root).as_posix()
+                    found.append("" if rel == "." else rel)
+                continue
             if all("/" not in s["raw_data"]["basename"] for s in index["shards"]):
                 rel = Path(dirpath).relative_to(root).as_posix()
                 found.append("" if rel == "." else rel)

@@ -114,8 +114,12 @@ def test_raw_shard_bit_flip_is_detected(tmp_path):
 @pytest.mark.parametrize("how", ["truncated", "bitflip", "missing", "index_not_json"])
 def test_stats_names_the_damaged_file(text_copy, how):
     path, what = damage(text_copy, how)
-    r = runner.invoke(app, ["stats", str(text_copy)])
+    # plain stats reads through the (intact) root index; a broken unit index.json is a --verify finding
+    r = runner.invoke(app, ["stats", str(text_copy), *(["--verify", "--json"] if how == "index_not_json" else [])])
     assert r.exit_code == 1 and "Traceback" not in r.output
+    if how == "index_not_json":
+        assert str(path) in r.output and what in r.output
+        return
     (line,) = errors(r)
     assert str(path) in line and what in line
 
@@ -154,7 +158,7 @@ def test_stage_fails_only_the_damaged_unit(stage, how, text_copy, token_copy, tm
 
 
 @pytest.mark.parametrize("stage", ["tokenize", "chunk"])
-def test_broken_index_is_named_before_any_work(stage, text_copy, token_copy, tmp_path):
+def test_broken_unit_index_fails_that_unit_only(stage, text_copy, token_copy, tmp_path):
     if not stage_exists(stage):
         pytest.skip(f"{stage} not available yet")
     src = text_copy if stage == "tokenize" else token_copy
@@ -163,9 +167,12 @@ def test_broken_index_is_named_before_any_work(stage, text_copy, token_copy, tmp
     args = [stage, str(src), "-o", str(out)] + (["-t", "builtin:modernbert"] if stage == "tokenize" else [])
     r = invoke(*args)
     assert r.exit_code == 1
-    (line,) = errors(r)
-    assert str(path) in line and what in line
-    assert not out.exists() or not find_units(out)
+    lines = errors(r)
+    assert any(f"unit {UNIT}:" in ln and str(path) in ln and what in ln for ln in lines), lines
+    assert "1 of 5 units failed" in lines[-1]
+    assert sorted(find_units(out)) == [u for u in find_units(src) if u != UNIT]
+    assert all((out / u / ".done").is_file() for u in find_units(out))
+    assert not (out / "index.json").exists()
 
 
 # ---------------------------------------------------------------- token accounting

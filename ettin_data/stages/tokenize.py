@@ -89,7 +89,10 @@ def plan(cfg: TokenizeConfig) -> list[U.Task]:
             raise InputError(f"{root}: no MDS units (folders with index.json); pass convert's output folder")
         for rel in units:
             src = root / rel
-            shards = read_index(src)["shards"]
+            try:
+                shards = read_index(src)["shards"]
+            except InputError:  # a broken unit index fails that unit alone, when it is processed
+                shards = []
             names = set(shards[0]["column_names"]) if shards else {"id", "text"}
             if "text" not in names or "id" not in names:
                 hint = " (already tokenized?)" if "input_ids" in names else ""
