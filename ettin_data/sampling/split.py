@@ -21,12 +21,13 @@ import numpy as np
 from .. import units as U
 from ..config import SplitConfig, recorded_settings
 from ..errors import InputError
-from ..mds import find_units, write_json_atomic
+from ..mds import write_json_atomic
 from ..pipeline import read_meta
 from ..stats import Stats
 from .common import (
     copy_tokenizer,
     dataset_tokenizer,
+    dataset_units,
     doc_hash,
     finish_dataset,
     out_name,
@@ -76,14 +77,10 @@ def choose_threshold(hashes: np.ndarray, lengths: np.ndarray, fraction: float, w
 
 def plan(cfg: SplitConfig) -> list[U.Task]:
     root = single_input(cfg)
-    names = find_units(root)
-    if not names:
-        raise InputError(f"{root}: no MDS units found (expected a chunk output)")
     per_unit = []
-    for name in names:
-        path = root / name if name else root
-        ids, lengths = unit_ids_lengths(path)
-        per_unit.append((name, path, _hashes(ids, cfg.seed), lengths))
+    for unit in dataset_units(root):
+        ids, lengths = unit_ids_lengths(Path(unit.path))
+        per_unit.append((unit.name, Path(unit.path), _hashes(ids, cfg.seed), lengths))
     thr = choose_threshold(np.concatenate([h for _, _, h, _ in per_unit]),
                            np.concatenate([n for _, _, _, n in per_unit]), cfg.validation_fraction, str(root))
     tasks = []
