@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ettin_data import remote
+from ettin_data import remote, storage
 from ettin_data.config import ConvertConfig
 from ettin_data.errors import ConfigError, InputError
 from ettin_data.mds import UnitReader, find_units
@@ -47,7 +47,7 @@ def s3():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        remote._STORES.clear()  # cached clients point at the stopped server
+        storage._STORES.clear()  # cached clients point at the stopped server
 
 
 def remote_tree(client, prefix: str) -> dict[str, bytes]:
@@ -66,13 +66,13 @@ def local_samples(root: Path) -> list[tuple[str, str]]:
 
 def test_convert_to_s3_is_the_local_dataset(s3, tmp_path, text_dataset, monkeypatch):
     uploads: list[str] = []
-    real_upload = remote.Store.upload
+    real_upload = storage.Store.upload
 
     def recording(self, rel):
         uploads.append(rel)
         return real_upload(self, rel)
 
-    monkeypatch.setattr(remote.Store, "upload", recording)
+    monkeypatch.setattr(storage.Store, "upload", recording)
     url = f"s3://{BUCKET}/text"
     summary = convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=url, docs_per_shard=50, workers=1,
                                         cache_dir=str(tmp_path / "cache")))
@@ -87,7 +87,7 @@ def test_convert_to_s3_is_the_local_dataset(s3, tmp_path, text_dataset, monkeypa
     assert uploads[-1] == "index.json" and uploads[-2] == "ettin_meta.json"
     assert uploads.index("python-docs/.done") > max(uploads.index(f"python-docs/split_0000{k}/.done") for k in range(5))
     # The staged shards are gone once uploaded (the dataset lives remotely; only small files come back).
-    staged = remote.local_path(url, str(tmp_path / "cache"), "out0")
+    staged = storage.local_path(url, str(tmp_path / "cache"), "out0")
     assert (staged / "index.json").is_file() and not list(staged.rglob("shard.*"))
 
     # Read back with mosaicml-streaming itself.
@@ -152,7 +152,7 @@ def test_remote_input_and_output_through_the_cli(s3, tmp_path, text_dataset, tok
     assert {k: v for k, v in meta.items() if k != "inputs"} == {
         k: v for k, v in json.loads(want["ettin_meta.json"]).items() if k != "inputs"}
     # The input cache holds the units' shards, fetched by the workers that read them.
-    mirror = remote.local_path(f"s3://{BUCKET}/in-text", str(cache), "in")
+    mirror = storage.local_path(f"s3://{BUCKET}/in-text", str(cache), "in")
     assert sorted(p.relative_to(mirror).as_posix() for p in mirror.rglob("shard.*")) == sorted(
         k for k in tree(text_dataset) if "/shard." in k)
 
@@ -175,11 +175,11 @@ def test_missing_bucket_and_missing_credentials_are_one_line(s3, tmp_path, monke
         monkeypatch.delenv(k)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    remote._STORES.clear()
+    storage._STORES.clear()
     with pytest.raises(ConfigError, match=r"^s3://ettin/y: no credentials for the object store .*AWS_ACCESS_KEY_ID"):
         convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=f"s3://{BUCKET}/y", workers=1,
                                   cache_dir=str(tmp_path)))
-    remote._STORES.clear()
+    storage._STORES.clear()
 
 
 def test_unit_wrapper_pickles_for_process_pools_and_ray():
