@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,7 +36,7 @@ class RunLog:
 
     def __init__(self, stage: str, cfg: Any, origin: dict[str, str], mod: ModuleType):
         self.stage, self.cfg, self.mod = stage, cfg, mod
-        self.started = datetime.now(timezone.utc)
+        self.started = datetime.now(UTC)
         self.t0 = time.monotonic()
         self.already_done: set[str] = set()
         self.enabled = os.environ.get("ETTIN_DATA_LOGS", "1") != "0" and self._local_output() is not None
@@ -101,7 +101,7 @@ class RunLog:
                 events += self._units(dict(failures or []))
             except Exception as e:  # noqa: BLE001 - a log is best effort
                 events.append({"event": "units_unavailable", "error": f"{type(e).__name__}: {e}"})
-        events.append({"event": "end", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        events.append({"event": "end", "time": datetime.now(UTC).isoformat(timespec="seconds"),
                        "exit_code": exit_code, "error": error, "summary": summary,
                        "seconds": round(time.monotonic() - self.t0, 3)})
         path.parent.mkdir(exist_ok=True)

@@ -20,10 +20,9 @@ and the printed summary give planned vs achieved tokens per source.
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from .. import units as U
 from ..config import MixConfig
