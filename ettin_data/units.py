@@ -19,7 +19,7 @@ from .errors import EttinError
 from .mds import INDEX, read_index, write_json_atomic
 from .stats import Stats
 
-__all__ = ["Task", "DONE", "atomic_dir", "mark_done", "is_done", "read_done", "clear"]
+__all__ = ["Task", "DONE", "output_name", "atomic_dir", "mark_done", "is_done", "read_done", "clear"]
 
 DONE = ".done"
 
@@ -32,6 +32,14 @@ class Task:
     name: str
     source: str = ""
     params: tuple[Any, ...] = ()
+
+
+def output_name(root: Path, rel: str, many: bool) -> str:
+    """The output unit name of input unit ``rel`` of dataset ``root``: the same relative name; with
+    several inputs (``many``) prefixed by the input folder's name; a dataset that is itself one unit
+    (``rel == ""``) is named after its folder."""
+    name = rel or root.resolve().name
+    return f"{root.resolve().name}/{name}" if many and rel else name
 
 
 def _partial(final: Path) -> Path:

@@ -64,11 +64,6 @@ def input_tokenizer(root: str | Path) -> tuple[dict[str, Any], Path | None]:
     return tok, path
 
 
-def _unit_name(root: Path, rel: str, many: bool) -> str:
-    name = rel or root.resolve().name
-    return f"{root.resolve().name}/{name}" if many and rel else name
-
-
 def plan(cfg: ChunkConfig) -> list[U.Task]:
     tasks, first = [], None
     many = len(cfg.inputs) > 1
@@ -84,7 +79,7 @@ def plan(cfg: ChunkConfig) -> list[U.Task]:
             raise InputError(f"{root} and {first[0]} were tokenized differently ({ident} vs {first[1]}); "
                              "chunk them separately")
         for rel in find_units(root):
-            tasks.append(U.Task(_unit_name(root, rel, many), str(root / rel), (str(root),)))
+            tasks.append(U.Task(U.output_name(root, rel, many), str(root / rel), (str(root),)))
     return tasks
 
 

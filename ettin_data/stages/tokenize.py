@@ -73,11 +73,6 @@ def _inputs(cfg: TokenizeConfig) -> list[Path]:
     return roots
 
 
-def _unit_name(root: Path, rel: str, many: bool) -> str:
-    name = rel or root.resolve().name
-    return f"{root.resolve().name}/{name}" if many and rel else name
-
-
 def plan(cfg: TokenizeConfig) -> list[U.Task]:
     """One task per input unit, in input order then unit order."""
     roots = _inputs(cfg)
@@ -98,7 +93,7 @@ def plan(cfg: TokenizeConfig) -> list[U.Task]:
                 hint = " (already tokenized?)" if "input_ids" in names else ""
                 raise InputError(f"{src}: tokenize needs 'id' and 'text' columns, found {sorted(names)}{hint}; "
                                  "pass a text dataset written by 'ettin-data convert'")
-            tasks.append(U.Task(_unit_name(root, rel, many), str(src)))
+            tasks.append(U.Task(U.output_name(root, rel, many), str(src)))
     return tasks
 
 
