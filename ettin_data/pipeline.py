@@ -112,14 +112,14 @@ def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, 
     t0 = time.monotonic()
     if sess:
         sess.refresh()
-    is_done = sess.is_done if sess else None
+    out = Path(cfg.output)
+    is_done = sess.is_done if sess else (lambda name: U.is_done(out / name))
     p = plan_stage(stage, cfg, is_done)  # first: bad inputs are reported before anything is written
     if sess:
         sess.pull_settings(SETTINGS)
     _check_settings(stage, cfg, list(orig.inputs))
     if sess:
         sess.push_root_files(exclude=("index.json", META))
-    out = Path(cfg.output)
     if p.todo:  # units are about to change: no root index may describe them until finish() rewrites it
         _drop_root_indexes(out)
     display = Display(stage.NAME, len(p.mine), quiet=quiet)
@@ -142,7 +142,7 @@ def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, 
     }
     if sess:
         sess.refresh()
-    pending = [t for t in p.tasks if not (is_done or (lambda n: U.is_done(out / n)))(t.name)]
+    pending = [t for t in p.tasks if not is_done(t.name)]
     if pending:  # other ranks still at work: the last one to finish writes the dataset files
         summary.update(complete=False, units_pending=len(pending))
         summary["seconds"] = round(time.monotonic() - t0, 3)
