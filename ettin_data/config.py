@@ -187,6 +187,19 @@ class FinalizeConfig(StageConfig):
     )
     columns: list[str] | None = Field(None, description="Keep only these columns.")
     verify: bool = Field(True, description="Verify the final dataset (counts, hashes, chunk invariants).")
+    loader: Literal["modernbert", "modernbert-streaming", "llm-foundry", "numpy"] | None = Field(
+        None, description="Training loader the output is for (default modernbert: raw .mds for streaming: false; "
+        "modernbert-streaming: int64 input_ids, zstd with --keep-compressed; llm-foundry: a tokens column; numpy: "
+        "a flat token memmap per split with offsets).", json_schema_extra={"flag": "--for"})
+
+    @model_validator(mode="after")
+    def _loader_options(self) -> FinalizeConfig:
+        if self.loader == "modernbert-streaming" and self.dtype not in (None, "int64"):
+            raise ValueError(f"--for modernbert-streaming reads input_ids as int64; drop --dtype {self.dtype}")
+        if self.loader == "numpy" and "://" in self.output:
+            raise ValueError("--for numpy writes flat files to a local or shared folder; write it there and copy "
+                             "the split folders to object storage")
+        return self
 
 
 class StatsConfig(_Frozen):

@@ -31,6 +31,10 @@ def describe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist")
+    from .profiles import describe_flat, is_flat
+
+    if is_flat(path) or (not (path / INDEX).is_file() and any(is_flat(path / s) for s in ("train", "validation"))):
+        return describe_flat(path)  # finalize --for numpy
     readers, n_units = _readers(path)
     shards = [s for r in readers for s in r.index["shards"]]
     columns: dict[str, str] = {}
@@ -44,7 +48,7 @@ def describe(path: str | Path) -> dict[str, Any]:
                 if p.exists():
                     nbytes += p.stat().st_size
     st = Stats()
-    token_col = "input_ids" if "input_ids" in columns else None
+    token_col = "input_ids" if "input_ids" in columns else "tokens" if "tokens" in columns else None
     text_col = "text" if "text" in columns else None
     for r in readers:
         if token_col:
@@ -77,6 +81,12 @@ def run(cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
         if problems:
             return {"path": ", ".join(cfg.inputs), "problems": problems, "length_percentiles": {}}
     datasets = [dict(describe(p), **({"verified": "ok"} if cfg.verify else {})) for p in cfg.inputs]
+    if cfg.verify:  # columns a known loader would misread: shown, but not a failed verification
+        from .profiles import loader_warnings
+
+        for d, p in zip(datasets, cfg.inputs, strict=True):
+            if warnings := loader_warnings(p):
+                d["warnings"] = warnings
     hists = [d.pop("_hist") for d in datasets]
     hist = sum((Stats(lengths=h) for h in hists), Stats())
     if len(datasets) == 1:
@@ -93,6 +103,8 @@ def run(cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
             "length_percentiles": hist.percentiles(),
             "datasets": datasets,
         }
+        if any(d.get("warnings") for d in datasets):
+            summary["warnings"] = [w for d in datasets for w in d.get("warnings") or []]
     if cfg.plot:
         from .plot import plot_stats
 
@@ -109,11 +121,12 @@ def render(summary: dict[str, Any]) -> None:
 
     for d in summary.get("datasets", [summary]):
         rows = [(k, human_bytes(v) if k == "bytes" else v) for k, v in d.items()
-                if k not in ("length_percentiles", "shown")]
+                if k not in ("length_percentiles", "shown", "warnings")]
+        rows += [("warning", w) for w in d.get("warnings") or []]
         rows.append(("length percentiles", " ".join(f"p{q}={v:,}" for q, v in d["length_percentiles"].items())))
         print_table(f"stats: {d['path']}", rows)
     if "datasets" in summary:
-        print_table("total", [(k, v) for k, v in summary.items() if k not in ("datasets", "shown")])
+        print_table("total", [(k, v) for k, v in summary.items() if k not in ("datasets", "shown", "warnings")])
     if summary.get("shown"):
         from .report import print_samples
 

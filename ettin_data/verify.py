@@ -5,7 +5,9 @@ Checks: every shard file named in an index exists with the recorded size and has
 shards agree on columns; the root index's sample count equals the sum of its units' indexes; counted
 samples and tokens match ``stats.json`` (the dataset's and each unit's) and ``manifest.json``; and for
 chunked token data (a ``chunk`` stage in the ``ettin_meta.json`` chain) the chunk invariants: BOS
-first, EOS last (when the tokenizer adds them), ``len`` = number of tokens <= the chunk size.
+first, EOS last (when the tokenizer adds them), ``len`` = number of tokens <= the chunk size. A final
+dataset is checked by the rules of the loader it was finalized for (``profiles.py``: the column as that
+loader decodes it, or the flat files of ``--for numpy``).
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ def _check_samples(path: Path, shard: Any, rules: tuple[int | None, int | None, 
     bad: Counter = Counter()
     first: dict[str, int] = {}
     tokens = 0
-    for i, s in enumerate(shard.samples({"input_ids", "len"})):
-        ids = s.get("input_ids")
+    for i, s in enumerate(shard.samples({"input_ids", "tokens", "len"})):
+        ids = s.get("input_ids", s.get("tokens"))  # tokens: llm-foundry's column (finalize --for llm-foundry)
         if ids is None:
             continue
         n = len(ids)
@@ -188,9 +190,15 @@ def _verify_manifest(path: Path) -> list[str]:
         manifest = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         return [f"{f}: not valid JSON ({e})"]
+    from .profiles import DEFAULT, verify_flat, verify_profile
+
     problems: list[str] = []
+    profile = manifest.get("profile") or DEFAULT
+    vocab = (manifest.get("tokenizer") or {}).get("vocab_size")
     for split, entry in (manifest.get("splits") or {}).items():
-        found, counted = verify_dataset(path / split)
+        found, counted = verify_flat(path / split) if profile == "numpy" else verify_dataset(path / split)
+        if not found:
+            found = verify_profile(path / split, profile, vocab)
         problems += found
         if not found:
             for key in ("samples", "tokens"):
@@ -215,6 +223,10 @@ def verify(path: str | Path) -> list[str]:
         return _verify_manifest(path)
     if (path / INDEX).is_file():
         return verify_dataset(path)[0]
+    from .profiles import is_flat, verify_flat
+
+    if is_flat(path):
+        return verify_flat(path)[0]
     splits = [path / s for s in ("train", "validation") if (path / s / INDEX).is_file()]
     if splits:
         return [p for s in splits for p in verify_dataset(s)[0]]

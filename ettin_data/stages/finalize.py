@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import profiles
 from .. import units as U
 from ..config import FinalizeConfig, recorded_settings
 from ..errors import ConfigError, InputError
@@ -85,7 +86,7 @@ def _columns(reader: UnitReader, cfg: FinalizeConfig) -> dict[str, str]:
         cols = {k: v for k, v in cols.items() if k in cfg.columns}
     if cfg.dtype and "input_ids" in cols:
         cols["input_ids"] = f"ndarray:{cfg.dtype}"
-    return cols
+    return profiles.output_columns(cols, cfg)
 
 
 def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None) -> Stats:
@@ -102,7 +103,7 @@ def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None)
                                      f"which does not fit --dtype {cfg.dtype}")
                 lengths.append(len(tok))
             ids.append(s.get("id", ""))
-            w.write({k: s[k] for k in cols})
+            w.write({k: s[profiles.source_column(k)] for k in cols})
     stats, deciles = unit_stats(ids, np.asarray(lengths, np.int64))
     write_json_atomic(dst / UNIT_FILES[0], stats)
     write_json_atomic(dst / UNIT_FILES[1], deciles)
@@ -122,10 +123,10 @@ def process_unit(task: U.Task, cfg: FinalizeConfig) -> Stats:
     same_columns = not cfg.columns or set(cfg.columns) >= set(index["shards"][0]["column_names"] if index["shards"]
                                                                   else [])
     with U.atomic_dir(dst) as tmp:
-        if not cfg.dtype and same_columns and (cfg.keep_compressed or not compressed):
+        if not cfg.dtype and same_columns and profiles.can_link(cfg, compressed):
             st = place_unit(src, tmp)
         else:
-            st = _rewrite(src, tmp, cfg, "zstd" if cfg.keep_compressed and compressed else None)
+            st = _rewrite(src, tmp, cfg, profiles.compression(cfg, compressed))
     U.mark_done(dst, st)
     return st
 
@@ -166,12 +167,14 @@ def finish(cfg: FinalizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, 
             d["samples"] += done["samples"]
             d["tokens"] += done["tokens"]
             d["units"] += 1
-        shards[split] = _shard_hashes(root)
+        shards[split] = profiles.to_numpy(root, tok, cfg.dtype, names) if cfg.loader == "numpy" \
+            else _shard_hashes(root)
         splits[split] = {"samples": totals["samples"], "tokens": totals["total_tokens_written"],
                          "shards": len(shards[split]), "bytes": sum(s["bytes"] for s in shards[split]),
                          "datasets": per_ds}
     manifest = {
         "format": "ettin-data manifest v1",
+        "profile": profiles.name(cfg),
         "splits": splits,
         "tokenizer": tok,
         "datasets": {n: {"input": str(i), "stages": stage_chain(read_meta(i) or read_meta(i / "train"))}
@@ -180,12 +183,14 @@ def finish(cfg: FinalizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, 
         "shards": shards,
     }
     write_json_atomic(out / MANIFEST, manifest)
-    summary: dict[str, Any] = {"splits": {s: {k: v for k, v in e.items()} for s, e in splits.items()},
+    summary: dict[str, Any] = {"profile": profiles.name(cfg),
+                               "splits": {s: {k: v for k, v in e.items()} for s, e in splits.items()},
                                "tokenizer": tok, "bytes_linked": stats["bytes_linked"],
                                "bytes_written": stats["bytes_written"]}
     if cfg.verify:
         summary["problems"] = verify(out)
         summary["verified"] = not summary["problems"]
+    summary["warnings"] = profiles.loader_warnings(out)
     return summary
 
 
@@ -199,7 +204,7 @@ def render(summary: dict[str, Any]) -> None:
     from ..report import human_bytes, print_table
 
     tok = summary.get("tokenizer") or {}
-    rows: list[tuple[str, Any]] = [("output", summary.get("output")),
+    rows: list[tuple[str, Any]] = [("output", summary.get("output")), ("for", summary.get("profile")),
                                    ("tokenizer", f"{tok.get('name')} (sha256 {str(tok.get('sha256'))[:12]}, "
                                                  f"vocab {tok.get('vocab_size')})" if tok else "unknown")]
     for split, e in (summary.get("splits") or {}).items():
@@ -211,5 +216,6 @@ def render(summary: dict[str, Any]) -> None:
         rows.append(("verified", "ok" if summary["verified"] else f"{len(summary['problems'])} problem(s)"))
     for p in summary.get("problems") or []:
         rows.append(("problem", p))
+    rows += [("warning", w) for w in summary.get("warnings") or []]
     rows.append(("manifest", f"{summary.get('output')}/{MANIFEST}"))
     print_table("ettin-data finalize: manifest summary", rows)
