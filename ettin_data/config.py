@@ -181,7 +181,8 @@ class MixConfig(StageConfig):
 
 class FinalizeConfig(StageConfig):
     name: list[str] | None = Field(None, description="Dataset name per INPUT (default: the INPUT folder name).")
-    keep_compressed: bool = Field(False, description="Keep zstd shards (the ModernBERT loader needs raw .mds).")
+    keep_compressed: bool = Field(False, description="Keep zstd shards (ModernBERT's streaming: false loader needs "
+                                  "raw .mds); with --for modernbert-streaming or llm-foundry: write zstd shards.")
     dtype: Literal["uint16", "uint32", "int32", "int64"] | None = Field(
         None, description="Rewrite input_ids with this integer type."
     )
