@@ -197,6 +197,8 @@ class FinalizeConfig(StageConfig):
     def _loader_options(self) -> FinalizeConfig:
         if self.loader == "modernbert-streaming" and self.dtype not in (None, "int64"):
             raise ValueError(f"--for modernbert-streaming reads input_ids as int64; drop --dtype {self.dtype}")
+        if self.loader not in (None, "modernbert") and self.columns and "input_ids" not in self.columns:
+            raise ValueError(f"--for {self.loader} writes the token ids: keep input_ids in --columns")
         if self.loader == "numpy" and "://" in self.output:
             raise ValueError("--for numpy writes flat files to a local or shared folder; write it there and copy "
                              "the split folders to object storage")

@@ -266,6 +266,8 @@ def test_loader_option_errors_and_cli_flag(data, tmp_path):
     base, expected = data
     with pytest.raises(ValidationError, match="reads input_ids as int64"):
         FinalizeConfig(inputs=["x"], output="o", loader="modernbert-streaming", dtype="uint32")
+    with pytest.raises(ValidationError, match="keep input_ids"):
+        FinalizeConfig(inputs=["x"], output="o", loader="llm-foundry", columns=["id"])
     with pytest.raises(ValidationError, match="local or shared folder"):
         FinalizeConfig(inputs=["x"], output="s3://bucket/final", loader="numpy")
     r = CliRunner().invoke(app, ["finalize", str(base / "split" / "web"), "-o", str(tmp_path / "o"), "--for",
