@@ -1,8 +1,10 @@
 """convert: raw text (JSONL, Dolma, Parquet, Hugging Face datasets, the built-in corpus) -> text MDS.
 
-One task per source; a source's documents fill units of ``docs_per_shard`` documents written to
-``OUTPUT/<source key>/split_NNNNN``, each atomically. Resuming skips finished units (their documents
-are re-read but not re-written), so unit boundaries never depend on the worker count or on restarts.
+One task per part of a source (``parts.py``: byte ranges of a JSONL file, row groups of a Parquet file, Arrow
+files of a ``save_to_disk`` folder, shards of a hub dataset; boundaries depend only on the input and
+``--part-size-mb``). A part's documents fill units of ``docs_per_shard`` documents written to
+``OUTPUT/<source key>[/part_NNNNN]/split_NNNNN``, each atomically. Resuming skips finished units (their
+documents are re-read but not re-written), so unit boundaries never depend on the worker count or on restarts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from .. import units as U
 from ..config import ConvertConfig
 from ..errors import InputError
 from ..mds import TEXT_COLUMNS, ShardWriter, find_units, write_json_atomic, write_root_index
-from ..sources import BadLine, Source, discover, read_records
+from ..parts import part_name
+from ..sources import BadLine, Source, discover, read_records, source_parts
 from ..stats import Stats
 
 NAME = "convert"
@@ -27,7 +30,9 @@ __all__ = ["NAME", "plan", "process_unit", "finish", "run"]
 
 
 def plan(cfg: ConvertConfig) -> list[U.Task]:
-    return [U.Task(s.key, s.path, (s.kind, s.label)) for s in discover(cfg.inputs)]
+    part_bytes = cfg.part_size_mb << 20
+    return [U.Task(part_name(s.key, part), s.path, (s.kind, s.label, part)) for s in discover(cfg.inputs)
+            for part in source_parts(s, part_bytes, cfg.hf_config, cfg.hf_split)]
 
 
 def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, str, str | None] | None:
@@ -77,7 +82,7 @@ def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, s
 
 
 def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
-    kind, label = task.params
+    kind, label, piece = task.params
     src = Source(task.name, kind, task.source, label)
     root = Path(cfg.output) / task.name
     root.mkdir(parents=True, exist_ok=True)
@@ -111,7 +116,7 @@ def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
         part = []
 
     reading = Stats()
-    for where, rec in read_records(src, cfg.hf_config, cfg.hf_split):
+    for where, rec in read_records(src, cfg.hf_config, cfg.hf_split, piece):
         reading.add("documents_in")
         doc = _doc(rec, where, cfg, reading)
         if doc is None:
