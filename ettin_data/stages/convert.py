@@ -10,6 +10,7 @@ documents are re-read but not re-written), so unit boundaries never depend on th
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from .. import units as U
 from ..config import ConvertConfig
 from ..errors import InputError
 from ..mds import TEXT_COLUMNS, ShardWriter, find_units, write_json_atomic, write_root_index
-from ..parts import part_name
+from ..parts import Part, part_name
 from ..sources import BadLine, Source, discover, read_records, source_parts
 from ..stats import Stats
 
@@ -81,41 +82,20 @@ def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, s
     return doc_id, text, domain
 
 
-def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
+Doc = tuple[str, str, str | None]  # (id, text, domain)
+
+
+def task_source(task: U.Task) -> tuple[Source, Part]:
     kind, label, piece = task.params
-    src = Source(task.name, kind, task.source, label)
-    root = Path(cfg.output) / task.name
-    root.mkdir(parents=True, exist_ok=True)
-    columns = dict(TEXT_COLUMNS, **({"domain": "str"} if cfg.domain_field else {}))
-    total = Stats()
+    return Source(task.name, kind, task.source, label), piece
+
+
+def read_units(task: U.Task, cfg: ConvertConfig, reading: Stats) -> Iterator[list[Doc]]:
+    """The validated documents of one task (a part of a source), in groups of ``docs_per_shard``: its units,
+    in order. Skips, fixes and duplicate ids are counted into ``reading``."""
+    src, piece = task_source(task)
     seen_ids: set[int] = set()
-    part: list[tuple[str, str, str | None]] = []
-    k = 0
-
-    def flush() -> None:
-        nonlocal k, part
-        unit = root / f"split_{k:05d}"
-        if not cfg.overwrite and U.is_done(unit):
-            st = U.read_done(unit)
-        else:
-            st = Stats()
-            with U.atomic_dir(unit) as tmp, ShardWriter(tmp, columns) as w:
-                for doc_id, text, domain in part:
-                    sample = {"id": doc_id, "text": text}
-                    if cfg.domain_field:
-                        sample["domain"] = domain
-                    w.write(sample)
-                    st.add("characters", len(text))
-                st.add("documents_written", len(part))
-                st.add_lengths([len(t) for _, t, _ in part])
-            U.mark_done(unit, st)
-        nonlocal total
-        total = total + st
-        progress.advance(docs=len(part))
-        k += 1
-        part = []
-
-    reading = Stats()
+    part: list[Doc] = []
     for where, rec in read_records(src, cfg.hf_config, cfg.hf_split, piece):
         reading.add("documents_in")
         doc = _doc(rec, where, cfg, reading)
@@ -127,20 +107,60 @@ def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
         seen_ids.add(h)
         part.append(doc)
         if len(part) == cfg.docs_per_shard:
-            flush()
+            yield part
+            part = []
     if part:
-        flush()
-    for stale in root.glob("split_*"):  # units of an earlier run that made more of them (--overwrite)
-        if stale.name[6:].isdigit() and int(stale.name[6:]) >= k:
+        yield part
+
+
+def unit_name(k: int) -> str:
+    return f"split_{k:05d}"
+
+
+def clear_stale(root: Path, units: int) -> None:
+    """Remove units of an earlier run of this task that made more of them (--overwrite)."""
+    for stale in root.glob("split_*"):
+        if stale.name[6:].isdigit() and int(stale.name[6:]) >= units:
             U.clear(stale)
-    total = total + reading
-    total.add("units", k)
+
+
+def close_accounting(total: Stats, label: str) -> None:
     skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
     if total["documents_in"] != total["documents_written"] + skipped:
         raise InputError(
             f"{label}: document accounting does not close ({total['documents_in']} in, "
             f"{total['documents_written']} written, {skipped} skipped)"
         )
+
+
+def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
+    root = Path(cfg.output) / task.name
+    root.mkdir(parents=True, exist_ok=True)
+    columns = dict(TEXT_COLUMNS, **({"domain": "str"} if cfg.domain_field else {}))
+    total, reading = Stats(), Stats()
+    k = 0
+    for k, docs in enumerate(read_units(task, cfg, reading), 1):
+        unit = root / unit_name(k - 1)
+        if not cfg.overwrite and U.is_done(unit):
+            st = U.read_done(unit)
+        else:
+            st = Stats()
+            with U.atomic_dir(unit) as tmp, ShardWriter(tmp, columns) as w:
+                for doc_id, text, domain in docs:
+                    sample = {"id": doc_id, "text": text}
+                    if cfg.domain_field:
+                        sample["domain"] = domain
+                    w.write(sample)
+                    st.add("characters", len(text))
+                st.add("documents_written", len(docs))
+                st.add_lengths([len(t) for _, t, _ in docs])
+            U.mark_done(unit, st)
+        total = total + st
+        progress.advance(docs=len(docs))
+    clear_stale(root, k)
+    total = total + reading
+    total.add("units", k)
+    close_accounting(total, task.params[1])
     U.mark_done(root, total)
     return total
 
