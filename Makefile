@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 OLMO   := ai2-olmo==0.6.0
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench scale clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,5 +36,9 @@ demo: install
 bench: install
 	$(BIN)/python examples/bench.py $(BENCH_ARGS)
 
+# raw text -> final chunks at 10^9 tokens (~4 GB of generated text under scale-out/; see examples/scale.py)
+scale: install
+	$(BIN)/python examples/scale.py $(SCALE_ARGS)
+
 clean:
-	rm -rf $(DEMO) .pytest_cache build *.egg-info
+	rm -rf $(DEMO) bench-out scale-out .pytest_cache build *.egg-info

@@ -98,6 +98,9 @@ class ConvertConfig(StageConfig):
     domain_field: str | None = Field(None, description="Field kept as a 'domain' column.")
     docs_per_shard: int = Field(30_000, ge=1, description="Documents per output unit (Ettin used 30,000).")
     skip_bad_lines: bool = Field(False, description="Count and skip malformed JSON lines instead of failing.")
+    part_size_mb: int = Field(64, ge=1, description="Cut a large source into parts of about this many MiB, read "
+                              "in parallel (uncompressed JSONL, Parquet row groups, Arrow files; .gz/.zst stay "
+                              "whole). Unit boundaries depend only on the input and this value.")
     hf_config: str | None = Field(None, description="Hugging Face hub dataset config name.")
     hf_split: str = Field("train", description="Hugging Face dataset split.")
     to: Literal["mds", "jsonl"] = Field("mds", description="Output format: MDS units, or one JSONL file (export).")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .parts import Part, grouped_parts, jsonl_parts
 
-__all__ = ["Source", "discover", "read_records", "BadLine", "BUILTIN"]
+__all__ = ["Source", "discover", "source_parts", "read_records", "BadLine", "BUILTIN"]
 
 BUILTIN = "builtin:python-docs"
 JSONL_EXT = (".jsonl", ".json", ".ndjson")
@@ -110,18 +111,74 @@ def discover(inputs: list[str]) -> list[Source]:
     return dedup + special
 
 
-def read_records(src: Source, hf_config: str | None = None, hf_split: str = "train") -> Iterator[tuple[str, Any]]:
+ONE = Part(0, 1, 0, -1)
+
+
+def source_parts(src: Source, part_bytes: int, hf_config: str | None = None, hf_split: str = "train") -> list[Part]:
+    """The parts of a source that can be read in parallel (see ``parts.py``); one part when the source cannot
+    be opened here (reading it then fails with the usual one-line message)."""
     if src.kind == "jsonl":
-        yield from _read_jsonl(src)
+        return jsonl_parts(src.path, part_bytes)
+    try:
+        if src.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(src.path).metadata
+            groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+            sizes = [sum(g.column(c).total_compressed_size for c in range(g.num_columns)) for g in groups]
+            return grouped_parts(sizes, [g.num_rows for g in groups], part_bytes) if groups else [ONE]
+        if src.kind == "hf_disk":
+            files, rows = _arrow_files(src, hf_split)
+            parts = grouped_parts([os.path.getsize(f) for f in files], rows, part_bytes) if files else [ONE]
+            return [Part(p.index, p.count, p.first - 1, p.first - 1 + sum(rows[p.start:p.end]), p.first)
+                    for p in parts] if files else parts
+        if src.kind == "hf_hub":
+            n = _hub_dataset(src, hf_config, hf_split).n_shards
+            return [Part(i, n, i, i + 1) for i in range(n)] if n > 1 else [ONE]
+    except Exception:  # unreadable here: the task reports it with the usual message
+        return [ONE]
+    return [ONE]
+
+
+def _arrow_files(src: Source, hf_split: str) -> tuple[list[str], list[int]]:
+    import datasets
+
+    ds = _load_disk(src, hf_split)
+    files = [c["filename"] for c in ds.cache_files]
+    return files, [datasets.Dataset.from_file(f).num_rows for f in files]
+
+
+def _load_disk(src: Source, hf_split: str) -> Any:
+    import datasets
+
+    ds = datasets.load_from_disk(src.path)
+    if isinstance(ds, datasets.DatasetDict):
+        if hf_split not in ds:
+            raise InputError(f"{src.path}: no split {hf_split!r} (splits: {', '.join(ds)}); pass --hf-split")
+        ds = ds[hf_split]
+    return ds
+
+
+def _hub_dataset(src: Source, hf_config: str | None, hf_split: str) -> Any:
+    import datasets
+
+    return datasets.load_dataset(src.path, hf_config, split=hf_split, streaming=True)
+
+
+def read_records(src: Source, hf_config: str | None = None, hf_split: str = "train",
+                 part: Part = ONE) -> Iterator[tuple[str, Any]]:
+    """``(location, record)`` of one part of a source (the whole source by default)."""
+    if src.kind == "jsonl":
+        yield from _read_jsonl(src, part)
     elif src.kind == "parquet":
-        yield from _read_parquet(src)
+        yield from _read_parquet(src, part)
     elif src.kind == "builtin":
         from .corpus import python_docs
 
         for i, doc in enumerate(python_docs(), 1):
             yield f"{src.label}:{i}", doc
     elif src.kind in ("hf_disk", "hf_hub"):
-        yield from _read_hf(src, hf_config, hf_split)
+        yield from _read_hf(src, hf_config, hf_split, part)
     else:  # pragma: no cover
         raise InputError(f"{src.path}: unsupported source kind {src.kind}")
 
@@ -145,7 +202,8 @@ def _zstd_chunks(path: str) -> Iterator[bytes]:
             raise EOFError("the last zstd frame is incomplete")
 
 
-def _lines(path: str) -> Iterator[bytes]:
+def _lines(path: str, start: int = 0, end: int = -1) -> Iterator[bytes]:
+    """Lines of a JSONL file; for an uncompressed file, only those starting in bytes [start, end)."""
     name = path.lower()
     if name.endswith((".zst", ".zstd")):
         buf = b""
@@ -157,16 +215,29 @@ def _lines(path: str) -> Iterator[bytes]:
         if buf:
             yield buf
         return
-    with gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb") as f:
-        yield from f
+    if name.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            yield from f
+        return
+    with open(path, "rb") as f:
+        if end < 0:
+            yield from f
+            return
+        f.seek(start)
+        pos = start
+        for line in f:
+            if pos >= end:
+                return
+            pos += len(line)
+            yield line
 
 
-def _read_jsonl(src: Source) -> Iterator[tuple[str, Any]]:
+def _read_jsonl(src: Source, part: Part = ONE) -> Iterator[tuple[str, Any]]:
     import zstandard
 
     line_no = 0
     try:
-        for line_no, line in enumerate(_lines(src.path), 1):
+        for line_no, line in enumerate(_lines(src.path, part.start, part.end), part.first):
             if not line.strip():
                 continue
             try:
@@ -181,42 +252,41 @@ def _read_jsonl(src: Source) -> Iterator[tuple[str, Any]]:
         ) from None
 
 
-def _read_parquet(src: Source) -> Iterator[tuple[str, Any]]:
+def _read_parquet(src: Source, part: Part = ONE) -> Iterator[tuple[str, Any]]:
     try:
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(src.path)
     except Exception as e:
         raise InputError(f"{src.label}: cannot read Parquet file ({e})") from None
-    row = 0
-    for batch in pf.iter_batches(batch_size=4096):
+    row = part.first - 1
+    groups = None if part.end < 0 else list(range(part.start, part.end))
+    for batch in pf.iter_batches(batch_size=4096, row_groups=groups):
         for rec in batch.to_pylist():
             row += 1
             yield f"{src.label}:{row}", rec
 
 
-def _read_hf(src: Source, hf_config: str | None, hf_split: str) -> Iterator[tuple[str, Any]]:
+def _read_hf(src: Source, hf_config: str | None, hf_split: str, part: Part = ONE) -> Iterator[tuple[str, Any]]:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    label, row = src.label, 0
     try:
-        import datasets
-
         if src.kind == "hf_disk":
-            ds = datasets.load_from_disk(src.path)
-            if isinstance(ds, datasets.DatasetDict):
-                if hf_split not in ds:
-                    raise InputError(f"{src.path}: no split {hf_split!r} (splits: {', '.join(ds)}); pass --hf-split")
-                ds = ds[hf_split]
+            ds = _load_disk(src, hf_split)
+            if part.end >= 0:  # rows [start, end): whole Arrow files
+                ds, row = ds.select(range(part.start, part.end)), part.start
         else:
-            ds = datasets.load_dataset(src.path, hf_config, split=hf_split, streaming=True)
+            ds = _hub_dataset(src, hf_config, hf_split)
+            if part.count > 1:  # one shard of the hub dataset; rows are numbered within it
+                ds, label = ds.shard(num_shards=part.count, index=part.index), f"{src.label}/shard-{part.index:05d}"
         it = iter(ds)
-        row = 0
         while True:
             try:
                 rec = next(it)
             except StopIteration:
                 return
             row += 1
-            yield f"{src.label}:{row}", rec
+            yield f"{label}:{row}", rec
     except InputError:
         raise
     except Exception as e:

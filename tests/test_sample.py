@@ -103,6 +103,38 @@ def test_split_errors_when_validation_would_be_empty(tmp_path):
     assert not (tmp_path / "o2" / "train").exists()
 
 
+@pytest.fixture(scope="module")
+def lumpy(tmp_path_factory):
+    """Many units, some holding very large documents (up to 60 chunks): a plain prefix-of-documents split
+    stops at the first large document and misses F."""
+    root = tmp_path_factory.mktemp("lumpy") / "chunks"
+    chunks = make_chunks(root, n_units=24, docs_per_unit=30, source="small", seed=1)
+    chunks += make_chunks(root, n_units=8, docs_per_unit=6, source="large", seed=2, max_chunks=60)
+    return root, chunks
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.05, 0.2])
+def test_split_at_scale_meets_fraction_and_rewrites_at_most_one_unit(lumpy, tmp_path, fraction, monkeypatch):
+    src, all_chunks = lumpy
+    reads = []
+    real = split.unit_ids_lengths
+    monkeypatch.setattr(split, "unit_ids_lengths", lambda p, *a: reads.append(p) or real(p, *a))
+    s = _split(src, tmp_path / "out", fraction)
+    assert len({str(p) for p in reads}) <= split.CUT_TRIES + 1  # planning reads ids of the cut candidates only
+    train, val = read_chunks(tmp_path / "out" / "train"), read_chunks(tmp_path / "out" / "validation")
+    assert Counter(train) + Counter(val) == Counter(all_chunks)
+    assert not {d for d, _ in train} & {d for d, _ in val}
+    total = sum(len(ids) for _, ids in all_chunks)
+    achieved = sum(len(ids) for _, ids in val) / total
+    assert abs(achieved - fraction) <= 0.1 * fraction, (achieved, fraction)
+    assert s["units_cut"] <= 1
+    unit_bytes = [sum(f.stat().st_size for f in d.glob("shard.*")) for d in src.rglob("split_*")]
+    src_inodes = inodes(src)
+    shard_written = sum(f.stat().st_size for f in (tmp_path / "out").rglob("shard.*")
+                        if f.stat().st_ino not in src_inodes)
+    assert shard_written == s["bytes_written"] <= fraction * sum(unit_bytes) + max(unit_bytes)
+
+
 # ---------------------------------------------------------------- budget
 
 def _units_tokens(src: Path) -> dict[str, int]:

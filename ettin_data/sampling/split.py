@@ -1,18 +1,22 @@
-"""``sample split``: hold out whole documents as a validation split.
+"""``sample split``: hold out whole documents as a validation split, touching as few units as possible.
 
-Method (deterministic for a seed, whatever the worker count): every document id gets the stable hash
-``blake2b(seed, id)``; documents are ordered by that hash, and validation takes the prefix of this order
-whose token count is nearest to ``F x total tokens`` (so it is within one document of the target).
-That prefix is one hash threshold: a chunk goes to validation when its document's hash is at or below
-it, so all chunks of a document land in the same split. The plan scans the ``id``/``len`` columns once.
+Method (deterministic for a seed, whatever the worker count; planning reads O(units), not O(chunks)):
+units are ordered by the stable hash ``blake2b(seed, unit name)``; validation takes whole units in that
+order while they fit under ``F x total tokens``, and the first unit that does not fit is *cut*: its
+documents are ordered by ``blake2b(seed, id)`` and the prefix whose tokens bring validation nearest to the
+target goes to validation (one hash threshold). When that unit's documents are too coarse to land within
+``CUT_TOLERANCE`` of the target (a very large document), it stays in train and the next unit is tried
+(at most ``CUT_TRIES`` units; the best cut found is used). So the split is within one document of F, every
+document lands wholly in one split (documents never span units), and only the cut unit is rewritten:
+bytes written <= one unit; every other unit is hard-linked.
 
-Units wholly in one split are hard-linked (no bytes copied); mixed units are rewritten per split.
 Output: ``OUTPUT/train/<unit>`` and ``OUTPUT/validation/<unit>``, each split with its own root
 ``index.json``, ``stats.json``, ``ettin_meta.json`` (tokenizer copied) and ``tokenizer.json``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from ..mds import write_json_atomic
 from ..pipeline import read_meta
 from ..stats import Stats
 from .common import (
+    UnitInfo,
     copy_tokenizer,
     dataset_tokenizer,
     dataset_units,
@@ -39,56 +44,89 @@ from .common import (
     write_subset,
 )
 
-__all__ = ["render", "NAME", "plan", "process_unit", "finish", "run", "choose_threshold", "SPLITS"]
+__all__ = ["render", "NAME", "plan", "process_unit", "finish", "run", "best_cut", "SPLITS"]
 
 NAME = "sample split"
 SPLITS = ("train", "validation")
+
+
+CUT_TOLERANCE = 0.05  # a cut landing within 5% of the target is taken at once
+CUT_TRIES = 8  # units tried for the cut before the best one is used
 
 
 def _hashes(ids: list[str], seed: int) -> np.ndarray:
     return np.fromiter((doc_hash(seed, i) for i in ids), np.uint64, len(ids))
 
 
-def choose_threshold(hashes: np.ndarray, lengths: np.ndarray, fraction: float, where: str = "") -> int:
-    """The hash threshold whose documents (hash <= threshold) hold the token count nearest to
-    ``fraction`` of the total. ``hashes``/``lengths`` are per chunk; chunks sharing a hash are one document."""
-    if hashes.size == 0:
-        raise InputError(f"{where}: the input has no samples; nothing to split")
+@dataclass(frozen=True)
+class Cut:
+    """The best document prefix of one unit for a token target: validation = documents with hash <= ``thr``
+    (``thr`` None: no document), holding ``tokens`` tokens; ``first`` is the first drawn document's size."""
+
+    thr: int | None
+    tokens: int
+    first: int
+
+
+def best_cut(hashes: np.ndarray, lengths: np.ndarray, want: float) -> Cut:
+    """The prefix of a unit's documents (ordered by hash; ``hashes``/``lengths`` are per chunk, chunks sharing a
+    hash are one document) whose token count is nearest to ``want``."""
     docs, inverse = np.unique(hashes, return_inverse=True)
     doc_tokens = np.zeros(len(docs), np.int64)
     np.add.at(doc_tokens, inverse, lengths.astype(np.int64))
     cum = np.concatenate([[0], np.cumsum(doc_tokens)])
-    total = int(cum[-1])
-    target = fraction * total
-    k = int(np.argmin(np.abs(cum - target)))  # documents in validation
-    if k == 0:
-        raise InputError(
-            f"{where}: the validation split would be empty: {fraction} of {total:,} tokens is "
-            f"{target:,.0f}, nearer to 0 than to the first drawn document ({int(doc_tokens[0]):,} tokens) of "
-            f"{len(docs):,} documents; raise --validation-fraction or give more data"
-        )
-    if k == len(docs):
-        raise InputError(
-            f"{where}: the train split would be empty ({len(docs):,} document(s), {total:,} tokens); "
-            "lower --validation-fraction or give more data"
-        )
-    return int(docs[k - 1])
+    k = int(np.argmin(np.abs(cum - want)))
+    return Cut(int(docs[k - 1]) if k else None, int(cum[k]), int(doc_tokens[0]) if len(docs) else 0)
 
 
 def plan(cfg: SplitConfig) -> list[U.Task]:
     root = single_input(cfg)
-    per_unit = []
-    for unit in dataset_units(root):
-        ids, lengths = unit_ids_lengths(Path(unit.path))
-        per_unit.append((unit.name, Path(unit.path), _hashes(ids, cfg.seed), lengths))
-    thr = choose_threshold(np.concatenate([h for _, _, h, _ in per_unit]),
-                           np.concatenate([n for _, _, _, n in per_unit]), cfg.validation_fraction, str(root))
+    units = dataset_units(root)
+    total = sum(u.tokens for u in units)
+    if total == 0:
+        raise InputError(f"{root}: the input has no samples; nothing to split")
+    target = cfg.validation_fraction * total
+    whole: set[str] = set()  # units wholly in validation
+    taken = 0
+    best: tuple[float, UnitInfo, Cut] | None = None
+    attempts = 0
+    for u in sorted(units, key=lambda u: (doc_hash(cfg.seed, "unit\x00" + u.name), u.name)):
+        if best is None and taken + u.tokens <= target:
+            whole.add(u.name)
+            taken += u.tokens
+            continue
+        ids, lengths = unit_ids_lengths(Path(u.path))
+        cut = best_cut(_hashes(ids, cfg.seed), lengths, target - taken)
+        err = abs(taken + cut.tokens - target)
+        attempts += 1
+        if best is None or err < best[0]:
+            best = (err, u, cut)
+        if err <= CUT_TOLERANCE * target or attempts >= CUT_TRIES:
+            break
+    cut_unit, cut = (best[1], best[2]) if best else (None, Cut(None, 0, 0))
+    val_tokens = taken + cut.tokens
+    if val_tokens == 0:
+        raise InputError(
+            f"{root}: the validation split would be empty: {cfg.validation_fraction} of {total:,} tokens is "
+            f"{target:,.0f}, nearer to 0 than to the first drawn document ({cut.first:,} tokens); raise "
+            "--validation-fraction or give more data"
+        )
+    if val_tokens == total:
+        raise InputError(
+            f"{root}: the train split would be empty ({len(units):,} unit(s), {total:,} tokens); "
+            "lower --validation-fraction or give more data"
+        )
+    if cut_unit is not None and cut.tokens == cut_unit.tokens:  # the cut took the whole unit
+        whole.add(cut_unit.name)
     tasks = []
-    for name, path, h, _ in per_unit:
-        n_val = int((h <= np.uint64(thr)).sum())
-        for split, n in (("train", len(h) - n_val), ("validation", n_val)):
-            if n:
-                tasks.append(U.Task(f"{split}/{out_name(name)}", str(path), (split, thr, n == len(h))))
+    for u in units:
+        if u.name in whole:
+            tasks.append(U.Task(f"validation/{out_name(u.name)}", u.path, ("validation", None, True)))
+        elif cut_unit is not None and u.name == cut_unit.name and cut.thr is not None:
+            for split in SPLITS:
+                tasks.append(U.Task(f"{split}/{out_name(u.name)}", u.path, (split, cut.thr, False)))
+        else:
+            tasks.append(U.Task(f"train/{out_name(u.name)}", u.path, ("train", None, True)))
     return tasks
 
 
@@ -134,7 +172,9 @@ def finish(cfg: SplitConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any
         if total else 0.0,
         "bytes_linked": stats["bytes_linked"],
         "bytes_written": stats["bytes_written"],
-        "method": "documents ordered by blake2b(seed, id); validation = prefix nearest to F x tokens",
+        "units_cut": sum(1 for t in tasks if not t.params[2]) // 2,
+        "method": "units in blake2b(seed, unit) order wholly to validation while they fit; one unit cut at the "
+                  "document (blake2b(seed, id) order) nearest to F x tokens",
     }
     write_json_atomic(out / "split_summary.json", summary)
     if tok is not None:

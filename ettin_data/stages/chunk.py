@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ STATS_FILE = "stats.json"
 DECILE_FILE = "token_decile.json"
 TOKENIZER_FILE = "tokenizer.json"
 
-__all__ = ["NAME", "plan", "process_unit", "finish", "run", "input_tokenizer", "stats_json"]
+__all__ = ["NAME", "plan", "process_unit", "chunk_into", "finish", "run", "input_tokenizer", "stats_json"]
 
 _DOC_KEYS = ("documents", "documents_empty", "content_tokens_in", "content_tokens_written", "total_tokens_skipped",
              "total_duplicated_tokens", "pieces_skipped", "pieces_backfilled", "cuts_moved")
@@ -148,52 +148,64 @@ def process_unit(task: U.Task, cfg: ChunkConfig) -> Stats:
     has_domain = "domain" in reader.columns
     columns = {"id": "str", "input_ids": dtype, "len": "int", **({"domain": "str"} if has_domain else {})}
     final = Path(cfg.output) / task.name
-    st = Stats()
-    lengths: list[int] = []
     with U.atomic_dir(final) as tmp:
-        w = ShardWriter(tmp, columns)
-        docs = tokens = 0
-        vocab = len(p.word_start) if p.word_start is not None else None
-        totals = [0] * len(_DOC_KEYS)  # summed per document, added to the stats once
-        for doc_id, ids, domain, _ in _documents(reader):
-            if vocab is not None and len(ids) and int(ids.max()) >= vocab:
-                raise InputError(
-                    f"{task.source}: document {doc_id!r} has token id {int(ids.max())} outside the vocabulary of "
-                    f"the input's tokenizer.json ({vocab} ids); was it tokenized with another tokenizer?"
-                )
-            chunks, c = chunk_document(ids, p, doc_id)
-            for ch in chunks:
-                sample = {"id": doc_id, "input_ids": ch, "len": len(ch)}
-                if has_domain:
-                    sample["domain"] = domain
-                w.write(sample)
-                lengths.append(len(ch))
-            for i, v in enumerate((1, c.content == 0, c.content, c.written, c.skipped, c.duplicated,
-                                   c.pieces_skipped, c.backfilled, c.cuts_moved)):
-                totals[i] += v
-            docs += 1
-            tokens += len(ids)
-            if docs >= 1000:
-                progress.advance(docs=docs, tokens=tokens)
-                docs = tokens = 0
-        progress.advance(docs=docs, tokens=tokens)
-        w.finish()
-        for key, n in zip(_DOC_KEYS, totals, strict=True):
-            st.add(key, n)
-        arr = np.asarray(lengths, np.int64)
-        st.add("samples", len(arr))
-        st.add("total_tokens_written", int(arr.sum()))
-        st.add_lengths(arr)
+        docs = ((doc_id, ids, domain) for doc_id, ids, domain, _ in _documents(reader))
+        st = chunk_into(tmp, docs, p, columns, task.source)
+        if st["documents"] != reader.num_samples:  # documents in = documents chunked
+            raise EttinError(f"{task.source}: {reader.num_samples} documents in the index, {st['documents']} "
+                             "chunked; this is a bug")
         if unavailable:
             st.add("word_boundaries_unavailable")
-        closes = st["content_tokens_in"] == (st["content_tokens_written"] + st["total_tokens_skipped"]
-                                             - st["total_duplicated_tokens"])
-        closes = closes and st["documents"] == reader.num_samples  # documents in = documents chunked
-        if not closes or st["total_tokens_written"] != st["content_tokens_written"] + 2 * len(arr):
-            raise EttinError(f"{task.source}: token accounting does not close ({stats_json(st)}); this is a bug")
-        write_json_atomic(tmp / STATS_FILE, stats_json(st))
-        write_json_atomic(tmp / DECILE_FILE, token_decile(arr))
     U.mark_done(final, st)
+    return st
+
+
+def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p: ChunkParams,
+               columns: dict[str, str], where: str) -> Stats:
+    """Chunk ``(id, ids, domain)`` documents into the MDS folder ``dst`` (shards, ``stats.json``,
+    ``token_decile.json``); checks the token accounting. Used by chunk and by prepare."""
+    has_domain = "domain" in columns
+    st = Stats()
+    lengths: list[int] = []
+    w = ShardWriter(dst, columns)
+    docs_n = tokens = 0
+    vocab = len(p.word_start) if p.word_start is not None else None
+    totals = [0] * len(_DOC_KEYS)  # summed per document, added to the stats once
+    for doc_id, ids, domain in docs:
+        if vocab is not None and len(ids) and int(ids.max()) >= vocab:
+            raise InputError(
+                f"{where}: document {doc_id!r} has token id {int(ids.max())} outside the vocabulary of "
+                f"the input's tokenizer.json ({vocab} ids); was it tokenized with another tokenizer?"
+            )
+        chunks, c = chunk_document(ids, p, doc_id)
+        for ch in chunks:
+            sample = {"id": doc_id, "input_ids": ch, "len": len(ch)}
+            if has_domain:
+                sample["domain"] = domain
+            w.write(sample)
+            lengths.append(len(ch))
+        for i, v in enumerate((1, c.content == 0, c.content, c.written, c.skipped, c.duplicated,
+                               c.pieces_skipped, c.backfilled, c.cuts_moved)):
+            totals[i] += v
+        docs_n += 1
+        tokens += len(ids)
+        if docs_n >= 1000:
+            progress.advance(docs=docs_n, tokens=tokens)
+            docs_n = tokens = 0
+    progress.advance(docs=docs_n, tokens=tokens)
+    w.finish()
+    for key, n in zip(_DOC_KEYS, totals, strict=True):
+        st.add(key, n)
+    arr = np.asarray(lengths, np.int64)
+    st.add("samples", len(arr))
+    st.add("total_tokens_written", int(arr.sum()))
+    st.add_lengths(arr)
+    closes = st["content_tokens_in"] == (st["content_tokens_written"] + st["total_tokens_skipped"]
+                                         - st["total_duplicated_tokens"])
+    if not closes or st["total_tokens_written"] != st["content_tokens_written"] + 2 * len(arr):
+        raise EttinError(f"{where}: token accounting does not close ({stats_json(st)}); this is a bug")
+    write_json_atomic(dst / STATS_FILE, stats_json(st))
+    write_json_atomic(dst / DECILE_FILE, token_decile(arr))
     return st
 
 

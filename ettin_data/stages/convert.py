@@ -1,13 +1,16 @@
 """convert: raw text (JSONL, Dolma, Parquet, Hugging Face datasets, the built-in corpus) -> text MDS.
 
-One task per source; a source's documents fill units of ``docs_per_shard`` documents written to
-``OUTPUT/<source key>/split_NNNNN``, each atomically. Resuming skips finished units (their documents
-are re-read but not re-written), so unit boundaries never depend on the worker count or on restarts.
+One task per part of a source (``parts.py``: byte ranges of a JSONL file, row groups of a Parquet file, Arrow
+files of a ``save_to_disk`` folder, shards of a hub dataset; boundaries depend only on the input and
+``--part-size-mb``). A part's documents fill units of ``docs_per_shard`` documents written to
+``OUTPUT/<source key>[/part_NNNNN]/split_NNNNN``, each atomically. Resuming skips finished units (their
+documents are re-read but not re-written), so unit boundaries never depend on the worker count or on restarts.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,8 @@ from .. import units as U
 from ..config import ConvertConfig
 from ..errors import InputError
 from ..mds import TEXT_COLUMNS, ShardWriter, find_units, write_json_atomic, write_root_index
-from ..sources import BadLine, Source, discover, read_records
+from ..parts import Part, part_name
+from ..sources import BadLine, Source, discover, read_records, source_parts
 from ..stats import Stats
 
 NAME = "convert"
@@ -27,7 +31,9 @@ __all__ = ["NAME", "plan", "process_unit", "finish", "run"]
 
 
 def plan(cfg: ConvertConfig) -> list[U.Task]:
-    return [U.Task(s.key, s.path, (s.kind, s.label)) for s in discover(cfg.inputs)]
+    part_bytes = cfg.part_size_mb << 20
+    return [U.Task(part_name(s.key, part), s.path, (s.kind, s.label, part)) for s in discover(cfg.inputs)
+            for part in source_parts(s, part_bytes, cfg.hf_config, cfg.hf_split)]
 
 
 def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, str, str | None] | None:
@@ -76,42 +82,21 @@ def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, s
     return doc_id, text, domain
 
 
-def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
-    kind, label = task.params
-    src = Source(task.name, kind, task.source, label)
-    root = Path(cfg.output) / task.name
-    root.mkdir(parents=True, exist_ok=True)
-    columns = dict(TEXT_COLUMNS, **({"domain": "str"} if cfg.domain_field else {}))
-    total = Stats()
+Doc = tuple[str, str, str | None]  # (id, text, domain)
+
+
+def task_source(task: U.Task) -> tuple[Source, Part]:
+    kind, label, piece = task.params
+    return Source(task.name, kind, task.source, label), piece
+
+
+def read_units(task: U.Task, cfg: ConvertConfig, reading: Stats) -> Iterator[list[Doc]]:
+    """The validated documents of one task (a part of a source), in groups of ``docs_per_shard``: its units,
+    in order. Skips, fixes and duplicate ids are counted into ``reading``."""
+    src, piece = task_source(task)
     seen_ids: set[int] = set()
-    part: list[tuple[str, str, str | None]] = []
-    k = 0
-
-    def flush() -> None:
-        nonlocal k, part
-        unit = root / f"split_{k:05d}"
-        if not cfg.overwrite and U.is_done(unit):
-            st = U.read_done(unit)
-        else:
-            st = Stats()
-            with U.atomic_dir(unit) as tmp, ShardWriter(tmp, columns) as w:
-                for doc_id, text, domain in part:
-                    sample = {"id": doc_id, "text": text}
-                    if cfg.domain_field:
-                        sample["domain"] = domain
-                    w.write(sample)
-                    st.add("characters", len(text))
-                st.add("documents_written", len(part))
-                st.add_lengths([len(t) for _, t, _ in part])
-            U.mark_done(unit, st)
-        nonlocal total
-        total = total + st
-        progress.advance(docs=len(part))
-        k += 1
-        part = []
-
-    reading = Stats()
-    for where, rec in read_records(src, cfg.hf_config, cfg.hf_split):
+    part: list[Doc] = []
+    for where, rec in read_records(src, cfg.hf_config, cfg.hf_split, piece):
         reading.add("documents_in")
         doc = _doc(rec, where, cfg, reading)
         if doc is None:
@@ -122,20 +107,60 @@ def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
         seen_ids.add(h)
         part.append(doc)
         if len(part) == cfg.docs_per_shard:
-            flush()
+            yield part
+            part = []
     if part:
-        flush()
-    for stale in root.glob("split_*"):  # units of an earlier run that made more of them (--overwrite)
-        if stale.name[6:].isdigit() and int(stale.name[6:]) >= k:
+        yield part
+
+
+def unit_name(k: int) -> str:
+    return f"split_{k:05d}"
+
+
+def clear_stale(root: Path, units: int) -> None:
+    """Remove units of an earlier run of this task that made more of them (--overwrite)."""
+    for stale in root.glob("split_*"):
+        if stale.name[6:].isdigit() and int(stale.name[6:]) >= units:
             U.clear(stale)
-    total = total + reading
-    total.add("units", k)
+
+
+def close_accounting(total: Stats, label: str) -> None:
     skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
     if total["documents_in"] != total["documents_written"] + skipped:
         raise InputError(
             f"{label}: document accounting does not close ({total['documents_in']} in, "
             f"{total['documents_written']} written, {skipped} skipped)"
         )
+
+
+def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
+    root = Path(cfg.output) / task.name
+    root.mkdir(parents=True, exist_ok=True)
+    columns = dict(TEXT_COLUMNS, **({"domain": "str"} if cfg.domain_field else {}))
+    total, reading = Stats(), Stats()
+    k = 0
+    for k, docs in enumerate(read_units(task, cfg, reading), 1):
+        unit = root / unit_name(k - 1)
+        if not cfg.overwrite and U.is_done(unit):
+            st = U.read_done(unit)
+        else:
+            st = Stats()
+            with U.atomic_dir(unit) as tmp, ShardWriter(tmp, columns) as w:
+                for doc_id, text, domain in docs:
+                    sample = {"id": doc_id, "text": text}
+                    if cfg.domain_field:
+                        sample["domain"] = domain
+                    w.write(sample)
+                    st.add("characters", len(text))
+                st.add("documents_written", len(docs))
+                st.add_lengths([len(t) for _, t, _ in docs])
+            U.mark_done(unit, st)
+        total = total + st
+        progress.advance(docs=len(docs))
+    clear_stale(root, k)
+    total = total + reading
+    total.add("units", k)
+    close_accounting(total, task.params[1])
     U.mark_done(root, total)
     return total
 
