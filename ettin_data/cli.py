@@ -53,6 +53,9 @@ COMMANDS: list[tuple[str, str | None, type[BaseModel], str, str, str]] = [
     ("chunk", None, C.ChunkConfig, "ettin_data.stages.chunk",
      "Cut tokenized documents into [BOS] piece [EOS] chunks of at most --chunk-size tokens.",
      "Token dataset folders written by 'ettin-data tokenize'."),
+    ("prepare", None, C.PrepareConfig, "ettin_data.stages.prepare",
+     "Raw text -> training chunks in one pass (convert + tokenize + chunk per unit; byte-identical chunks).",
+     "Input files, folders, globs or Hugging Face datasets, as for 'ettin-data convert'."),
     ("split", "sample", C.SplitConfig, "ettin_data.sampling.split",
      "Hold out whole documents as a validation split (OUTPUT/train, OUTPUT/validation).",
      "A chunked token dataset folder."),
@@ -168,13 +171,17 @@ def resolve(model: type[BaseModel], table: str, cli: dict[str, Any],
     """Merge defaults < config file < flags; returns the validated model and where each value came from."""
     from_file: dict[str, Any] = {}
     if config_file:
-        from_file = C.load_config_file(config_file, table)
-        unknown = sorted(set(from_file) - set(model.model_fields))
-        if unknown:
-            raise ConfigError(
-                f"{config_file}: unknown option(s) {', '.join(unknown)} in [{table}]; "
-                f"valid: {', '.join(model.model_fields)}"
-            )
+        for t in C.CONFIG_TABLES.get(table, (table,)):
+            section = C.load_config_file(config_file, t)
+            if t != table:  # another stage's table (prepare reads [convert], [tokenize], [chunk]): its own
+                section = {k: v for k, v in section.items() if k not in ("inputs", "output", "to")}  # folders
+            unknown = sorted(set(section) - set(model.model_fields))
+            if unknown:
+                raise ConfigError(
+                    f"{config_file}: unknown option(s) {', '.join(unknown)} in [{t}]; "
+                    f"valid: {', '.join(model.model_fields)}"
+                )
+            from_file.update(section)
     given = {k: _plain(v) for k, v in cli.items() if v is not None and not (k == "inputs" and not v)}
     merged = {**from_file, **given}
     origin = {k: ("flag" if k in given else "config file") for k in merged}

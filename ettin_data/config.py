@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -24,6 +24,9 @@ __all__ = [
     "ConvertConfig",
     "TokenizeConfig",
     "ChunkConfig",
+    "PrepareConfig",
+    "CONFIG_TABLES",
+    "sub_config",
     "SplitConfig",
     "BudgetConfig",
     "ContextConfig",
@@ -148,15 +151,50 @@ class ChunkConfig(StageConfig):
 
     @model_validator(mode="after")
     def _sizes(self) -> ChunkConfig:
-        if self.min_chunk_size > self.chunk_size - 2:
-            raise ValueError(f"min_chunk_size {self.min_chunk_size} must be <= chunk_size - 2 = {self.chunk_size - 2}")
-        if self.always_skip_size > self.chunk_size - 2:
-            raise ValueError(
-                f"always_skip_size {self.always_skip_size} must be <= chunk_size - 2 = {self.chunk_size - 2}"
-            )
-        if self.backfill_no_duplicates and not self.backfill:
-            raise ValueError("backfill_no_duplicates needs backfill (add --backfill)")
+        _check_chunk_sizes(self)
         return self
+
+
+def _check_chunk_sizes(c: Any) -> None:
+    if c.min_chunk_size > c.chunk_size - 2:
+        raise ValueError(f"min_chunk_size {c.min_chunk_size} must be <= chunk_size - 2 = {c.chunk_size - 2}")
+    if c.always_skip_size > c.chunk_size - 2:
+        raise ValueError(f"always_skip_size {c.always_skip_size} must be <= chunk_size - 2 = {c.chunk_size - 2}")
+    if c.backfill_no_duplicates and not c.backfill:
+        raise ValueError("backfill_no_duplicates needs backfill (add --backfill)")
+
+
+def _stage_fields(model: type[BaseModel], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {n: (f.annotation, f) for n, f in model.model_fields.items()
+            if n not in StageConfig.model_fields and n not in drop}
+
+
+class _PrepareChecks(StageConfig):
+    @model_validator(mode="after")
+    def _sizes(self) -> _PrepareChecks:
+        _check_chunk_sizes(self)
+        return self
+
+
+# prepare = convert + tokenize + chunk in one pass: their options, each still declared once (on its stage's
+# model); convert's export options (--to, --tokenizer for decoding) do not apply.
+PrepareConfig = create_model(
+    "PrepareConfig", __base__=_PrepareChecks, __module__=__name__,
+    **_stage_fields(ConvertConfig, drop=("to", "tokenizer")), **_stage_fields(TokenizeConfig),
+    **_stage_fields(ChunkConfig),
+)
+PrepareConfig.__doc__ = "Options of prepare: those of convert, tokenize and chunk."
+
+# config-file tables a command reads, later ones winning (default: its own table only)
+CONFIG_TABLES = {"prepare": ("convert", "tokenize", "chunk", "prepare")}
+
+
+def sub_config(model: type[_Frozen], cfg: BaseModel, **override: Any) -> Any:
+    """The options of one stage taken from a composed config (prepare -> convert/tokenize/chunk); options of
+    that stage that the composed config does not have keep their defaults."""
+    own = [*StageConfig.model_fields, *_stage_fields(model, drop=("to", "tokenizer") if model is ConvertConfig else ())]
+    have = type(cfg).model_fields
+    return model(**{**{k: getattr(cfg, k) for k in own if k in have}, **override})
 
 
 class SplitConfig(StageConfig):

@@ -153,7 +153,7 @@ def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, 
         before = sess.snapshot()
     stats = sum((U.read_done(out / t.name) for t in p.tasks), Stats())
     extra = stage.finish(cfg, stats, p.tasks) or {}
-    meta = {
+    meta = extra.pop("meta", None) or {  # a stage may describe its output itself (prepare: a chain of three)
         "stage": stage.NAME,
         "settings": _jsonable(recorded_settings(cfg)),
         "inputs": list(orig.inputs),

@@ -31,7 +31,8 @@ STATS_FILE = "stats.json"
 DECILE_FILE = "token_decile.json"
 TOKENIZER_FILE = "tokenizer.json"
 
-__all__ = ["NAME", "plan", "process_unit", "chunk_into", "finish", "run", "input_tokenizer", "stats_json"]
+__all__ = ["NAME", "plan", "process_unit", "chunk_into", "chunk_params", "finish", "run", "input_tokenizer",
+           "stats_json"]
 
 _DOC_KEYS = ("documents", "documents_empty", "content_tokens_in", "content_tokens_written", "total_tokens_skipped",
              "total_duplicated_tokens", "pieces_skipped", "pieces_backfilled", "cuts_moved")
@@ -94,14 +95,18 @@ def _params(cfg: ChunkConfig, root: str) -> tuple[ChunkParams, bool]:
         _CACHE.clear()
         _CACHE[key] = (tok, table)
     tok, table = _CACHE[key]
-    p = ChunkParams(
+    return chunk_params(cfg, tok, table), cfg.word_boundaries and table is None
+
+
+def chunk_params(cfg: Any, tok: dict[str, Any], table: np.ndarray | None) -> ChunkParams:
+    """Kernel parameters from the chunk options, a tokenizer identity and its word-start table."""
+    return ChunkParams(
         chunk_size=cfg.chunk_size, bos_id=tok["bos_id"], eos_id=tok["eos_id"], min_chunk_size=cfg.min_chunk_size,
         always_skip_size=cfg.always_skip_size, backfill=cfg.backfill,
         backfill_no_duplicates=cfg.backfill_no_duplicates, enforce_zeroth=cfg.enforce_min_chunk_size_zeroth,
         add_eos=cfg.add_eos_token, strip_special=bool(tok.get("special_tokens_added", True)), seed=cfg.seed,
         word_start=table,
     )
-    return p, cfg.word_boundaries and table is None
 
 
 def _documents(reader: UnitReader) -> Iterator[tuple[str, np.ndarray, str | None, int]]:

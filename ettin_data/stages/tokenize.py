@@ -27,6 +27,7 @@ from __future__ import annotations
 import glob
 import hashlib
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ BATCH_CHARS = 8_000_000
 MAX_1024 = 1024
 _TYPECODES = {"uint16": "H", "uint32": "I" if array("I").itemsize == 4 else "L"}
 
-__all__ = ["NAME", "NUM_TOKENS", "plan", "prepare", "process_unit", "finish", "run", "render"]
+__all__ = ["NAME", "NUM_TOKENS", "Encoder", "plan", "prepare", "process_unit", "finish", "run", "render"]
 
 _WORKER: dict[str, Any] = {}  # per process: the tokenizer loaded from OUTPUT/tokenizer.json
 
@@ -99,6 +100,14 @@ def plan(cfg: TokenizeConfig) -> list[U.Task]:
 
 def prepare(cfg: TokenizeConfig) -> tuple[bytes, Any]:
     """Resolve the tokenizer once, check it fits the options, and write ``OUTPUT/tokenizer.json``."""
+    raw, tok = resolve(cfg)
+    _worker_tokenizer(save_tokenizer_json(raw, Path(cfg.output)), tok)
+    return raw, tok
+
+
+def resolve(cfg: TokenizeConfig) -> tuple[bytes, Any]:
+    """The tokenizer's json bytes and the parsed tokenizer, checked against the options and against an output
+    already tokenized with another tokenizer.json (nothing is written)."""
     raw, where = read_tokenizer(cfg.tokenizer)
     tok = tokenizer_from_bytes(raw, where)
     vocab = tok.get_vocab_size(with_added_tokens=True)
@@ -108,13 +117,12 @@ def prepare(cfg: TokenizeConfig) -> tuple[bytes, Any]:
     out = Path(cfg.output)
     dest = out / TOKENIZER_FILE
     if dest.is_file() and not cfg.overwrite and dest.read_bytes() != raw:
-        done = [t.name for t in plan(cfg) if U.is_done(out / t.name)]
+        done = list(out.rglob(U.DONE))
         if done:
             old = hashlib.sha256(dest.read_bytes()).hexdigest()[:12]
             new = hashlib.sha256(raw).hexdigest()[:12]
             raise ConfigError(f"{out} holds {len(done)} unit(s) tokenized with another tokenizer.json (sha256 "
                               f"{old}..., now {new}...); pass --overwrite to redo them, or choose a new output folder")
-    _worker_tokenizer(save_tokenizer_json(raw, out), tok)
     return raw, tok
 
 
@@ -161,15 +169,47 @@ def _special_in_text(ids: np.ndarray, special: np.ndarray, added: bool) -> bool:
     return bool(len(special)) and bool(np.isin(content, special).any())
 
 
+@dataclass(frozen=True)
+class Encoder:
+    """What encoding needs per process: the tokenizer (from OUTPUT/tokenizer.json) set up for the options."""
+
+    tok: Any
+    cfg: TokenizeConfig
+    n_special: int
+    special: np.ndarray
+    dtype: np.dtype
+    typecode: str
+
+    @classmethod
+    def load(cls, cfg: TokenizeConfig) -> Encoder:
+        tok = _worker_tokenizer(Path(cfg.output) / TOKENIZER_FILE)
+        tok.encode_special_tokens = cfg.split_special_tokens
+        dtype = np.dtype(cfg.dtype)
+        special = np.array(sorted(i for i, a in tok.get_added_tokens_decoder().items() if a.special), dtype)
+        n_special = tok.num_special_tokens_to_add(False) if cfg.special_tokens else 0
+        return cls(tok, cfg, n_special, special, dtype, _TYPECODES[cfg.dtype])
+
+    def encode(self, texts: list[str], st: Stats) -> list[np.ndarray | None]:
+        """Ids of each text (None: no content tokens, skipped and counted in ``st``)."""
+        cfg = self.cfg
+        if cfg.prefix_space:
+            texts = [_with_prefix_space(t) for t in texts]
+        out: list[np.ndarray | None] = []
+        for enc in self.tok.encode_batch(texts, add_special_tokens=cfg.special_tokens):
+            ids = np.frombuffer(array(self.typecode, enc.ids), self.dtype)  # 3x faster than np.array(list)
+            if len(ids) <= self.n_special:
+                st.add("skipped.empty_tokens")
+                out.append(None)
+                continue
+            if not cfg.split_special_tokens and _special_in_text(ids, self.special, cfg.special_tokens):
+                st.add("documents_with_special_token_text")
+            out.append(ids)
+        return out
+
+
 def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
     out = Path(cfg.output)
-    tok = _worker_tokenizer(out / TOKENIZER_FILE)
-    tok.encode_special_tokens = cfg.split_special_tokens
-    encode = tok.encode_batch
-    n_special = tok.num_special_tokens_to_add(False) if cfg.special_tokens else 0
-    dtype = np.dtype(cfg.dtype)
-    special = np.array(sorted(i for i, a in tok.get_added_tokens_decoder().items() if a.special), dtype)
-    typecode = _TYPECODES[cfg.dtype]
+    encoder = Encoder.load(cfg)
     reader = UnitReader(task.source)
     has_domain = "domain" in reader.columns
     read_cols = ["id", "text", *(["domain"] if has_domain else [])]
@@ -179,18 +219,10 @@ def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
     with U.atomic_dir(out / task.name) as tmp:
         writer = ShardWriter(tmp, columns)
         for batch in _batches(reader, read_cols, cfg.batch_size):
-            texts = [s["text"] for s in batch]
-            if cfg.prefix_space:
-                texts = [_with_prefix_space(t) for t in texts]
-            encodings = encode(texts, add_special_tokens=cfg.special_tokens)
             lengths = []
-            for sample, enc in zip(batch, encodings, strict=True):
-                ids = np.frombuffer(array(typecode, enc.ids), dtype)  # 3x faster than np.array(list)
-                if len(ids) <= n_special:
-                    st.add("skipped.empty_tokens")
+            for sample, ids in zip(batch, encoder.encode([s["text"] for s in batch], st), strict=True):
+                if ids is None:
                     continue
-                if not cfg.split_special_tokens and _special_in_text(ids, special, cfg.special_tokens):
-                    st.add("documents_with_special_token_text")
                 row = {"id": sample["id"], "input_ids": ids, "len": len(ids)}
                 if has_domain:
                     row["domain"] = sample["domain"]
