@@ -182,6 +182,10 @@ PrepareConfig = create_model(
     "PrepareConfig", __base__=_PrepareChecks, __module__=__name__,
     **_stage_fields(ConvertConfig, drop=("to", "tokenizer")), **_stage_fields(TokenizeConfig),
     **_stage_fields(ChunkConfig),
+    keep_text=(str | None, Field(None, description="Also write the text dataset (what convert writes) to this "
+                                 "folder.")),
+    keep_tokens=(str | None, Field(None, description="Also write the token dataset (what tokenize writes) to this "
+                                   "folder.")),
 )
 PrepareConfig.__doc__ = "Options of prepare: those of convert, tokenize and chunk."
 

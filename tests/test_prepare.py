@@ -138,3 +138,20 @@ def test_a_tokenizer_without_bos_eos_is_refused_before_writing(tmp_path, raw):
     r = cli("prepare", str(raw), "-o", str(tmp_path / "o"), "-t", str(tmp_path / "tok.json"))
     assert r.returncode == 2 and "bos_id" in r.stderr
     assert not (tmp_path / "o" / "tokenizer.json").exists()
+
+
+def test_kept_intermediates_equal_the_stages_outputs(raw, tmp_path):
+    opts = dict(CHUNK, docs_per_shard=100, part_size_mb=1)
+    staged = _staged([str(raw)], tmp_path / "staged", **opts)
+    s = _fused([str(raw)], tmp_path / "fused", workers=2, keep_text=str(tmp_path / "text"),
+               keep_tokens=str(tmp_path / "tokens"), **opts)
+    assert _digest(tmp_path / "fused") == _digest(staged)
+    assert _digest(tmp_path / "text") == _digest(tmp_path / "staged" / "text")
+    assert _digest(tmp_path / "tokens") == _digest(tmp_path / "staged" / "tokens")
+    assert s["units_skipped"] == 0
+    again = _fused([str(raw)], tmp_path / "fused", keep_text=str(tmp_path / "text"),
+                   keep_tokens=str(tmp_path / "tokens"), **opts)
+    assert again["units_run"] == 0 and _digest(tmp_path / "tokens") == _digest(tmp_path / "staged" / "tokens")
+    r = cli("prepare", str(raw), "-o", str(tmp_path / "o"), "-t", "builtin:modernbert", "--keep-text",
+            str(tmp_path / "o" / "text"))
+    assert r.returncode == 2 and "separate folders" in r.stderr

@@ -113,6 +113,25 @@ def read_units(task: U.Task, cfg: ConvertConfig, reading: Stats) -> Iterator[lis
         yield part
 
 
+def write_text_unit(dst: Path, docs: list[Doc], columns: dict[str, str]) -> Stats:
+    """Write one unit of documents as text MDS into ``dst``."""
+    st = Stats()
+    with ShardWriter(dst, columns) as w:
+        for doc_id, text, domain in docs:
+            sample = {"id": doc_id, "text": text}
+            if "domain" in columns:
+                sample["domain"] = domain
+            w.write(sample)
+            st.add("characters", len(text))
+    st.add("documents_written", len(docs))
+    st.add_lengths([len(t) for _, t, _ in docs])
+    return st
+
+
+def text_columns(cfg: ConvertConfig) -> dict[str, str]:
+    return dict(TEXT_COLUMNS, **({"domain": "str"} if cfg.domain_field else {}))
+
+
 def unit_name(k: int) -> str:
     return f"split_{k:05d}"
 
@@ -136,7 +155,7 @@ def close_accounting(total: Stats, label: str) -> None:
 def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
     root = Path(cfg.output) / task.name
     root.mkdir(parents=True, exist_ok=True)
-    columns = dict(TEXT_COLUMNS, **({"domain": "str"} if cfg.domain_field else {}))
+    columns = text_columns(cfg)
     total, reading = Stats(), Stats()
     k = 0
     for k, docs in enumerate(read_units(task, cfg, reading), 1):
@@ -144,16 +163,8 @@ def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
         if not cfg.overwrite and U.is_done(unit):
             st = U.read_done(unit)
         else:
-            st = Stats()
-            with U.atomic_dir(unit) as tmp, ShardWriter(tmp, columns) as w:
-                for doc_id, text, domain in docs:
-                    sample = {"id": doc_id, "text": text}
-                    if cfg.domain_field:
-                        sample["domain"] = domain
-                    w.write(sample)
-                    st.add("characters", len(text))
-                st.add("documents_written", len(docs))
-                st.add_lengths([len(t) for _, t, _ in docs])
+            with U.atomic_dir(unit) as tmp:
+                st = write_text_unit(tmp, docs, columns)
             U.mark_done(unit, st)
         total = total + st
         progress.advance(docs=len(docs))

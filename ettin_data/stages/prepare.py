@@ -24,8 +24,9 @@ from ..chunking import word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
 from ..errors import ConfigError, EttinError
 from ..mds import find_units, write_json_atomic, write_root_index
+from ..pipeline import META
 from ..stats import Stats
-from ..tokenizer import TOKENIZER_FILE, tokenizer_identity
+from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_identity
 from . import chunk, convert, tokenize
 
 NAME = "prepare"
@@ -50,6 +51,12 @@ def _identity(cfg: PrepareConfig, tok: Any, raw: bytes) -> dict[str, Any]:
 
 def prepare(cfg: PrepareConfig) -> None:
     """Resolve the tokenizer, check that chunks can be made with it, then write ``OUTPUT/tokenizer.json``."""
+    folders = [Path(f).resolve() for f in (cfg.output, cfg.keep_text, cfg.keep_tokens) if f]
+    for i, a in enumerate(folders):
+        for b in folders[i + 1:]:
+            if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+                raise ConfigError(f"--output, --keep-text and --keep-tokens must be separate folders ({a} and {b} "
+                                  "overlap); choose distinct folders")
     tcfg = sub_config(TokenizeConfig, cfg)
     raw, tok = tokenize.resolve(tcfg)
     ident = _identity(cfg, tok, raw)
@@ -58,6 +65,8 @@ def prepare(cfg: PrepareConfig) -> None:
             raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no {key}: chunks are [BOS] piece [EOS]; use a "
                               "tokenizer whose post-processor adds BOS/EOS (e.g. builtin:modernbert)")
     tokenize.prepare(tcfg)
+    if cfg.keep_tokens:
+        save_tokenizer_json(raw, cfg.keep_tokens)
 
 
 def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
@@ -75,50 +84,78 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
     return _WORKER["val"]
 
 
-def _unit(dst: Path, docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, params: Any,
-          columns: dict[str, str], where: str) -> Stats:
-    """Encode and chunk one unit's documents into ``dst``."""
-    st = Stats()
-    encoded: list[tuple[str, np.ndarray, str | None]] = []
+def _encode(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder,
+            st: Stats) -> list[tuple[str, np.ndarray, str | None]]:
+    """Encode one unit's documents as tokenize does (documents without content tokens are counted, dropped)."""
+    encoded = []
     for i in range(0, len(docs), cfg.batch_size):
         batch = docs[i:i + cfg.batch_size]
         for (doc_id, _, domain), ids in zip(batch, enc.encode([t for _, t, _ in batch], st), strict=True):
             if ids is not None:
                 encoded.append((doc_id, ids, domain))
-    chunked = chunk.chunk_into(dst, encoded, params, columns, where)
+    return encoded
+
+
+def _kept(cfg: PrepareConfig) -> tuple[Path | None, Path | None]:
+    return (Path(cfg.keep_text) if cfg.keep_text else None), (Path(cfg.keep_tokens) if cfg.keep_tokens else None)
+
+
+def _unit(name: str, docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, params: Any,
+          where: str) -> Stats:
+    """Encode and chunk one unit's documents into ``OUTPUT/name`` (and the kept text/token units)."""
+    keep_text, keep_tokens = _kept(cfg)
+    if keep_text is not None:
+        with U.atomic_dir(keep_text / name) as tmp:
+            text_st = convert.write_text_unit(tmp, docs, convert.text_columns(sub_config(ConvertConfig, cfg)))
+        U.mark_done(keep_text / name, text_st)
+    st = Stats()
+    encoded = _encode(docs, cfg, enc, st)
+    has_domain = bool(cfg.domain_field)
+    if keep_tokens is not None:
+        with U.atomic_dir(keep_tokens / name) as tmp:
+            tok_st = tokenize.write_token_unit(tmp, encoded, tokenize.token_columns(cfg.dtype, has_domain))
+        tok_st = tok_st + st
+        tok_st.add("documents_in", len(docs))
+        U.mark_done(keep_tokens / name, tok_st)
+    with U.atomic_dir(Path(cfg.output) / name) as tmp:
+        chunked = chunk.chunk_into(tmp, encoded, params, tokenize.token_columns(cfg.dtype, has_domain), where)
     if chunked["documents"] + st["skipped.empty_tokens"] != len(docs):
         raise EttinError(f"{where}: {len(docs)} documents, {chunked['documents']} chunked and "
                          f"{st['skipped.empty_tokens']} skipped; this is a bug")
-    return st + chunked
+    st = st + chunked
+    U.mark_done(Path(cfg.output) / name, st)
+    return st
 
 
 def process_unit(task: U.Task, cfg: PrepareConfig) -> Stats:
     ccfg = sub_config(ConvertConfig, cfg)
     enc, params, _ = _worker(cfg)
-    if cfg.word_boundaries and params.word_start is None:  # pragma: no cover - table always builds here
-        raise EttinError("word-start table unavailable")
-    root = Path(cfg.output) / task.name
-    root.mkdir(parents=True, exist_ok=True)
-    columns = {"id": "str", "input_ids": f"ndarray:{cfg.dtype}", "len": "int",
-               **({"domain": "str"} if cfg.domain_field else {})}
-    total, reading = Stats(), Stats()
+    out = Path(cfg.output)
+    roots = [r for r in (out, *_kept(cfg)) if r is not None]
+    for r in roots:
+        (r / task.name).mkdir(parents=True, exist_ok=True)
+    total, reading, text_total = Stats(), Stats(), Stats()
     k = 0
     for k, docs in enumerate(convert.read_units(task, ccfg, reading), 1):
-        unit = root / convert.unit_name(k - 1)
-        if not cfg.overwrite and U.is_done(unit):
-            st = U.read_done(unit)
-        else:
-            with U.atomic_dir(unit) as tmp:
-                st = _unit(tmp, docs, cfg, enc, params, columns, f"{task.params[1]} unit {k - 1}")
-            U.mark_done(unit, st)
-        total = total + st
-    convert.clear_stale(root, k)
+        name = f"{task.name}/{convert.unit_name(k - 1)}"
+        if cfg.overwrite or not all(U.is_done(r / name) for r in roots):
+            _unit(name, docs, cfg, enc, params, f"{task.params[1]} unit {k - 1}")
+        total = total + U.read_done(out / name)
+        if cfg.keep_text:
+            text_total = text_total + U.read_done(Path(cfg.keep_text) / name)
+    for r in roots:
+        convert.clear_stale(r / task.name, k)
     total = total + reading
     skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
     if total["documents_in"] != total["documents"] + skipped:
         raise EttinError(f"{task.params[1]}: document accounting does not close ({total['documents_in']} in, "
                          f"{total['documents']} chunked, {skipped} skipped)")
-    U.mark_done(root, total)
+    if cfg.keep_text:  # the text dataset's per-source marker, as convert writes it
+        text_total = text_total + reading
+        text_total.add("units", k)
+        convert.close_accounting(text_total, task.params[1])
+        U.mark_done(Path(cfg.keep_text) / task.name, text_total)
+    U.mark_done(out / task.name, total)
     return total
 
 
@@ -142,6 +179,16 @@ def finish(cfg: PrepareConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, A
                      "upstream": [meta_convert], "tokenizer": ident}
     meta = {"stage": "chunk", **via, "settings": recorded_settings(kcfg), "inputs": list(cfg.inputs),
             "upstream": [meta_tokenize], "tokenizer": ident}
+    keep_text, keep_tokens = _kept(cfg)
+    if keep_text is not None:  # as convert finishes its output
+        convert.finish(sub_config(ConvertConfig, cfg, output=str(keep_text)),
+                       sum((U.read_done(keep_text / t.name) for t in tasks), Stats()), tasks)
+        write_json_atomic(keep_text / META, {**meta_convert, "via": NAME})
+    if keep_tokens is not None:  # as tokenize finishes its output
+        own = [U.Task(u) for u in units]
+        tok_summary = tokenize.finish(sub_config(TokenizeConfig, cfg, output=str(keep_tokens)),
+                                      sum((U.read_done(keep_tokens / u) for u in units), Stats()), own)
+        write_json_atomic(keep_tokens / META, {**meta_tokenize, "tokenizer": tok_summary["tokenizer"]})
     skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
     return {"tokenizer": ident, "meta": meta, "documents_in": stats["documents_in"],
             "documents": stats["documents"], "skipped": skipped, "duplicate_ids": stats["duplicate_ids"],

@@ -207,14 +207,31 @@ class Encoder:
         return out
 
 
+def token_columns(dtype: str, has_domain: bool) -> dict[str, str]:
+    return {"id": "str", "input_ids": f"ndarray:{dtype}", "len": "int", **({"domain": "str"} if has_domain else {})}
+
+
+def write_token_unit(dst: Path, rows: list[tuple[str, np.ndarray, str | None]], columns: dict[str, str]) -> Stats:
+    """Write encoded documents ``(id, ids, domain)`` as one token unit into ``dst`` (prepare --keep-tokens)."""
+    st = Stats()
+    with ShardWriter(dst, columns) as w:
+        for doc_id, ids, domain in rows:
+            w.write({"id": doc_id, "input_ids": ids, "len": len(ids),
+                     **({"domain": domain} if "domain" in columns else {})})
+    lengths = [len(ids) for _, ids, _ in rows]
+    st.add("documents_written", len(rows))
+    st.add("tokens_written", sum(lengths))
+    st.add_lengths(lengths)
+    return st
+
+
 def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
     out = Path(cfg.output)
     encoder = Encoder.load(cfg)
     reader = UnitReader(task.source)
     has_domain = "domain" in reader.columns
     read_cols = ["id", "text", *(["domain"] if has_domain else [])]
-    columns = {"id": "str", "input_ids": f"ndarray:{cfg.dtype}", "len": "int",
-               **({"domain": "str"} if has_domain else {})}
+    columns = token_columns(cfg.dtype, has_domain)
     st = Stats()
     with U.atomic_dir(out / task.name) as tmp:
         writer = ShardWriter(tmp, columns)
