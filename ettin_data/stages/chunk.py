@@ -157,8 +157,8 @@ def process_unit(task: U.Task, cfg: ChunkConfig) -> Stats:
         docs = ((doc_id, ids, domain) for doc_id, ids, domain, _ in _documents(reader))
         st = chunk_into(tmp, docs, p, columns, task.source)
         if st["documents"] != reader.num_samples:  # documents in = documents chunked
-            raise EttinError(f"{task.source}: {reader.num_samples} documents in the index, {st['documents']} "
-                             "chunked; this is a bug")
+            raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
+                             f"index, {st['documents']} chunked); this is a bug")
         if unavailable:
             st.add("word_boundaries_unavailable")
     U.mark_done(final, st)
