@@ -239,7 +239,7 @@ def _settings_conflict(mod: Any, cfg: BaseModel) -> list[str]:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return []
-    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in now.items() if old.get(k) != v]
+    return C.settings_diff(old, now, type(cfg))
 
 
 def _dry_run(mod: Any, cfg: BaseModel, origin: dict[str, str], as_json: bool) -> None:

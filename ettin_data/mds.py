@@ -170,7 +170,10 @@ class ShardWriter:
             elif len(datum) != size:
                 raise ValueError(f"column {name}: expected {size} bytes, got {len(datum)}")
             body.append(datum)
-        data = np.array(heads, np.uint32).tobytes() + b"".join(body)
+        self.write_raw(np.array(heads, np.uint32).tobytes() + b"".join(body))
+
+    def write_raw(self, data: bytes) -> None:
+        """Append one sample already encoded as :meth:`write` would (see ``token_rows.py``)."""
         if self._samples and self._size + len(data) + 4 > self.size_limit - 8 - len(self._config_data):
             self._flush()
         self._samples.append(data)

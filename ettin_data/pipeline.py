@@ -20,7 +20,7 @@ from typing import Any
 
 from . import remote
 from . import units as U
-from .config import recorded_settings
+from .config import recorded_settings, settings_diff
 from .errors import ConfigError, UnitFailure
 from .executor import run_tasks
 from .mds import INDEX, write_json_atomic
@@ -72,7 +72,7 @@ def _check_settings(stage: ModuleType, cfg: Any, inputs: list[str] | None = None
     path = out / SETTINGS
     if path.is_file() and not cfg.overwrite:
         old = json.loads(path.read_text())
-        diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
+        diff = settings_diff(old, settings, type(cfg))
         if diff:
             raise ConfigError(
                 f"{out} was written with other settings ({'; '.join(diff)}); "
@@ -158,7 +158,7 @@ def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, 
         "settings": _jsonable(recorded_settings(cfg)),
         "inputs": list(orig.inputs),
         "upstream": [m for m in (read_meta(i) for i in cfg.inputs) if m],
-        **{k: v for k, v in extra.items() if k == "tokenizer"},
+        **{k: v for k, v in extra.items() if k in ("tokenizer", "engine")},
     }
     write_json_atomic(out / META, _jsonable(meta))
     if sess:  # dataset-level files last, the root index.json very last

@@ -22,6 +22,7 @@ import numpy as np
 from .. import units as U
 from ..chunking import word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
+from ..engines import Mismatch
 from ..errors import ConfigError, EttinError
 from ..mds import find_units, write_json_atomic, write_root_index
 from ..pipeline import META
@@ -84,15 +85,29 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
     return _WORKER["val"]
 
 
-def _encode(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder,
+def _encode(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, name: str,
             st: Stats) -> list[tuple[str, np.ndarray, str | None]]:
-    """Encode one unit's documents as tokenize does (documents without content tokens are counted, dropped)."""
+    """Encode one unit's documents as tokenize does (documents without content tokens are counted, dropped);
+    a fast-engine mismatch redoes the unit's encoding with the reference, counted as tokenize counts it."""
+    try:
+        return _encode_with(docs, cfg, enc, name, st)
+    except Mismatch:
+        st.counts.clear()
+        encoded = _encode_with(docs, cfg, enc.reference(), name, st)
+        st.add("engine.mismatches")
+        st.add("engine.units_redone")
+        return encoded
+
+
+def _encode_with(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, name: str,
+                 st: Stats) -> list[tuple[str, np.ndarray, str | None]]:
     encoded = []
     for i in range(0, len(docs), cfg.batch_size):
         batch = docs[i:i + cfg.batch_size]
-        for (doc_id, _, domain), ids in zip(batch, enc.encode([t for _, t, _ in batch], st), strict=True):
-            if ids is not None:
-                encoded.append((doc_id, ids, domain))
+        doc_ids = [d for d, _, _ in batch]
+        out = enc.encode([t for _, t, _ in batch], st, unit=name, doc_ids=doc_ids, first_index=i)
+        encoded.extend((doc_id, ids, domain) for (doc_id, _, domain), ids in zip(batch, out, strict=True)
+                       if ids is not None)
     return encoded
 
 
@@ -109,7 +124,7 @@ def _unit(name: str, docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.
             text_st = convert.write_text_unit(tmp, docs, convert.text_columns(sub_config(ConvertConfig, cfg)))
         U.mark_done(keep_text / name, text_st)
     st = Stats()
-    encoded = _encode(docs, cfg, enc, st)
+    encoded = _encode(docs, cfg, enc, name, st)
     has_domain = bool(cfg.domain_field)
     if keep_tokens is not None:
         with U.atomic_dir(keep_tokens / name) as tmp:
@@ -170,13 +185,14 @@ def finish(cfg: PrepareConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, A
     write_root_index(out, units)
     summary = chunk.stats_json(stats)
     write_json_atomic(out / chunk.STATS_FILE, summary)
-    _, _, ident = _worker(cfg)
+    enc, _, ident = _worker(cfg)
     ccfg, tcfg, kcfg = _configs(cfg)
+    engine = tokenize.engine_summary(enc.choice, stats)
     via = {"via": NAME}
     meta_convert = {"stage": "convert", **via, "settings": recorded_settings(ccfg), "inputs": list(cfg.inputs),
                     "upstream": []}
     meta_tokenize = {"stage": "tokenize", **via, "settings": recorded_settings(tcfg), "inputs": list(cfg.inputs),
-                     "upstream": [meta_convert], "tokenizer": ident}
+                     "upstream": [meta_convert], "tokenizer": ident, "engine": engine}
     meta = {"stage": "chunk", **via, "settings": recorded_settings(kcfg), "inputs": list(cfg.inputs),
             "upstream": [meta_tokenize], "tokenizer": ident}
     keep_text, keep_tokens = _kept(cfg)
@@ -190,7 +206,7 @@ def finish(cfg: PrepareConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, A
                                       sum((U.read_done(keep_tokens / u) for u in units), Stats()), own)
         write_json_atomic(keep_tokens / META, {**meta_tokenize, "tokenizer": tok_summary["tokenizer"]})
     skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
-    return {"tokenizer": ident, "meta": meta, "documents_in": stats["documents_in"],
+    return {"tokenizer": ident, "engine": engine, "meta": meta, "documents_in": stats["documents_in"],
             "documents": stats["documents"], "skipped": skipped, "duplicate_ids": stats["duplicate_ids"],
             "documents_with_special_token_text": stats["documents_with_special_token_text"], **summary,
             "units": len(units)}

@@ -5,11 +5,14 @@ with each input's folder name). Before any unit runs, the tokenizer is resolved 
 written to ``OUTPUT/tokenizer.json``; every worker loads that file (once per process), so all units use
 the same bytes, and later stages can load it offline.
 
-Per unit, documents are streamed shard by shard and encoded with ``encode_batch`` in batches of at most
-``batch_size`` documents and ``BATCH_CHARS`` characters (the encodings of a batch take ~115 bytes per
-token), so memory does not grow with the input. (``encode_batch_fast`` gives the same ids but measured
-~10% slower here with tokenizers 0.22, so it is not used.) Truncation and padding stored in
-a tokenizer.json are turned off: documents are always tokenized whole. A document with no content
+Per unit, documents are streamed shard by shard and encoded in batches of at most ``batch_size``
+documents and ``BATCH_CHARS`` characters, so memory does not grow with the input. The engine
+(``--engine``, see ``engines/``) returns a batch as one flat id array plus lengths, which goes straight
+into the shard bytes (``token_rows.py``: no per-document lists or dicts). ``tokenizers`` is the reference
+(``encode_batch``; ``encode_batch_fast`` gives the same ids but measured ~10% slower with tokenizers 0.22);
+``auto`` uses tokie behind an exactness guard, and a unit in which a verified document differs is redone
+with the reference (counted: ``engine.mismatches``, ``engine.units_redone``). Truncation and padding stored
+in a tokenizer.json are turned off: documents are always tokenized whole. A document with no content
 tokens (nothing besides the special tokens the post-processor adds) is skipped and counted.
 
 ``--prefix-space``: a document that does not start with whitespace is tokenized as ``" " + text`` (the
@@ -19,26 +22,30 @@ tokens that occur inside the text. Tokenizers without a leading-space marker (Wo
 
 Output columns: ``id``, ``input_ids`` (``ndarray:uint32``, or ``uint16`` with ``--dtype uint16``),
 ``len`` and ``domain`` when the input has it. Dataset files: ``index.json``, ``tokenizer.json``,
-``num_tokens.json`` and (written by the driver) ``ettin_meta.json`` with the tokenizer identity.
+``num_tokens.json`` and (written by the driver) ``ettin_meta.json`` with the tokenizer identity and the
+``engine`` entry (requested, used, guard, fallback reason, documents by tokie / routed / verified,
+mismatches, units redone).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import progress
+from .. import engines, progress
 from .. import units as U
 from ..config import TokenizeConfig
+from ..engines import Choice, Guarded, Mismatch
 from ..errors import ConfigError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
 from ..stats import Stats
+from ..token_rows import token_samples
 from ..tokenizer import (
     TOKENIZER_FILE,
     read_tokenizer,
@@ -51,7 +58,6 @@ NAME = "tokenize"
 NUM_TOKENS = "num_tokens.json"
 BATCH_CHARS = 8_000_000
 MAX_1024 = 1024
-_TYPECODES = {"uint16": "H", "uint32": "I" if array("I").itemsize == 4 else "L"}
 
 __all__ = ["NAME", "NUM_TOKENS", "Encoder", "plan", "prepare", "process_unit", "finish", "run", "render"]
 
@@ -99,9 +105,11 @@ def plan(cfg: TokenizeConfig) -> list[U.Task]:
 
 
 def prepare(cfg: TokenizeConfig) -> tuple[bytes, Any]:
-    """Resolve the tokenizer once, check it fits the options, and write ``OUTPUT/tokenizer.json``."""
+    """Resolve the tokenizer once, check it fits the options, write ``OUTPUT/tokenizer.json``, and select
+    the engine (reported before any unit runs; workers select the same one)."""
     raw, tok = resolve(cfg)
-    _worker_tokenizer(save_tokenizer_json(raw, Path(cfg.output)), tok)
+    path = save_tokenizer_json(raw, Path(cfg.output))
+    _engine(path, _worker_tokenizer(path, tok), cfg)
     return raw, tok
 
 
@@ -163,48 +171,90 @@ def _with_prefix_space(text: str) -> str:
     return " " + text if text and not text[0].isspace() else text
 
 
-def _special_in_text(ids: np.ndarray, special: np.ndarray, added: bool) -> bool:
-    """Does the text itself contain a special-token string (e.g. '[SEP]'), now a special id?"""
-    content = ids[1:-1] if added and len(ids) >= 2 else ids
-    return bool(len(special)) and bool(np.isin(content, special).any())
+def _special_in_text(ids: np.ndarray, lengths: np.ndarray, keep: np.ndarray, special: np.ndarray,
+                     added: bool) -> int:
+    """How many kept documents contain a special-token string in the text itself (e.g. '[SEP]'), now a
+    special id. With special tokens added, each document's first and last ids are not text."""
+    if not len(special) or not len(ids):
+        return 0
+    hit = np.flatnonzero(np.isin(ids, special))
+    if not len(hit):
+        return 0
+    ends = np.cumsum(lengths)
+    doc = np.searchsorted(ends, hit, side="right")
+    if added:
+        start = ends[doc] - lengths[doc]
+        inner = (lengths[doc] < 2) | ((hit != start) & (hit != ends[doc] - 1))
+        doc = doc[inner]
+    return int(np.count_nonzero(keep[np.unique(doc)]))
+
+
+def _engine(path: Path, tok: Any, cfg: TokenizeConfig) -> tuple[Any, Choice]:
+    """The engine of this run, selected once per process (per tokenizer file and options)."""
+    key = ("engine", cfg.engine, cfg.split_special_tokens)
+    if _WORKER.get("engine_key") != key:
+        _WORKER["engine"] = engines.select(cfg.engine, tok, path, split_special_tokens=cfg.split_special_tokens)
+        _WORKER["engine_key"] = key
+    return _WORKER["engine"]
 
 
 @dataclass(frozen=True)
 class Encoder:
-    """What encoding needs per process: the tokenizer (from OUTPUT/tokenizer.json) set up for the options."""
+    """What encoding needs per process: the tokenizer (from OUTPUT/tokenizer.json) set up for the options,
+    and the engine selected by ``--engine`` (``choice`` says which one and why)."""
 
     tok: Any
     cfg: TokenizeConfig
     n_special: int
     special: np.ndarray
     dtype: np.dtype
-    typecode: str
+    engine: Any
+    choice: Choice
 
     @classmethod
     def load(cls, cfg: TokenizeConfig) -> Encoder:
-        tok = _worker_tokenizer(Path(cfg.output) / TOKENIZER_FILE)
+        path = Path(cfg.output) / TOKENIZER_FILE
+        tok = _worker_tokenizer(path)
         tok.encode_special_tokens = cfg.split_special_tokens
         dtype = np.dtype(cfg.dtype)
-        special = np.array(sorted(i for i, a in tok.get_added_tokens_decoder().items() if a.special), dtype)
+        special = np.array(sorted(i for i, a in tok.get_added_tokens_decoder().items() if a.special), np.uint32)
         n_special = tok.num_special_tokens_to_add(False) if cfg.special_tokens else 0
-        return cls(tok, cfg, n_special, special, dtype, _TYPECODES[cfg.dtype])
+        engine, choice = _engine(path, tok, cfg)
+        return cls(tok, cfg, n_special, special, dtype, engine, choice)
 
-    def encode(self, texts: list[str], st: Stats) -> list[np.ndarray | None]:
-        """Ids of each text (None: no content tokens, skipped and counted in ``st``)."""
+    def reference(self) -> Encoder:
+        """The same encoder on the reference engine (a unit whose verification failed is redone with it)."""
+        return dataclasses.replace(self, engine=engines.ReferenceEngine(self.tok))
+
+    def encode_flat(self, texts: list[str], st: Stats, *, unit: str = "", doc_ids: list[str] | None = None,
+                    first_index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flat ids in the output dtype, int64 length per document, mask of the documents kept). Documents
+        with no content tokens are not kept (counted in ``st``); ``unit``, ``doc_ids`` and ``first_index``
+        (position of ``texts[0]`` in the unit) seed the guard's verification sample. Raises
+        :class:`~ettin_data.engines.Mismatch` when a verified document differs from the reference."""
         cfg = self.cfg
         if cfg.prefix_space:
             texts = [_with_prefix_space(t) for t in texts]
-        out: list[np.ndarray | None] = []
-        for enc in self.tok.encode_batch(texts, add_special_tokens=cfg.special_tokens):
-            ids = np.frombuffer(array(self.typecode, enc.ids), self.dtype)  # 3x faster than np.array(list)
-            if len(ids) <= self.n_special:
-                st.add("skipped.empty_tokens")
-                out.append(None)
-                continue
-            if not cfg.split_special_tokens and _special_in_text(ids, self.special, cfg.special_tokens):
-                st.add("documents_with_special_token_text")
-            out.append(ids)
-        return out
+        if isinstance(self.engine, Guarded):
+            ids, lengths = self.engine.encode(texts, cfg.special_tokens, unit=unit, doc_ids=doc_ids,
+                                              first_index=first_index, st=st)
+        else:
+            ids, lengths = self.engine.encode(texts, cfg.special_tokens)
+        keep = lengths > self.n_special
+        st.add("skipped.empty_tokens", len(keep) - int(np.count_nonzero(keep)))
+        if not cfg.split_special_tokens:
+            st.add("documents_with_special_token_text",
+                   _special_in_text(ids, lengths, keep, self.special, cfg.special_tokens))
+        if ids.dtype != self.dtype:
+            ids = ids.astype(self.dtype)
+        return ids, lengths, keep
+
+    def encode(self, texts: list[str], st: Stats, *, unit: str = "", doc_ids: list[str] | None = None,
+               first_index: int = 0) -> list[np.ndarray | None]:
+        """Ids of each text (None: no content tokens, skipped and counted in ``st``); see :meth:`encode_flat`."""
+        ids, lengths, keep = self.encode_flat(texts, st, unit=unit, doc_ids=doc_ids, first_index=first_index)
+        ends = np.cumsum(lengths).tolist()
+        return [ids[e - n:e] if k else None for e, n, k in zip(ends, lengths.tolist(), keep.tolist(), strict=True)]
 
 
 def token_columns(dtype: str, has_domain: bool) -> dict[str, str]:
@@ -225,38 +275,56 @@ def write_token_unit(dst: Path, rows: list[tuple[str, np.ndarray, str | None]], 
     return st
 
 
-def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
+def _tokenize_unit(task: U.Task, cfg: TokenizeConfig, encoder: Encoder) -> Stats:
+    """Encode one unit into ``OUTPUT/<task.name>`` (atomically: a Mismatch leaves nothing behind)."""
     out = Path(cfg.output)
-    encoder = Encoder.load(cfg)
     reader = UnitReader(task.source)
     has_domain = "domain" in reader.columns
     read_cols = ["id", "text", *(["domain"] if has_domain else [])]
-    columns = token_columns(cfg.dtype, has_domain)
     st = Stats()
+    pos = 0
     with U.atomic_dir(out / task.name) as tmp:
-        writer = ShardWriter(tmp, columns)
+        writer = ShardWriter(tmp, token_columns(cfg.dtype, has_domain))
         for batch in _batches(reader, read_cols, cfg.batch_size):
-            lengths = []
-            for sample, ids in zip(batch, encoder.encode([s["text"] for s in batch], st), strict=True):
-                if ids is None:
-                    continue
-                row = {"id": sample["id"], "input_ids": ids, "len": len(ids)}
-                if has_domain:
-                    row["domain"] = sample["domain"]
-                writer.write(row)
-                lengths.append(len(ids))
+            doc_ids = [s["id"] for s in batch]
+            ids, lengths, keep = encoder.encode_flat([s["text"] for s in batch], st, unit=task.name,
+                                                     doc_ids=doc_ids, first_index=pos)
+            pos += len(batch)
+            domains = [s["domain"] for s in batch] if has_domain else None
+            for data, _ in token_samples(doc_ids, ids, lengths, keep, domains):
+                writer.write_raw(data)
+            kept = lengths[keep]
             st.add("documents_in", len(batch))
-            st.add("documents_written", len(lengths))
-            st.add("tokens_written", sum(lengths))
-            st.add_lengths(lengths)
-            progress.advance(docs=len(batch), tokens=sum(lengths))
+            st.add("documents_written", len(kept))
+            st.add("tokens_written", int(kept.sum()))
+            st.add_lengths(kept)
+            progress.advance(docs=len(batch), tokens=int(kept.sum()))
         writer.finish()
     if not reader.num_samples == st["documents_in"] == st["documents_written"] + st["skipped.empty_tokens"]:
         raise InputError(f"{task.source}: document accounting does not close ({reader.num_samples} in the index, "
                          f"{st['documents_in']} read, {st['documents_written']} written, "
                          f"{st['skipped.empty_tokens']} skipped); this is a bug")
+    return st
+
+
+def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
+    out = Path(cfg.output)
+    encoder = Encoder.load(cfg)
+    try:
+        st = _tokenize_unit(task, cfg, encoder)
+    except Mismatch:  # the fast engine differed on a verified document: the whole unit comes from the reference
+        st = _tokenize_unit(task, cfg, encoder.reference())
+        st.add("engine.mismatches")
+        st.add("engine.units_redone")
     U.mark_done(out / task.name, st)
     return st
+
+
+def engine_summary(choice: Choice, stats: Stats) -> dict[str, Any]:
+    """The ``engine`` entry of the summary and ``ettin_meta.json``: what encoded, and the guard's counts."""
+    return {**choice.record(), "documents_fast": stats["engine.fast"], "documents_routed": stats["engine.routed"],
+            "documents_verified": stats["engine.verified"], "mismatches": stats["engine.mismatches"],
+            "units_redone": stats["engine.units_redone"]}
 
 
 def num_tokens(stats: Stats) -> dict[str, int]:
@@ -279,6 +347,7 @@ def finish(cfg: TokenizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, 
                                   prefix_space=cfg.prefix_space)
     return {
         "tokenizer": identity,
+        "engine": engine_summary(Encoder.load(cfg).choice, stats),
         "documents": stats["documents_written"],
         "documents_in": stats["documents_in"],
         "skipped": {"empty_tokens": stats["skipped.empty_tokens"]},
@@ -302,8 +371,23 @@ def render(summary: dict[str, Any]) -> None:
     from ..report import print_summary
 
     shown = dict(summary)
+    eng = shown.pop("engine", None)
+    if isinstance(eng, dict):
+        shown["engine"] = render_engine(eng)
     tok = shown.pop("tokenizer", None)
     if isinstance(tok, dict):
         shown["tokenizer"] = (f"{tok.get('name')} (vocab {tok.get('vocab_size'):,}, bos {tok.get('bos_id')}, "
                               f"eos {tok.get('eos_id')}, sha256 {str(tok.get('sha256'))[:12]})")
     print_summary(shown)
+
+
+def render_engine(eng: dict[str, Any]) -> str:
+    """One line: the engine used (and why not tokie), and the guard's counts."""
+    used = eng.get("used")
+    if used == "tokie":
+        how = f"tokie {eng.get('tokie_version')}, " + (f"guard {eng['guard']}" if eng.get("guard") else "unguarded")
+        return (f"{how} (requested {eng.get('requested')}): {eng.get('documents_fast', 0):,} documents by tokie, "
+                f"{eng.get('documents_routed', 0):,} routed to tokenizers, {eng.get('documents_verified', 0):,} "
+                f"verified, {eng.get('mismatches', 0)} mismatches, {eng.get('units_redone', 0)} units redone")
+    why = f"; fallback: {eng['fallback']}" if eng.get("fallback") else ""
+    return f"tokenizers (requested {eng.get('requested')}{why})"

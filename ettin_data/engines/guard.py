@@ -1,0 +1,127 @@
+"""The exactness guard of the fast engine: route documents that can hit a known divergence class to the
+reference engine, and verify a deterministic sample of the rest against it.
+
+Routing: one compiled regex per tokenizer *family* (recognised from the tokenizer.json: model, normalizer,
+pre-tokenizer); a document matching it is encoded by ``tokenizers``. The classes were found by property
+tests against ``Tokenizer.encode_batch`` (tests/test_engine.py: random and adversarial unicode, whitespace,
+apostrophe, digit, emoji, CJK runs, special-token strings) on tokie 0.1.4:
+
+  contraction after whitespace   ``"\\t's"``: tokenizers ``ĉ 's``, tokie ``ĉ ' s`` -- any whitespace other
+                                  than a plain space right before an apostrophe (all byte-level families)
+  vertical tab / form feed        ``"a \\n\\x0c"``: runs with ``\\x0b``/``\\x0c`` are split differently
+  blank line with blanks          ``"\\n  \\n"`` (cl100k-style split regex only): tokenizers keeps
+                                  ``\\s*[\\r\\n]+`` as one piece, tokie splits after the first newline
+
+Python's ``\\s`` is a superset of the Rust regex ``\\s`` (it adds U+001C..U+001F), so the routing regexes
+can only route more documents, never fewer. A tokenizer of no known family has no proven guard: ``auto``
+uses the reference for it.
+
+Verification: each unit's first document and about one in ``VERIFY_EVERY`` of the others (chosen by
+``blake2b(unit, document id)``) that took the fast path are encoded again with the reference; any difference
+raises :class:`Mismatch` and the caller redoes the whole unit with the reference (counted). The sample
+depends only on the unit name, the ids and positions, so reruns (and prepare) verify the same documents.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import sys
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FAMILIES", "VERIFY_EVERY", "Guard", "Mismatch", "family_of", "verify_mask"]
+
+VERIFY_EVERY = 512  # ~2 documents of a 1,000-document batch (plus each unit's first document)
+
+_VT_FF = r"[\x0b\x0c]"
+# the pre-tokenizer regex of OLMo's dolma2 / OpenAI cl100k tokenizers (as it appears in tokenizer.json)
+CL100K_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+# family -> routing regex (documents that match go to the reference engine)
+FAMILIES: dict[str, str] = {
+    "gpt2-bytelevel": r"\t'(?:s|t|re|ve|m|ll|d)|" + _VT_FF,
+    "cl100k-split": r"\t(?:[^\s\w]|_)|[\r\n][^\S\r\n]+[\r\n]|{NONASCII_NUMBER}|" + _VT_FF,
+    "bert-wordpiece": r"[^\x00-\x7f]",
+}
+
+
+@functools.cache
+def _nonascii_numbers() -> str:
+    """A character class of every non-ASCII code point of Unicode category N* (``\\p{N}`` beyond 0-9)."""
+    ranges: list[list[int]] = []
+    for cp in range(0x80, sys.maxunicode + 1):
+        if unicodedata.category(chr(cp))[0] == "N":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges) + "]"
+
+
+class Mismatch(Exception):
+    """A verified document's fast-engine ids differ from the reference: redo the unit with the reference."""
+
+
+def family_of(obj: dict[str, Any]) -> str | None:
+    """The guard family of a parsed tokenizer.json, or None when no proven guard exists for it."""
+    model = obj.get("model") or {}
+    norm, pre = obj.get("normalizer"), obj.get("pre_tokenizer") or {}
+    kind = model.get("type")
+    if kind == "BPE" and not model.get("dropout") and not model.get("byte_fallback") \
+            and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix"):
+        if norm not in (None, {"type": "NFC"}):
+            return None
+        if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space"):
+            return "gpt2-bytelevel"
+        parts = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
+        if parts and len(parts) == 2:
+            split, byte = parts
+            if (split.get("type") == "Split" and (split.get("pattern") or {}).get("Regex") == CL100K_SPLIT
+                    and split.get("behavior") == "Removed" and split.get("invert")
+                    and byte.get("type") == "ByteLevel" and not byte.get("use_regex", True)
+                    and not byte.get("add_prefix_space")):
+                return "cl100k-split"
+        return None
+    if kind == "WordPiece" and pre.get("type") == "BertPreTokenizer" and (norm or {}).get("type") == "BertNormalizer":
+        return "bert-wordpiece"
+    return None
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Routing regex of one family."""
+
+    family: str
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def for_family(cls, family: str) -> Guard:
+        pattern = FAMILIES[family]
+        if "{NONASCII_NUMBER}" in pattern:
+            pattern = pattern.replace("{NONASCII_NUMBER}", _nonascii_numbers())
+        return cls(family, re.compile(pattern))
+
+    def routed(self, texts: list[str]) -> np.ndarray:
+        """Boolean mask: True for the documents that go to the reference engine."""
+        search = self.pattern.search
+        return np.fromiter((search(t) is not None for t in texts), bool, len(texts))
+
+
+def verify_mask(unit: str, doc_ids: list[str], first_index: int, every: int = VERIFY_EVERY) -> np.ndarray:
+    """Boolean mask of the documents to verify against the reference: the unit's first document and every
+    document whose ``blake2b(unit \\0 id)`` is 0 modulo ``every``. It depends only on the unit name, the
+    document ids and their positions in the unit (not on batching), so tokenize and prepare, and reruns,
+    verify the same documents."""
+    pre = unit.encode("utf-8") + b"\0"
+    blake = hashlib.blake2b
+    out = np.fromiter((int.from_bytes(blake(pre + str(d).encode("utf-8"), digest_size=8).digest(), "little")
+                       % every == 0 for d in doc_ids), bool, len(doc_ids))
+    if first_index == 0 and len(out):
+        out[0] = True
+    return out

@@ -1,0 +1,51 @@
+"""Token rows straight from a flat id array into MDS samples: the bytes ``ShardWriter.write`` makes for
+``{"id", "input_ids", "len"[, "domain"]}`` (tested byte for byte), without a dict, ``encode_value`` or a
+numpy call per column. At ~15 M tokens/s per core the per-document Python cost of the generic path is
+what bounds tokenize; this path keeps it to one ``struct.pack`` and one slice per document.
+
+Sample layout (columns sorted by name: domain, id, input_ids, len): u32 sizes of the variable columns
+(domain, id, input_ids), then domain and id as UTF-8, input_ids as ``ndarray:<dtype>`` (1 byte
+``ndim << 2 | code``, the length in ``1 << code`` bytes, the ids), len as int64.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["token_samples"]
+
+_HEADS = {False: struct.Struct("<II"), True: struct.Struct("<III")}
+_LEN = struct.Struct("<q")
+
+
+def _shape(n: int) -> bytes:
+    code = 0 if n < 1 << 8 else 1 if n < 1 << 16 else 2 if n < 1 << 32 else 3
+    return bytes([(1 << 2) | code]) + n.to_bytes(1 << code, "little")
+
+
+def token_samples(doc_ids: list[str], ids: np.ndarray, lengths: np.ndarray, keep: np.ndarray,
+                  domains: list[str] | None = None) -> Iterator[tuple[bytes, int]]:
+    """(encoded sample, token count) of every kept document; document ``i`` holds
+    ``ids[sum(lengths[:i]) : sum(lengths[:i + 1])]``."""
+    ends = np.cumsum(lengths).tolist()
+    starts = [0, *ends[:-1]]
+    heads = _HEADS[domains is not None]
+    pack_len = _LEN.pack
+    buf = memoryview(ids.tobytes())  # one copy of the batch; slices of it are free
+    size = ids.dtype.itemsize
+    for i in np.flatnonzero(keep).tolist():
+        a, b = starts[i], ends[i]
+        n = b - a
+        payload = _shape(n)
+        id_b = str(doc_ids[i]).encode("utf-8")
+        body = buf[a * size:b * size]
+        if domains is None:
+            data = b"".join((heads.pack(len(id_b), len(payload) + n * size), id_b, payload, body, pack_len(n)))
+        else:
+            dom_b = str(domains[i]).encode("utf-8")
+            data = b"".join((heads.pack(len(dom_b), len(id_b), len(payload) + n * size), dom_b, id_b, payload,
+                             body, pack_len(n)))
+        yield data, n
