@@ -323,7 +323,8 @@ def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
 def engine_summary(choice: Choice, stats: Stats) -> dict[str, Any]:
     """The ``engine`` entry of the summary and ``ettin_meta.json``: what encoded, and the guard's counts."""
     return {**choice.record(), "documents_fast": stats["engine.fast"], "documents_routed": stats["engine.routed"],
-            "documents_verified": stats["engine.verified"], "mismatches": stats["engine.mismatches"],
+            "documents_verified": stats["engine.verified"], "units_spot_checked": stats["engine.spot_checked"],
+            "mismatches": stats["engine.mismatches"],
             "units_redone": stats["engine.units_redone"]}
 
 
@@ -388,6 +389,7 @@ def render_engine(eng: dict[str, Any]) -> str:
         how = f"tokie {eng.get('tokie_version')}, " + (f"guard {eng['guard']}" if eng.get("guard") else "unguarded")
         return (f"{how} (requested {eng.get('requested')}): {eng.get('documents_fast', 0):,} documents by tokie, "
                 f"{eng.get('documents_routed', 0):,} routed to tokenizers, {eng.get('documents_verified', 0):,} "
-                f"verified, {eng.get('mismatches', 0)} mismatches, {eng.get('units_redone', 0)} units redone")
+                f"verified (+{eng.get('units_spot_checked', 0):,} unit starts), {eng.get('mismatches', 0)} "
+                f"mismatches, {eng.get('units_redone', 0)} units redone")
     why = f"; fallback: {eng['fallback']}" if eng.get("fallback") else ""
     return f"tokenizers (requested {eng.get('requested')}{why})"
