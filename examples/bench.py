@@ -1,22 +1,24 @@
-"""``make bench``: tokenize and chunk throughput against the raw tokenizer, measured in one run.
+"""``make bench``: tokenize (both engines) and chunk throughput against the raw tokenizers, in one run.
 
 Corpus (offline, reproducible, cached under ``bench-out/corpus``): the built-in Python documentation corpus
 repeated, each copy with the paragraphs of every document shuffled by a seeded RNG (copy k, document i), so
 copies differ (single-paragraph documents repeat); converted to text MDS units of 250 documents (~0.36M tokens each).
-Two sizes: LARGE (>= --tokens, default 10M tokens) and SMALL (half of it), for the memory check.
+Two sizes: LARGE (>= --tokens, default 30M tokens, so that fixed costs are what a user sees, not what
+dominates) and SMALL (half of it), for the memory check.
 
-Measurements (each in a fresh process; the tokenizer is builtin:modernbert, saved once as a file):
-  raw        ``Tokenizer.encode_batch`` (batches of 1,000) over the same texts, split evenly across W
-             single-threaded processes (RAYON_NUM_THREADS=1), texts already in memory; wall = slowest process
-  tokenize   ``ettin_data.stages.tokenize.run`` end to end (read MDS, tokenize, write MDS, finish), W workers
-  chunk      ``ettin_data.stages.chunk.run`` -c 1024 -m 512 -a 128 --backfill --backfill-no-duplicates
-  1 worker   tokenize with one single-threaded worker (the rayon pool is pinned to one thread before the
-             stage runs; by default a lone worker would use all cores' threads), and raw encode_batch in
-             one process, to show the per-token overhead without the process pool's start-up
-  fixed cost tokenize (and chunk) on two one-document units with W workers: pool start-up, tokenizer
-             load, finish; reported ratios "without the fixed cost" subtract it (the steady state)
-Peak RSS per worker: the largest worker process (ru_maxrss of the pool's children; the in-process worker
-itself for 1 worker). Results: a table on stdout and ``bench-out/results.json``.
+Every figure is a whole process timed from outside (Python start-up, imports, pool start and finish
+included); the tokenizer is builtin:modernbert, saved once as a file. W = --workers (default 2).
+  raw tokenizers  ``Tokenizer.encode_batch`` (batches of 1,000), texts already in memory, split evenly across W
+                  single-threaded processes (RAYON_NUM_THREADS=1); wall = slowest process, after a start signal
+  raw tokie       the same with tokie ``encode_batch_flat``, each process pinned to one CPU (tokie sizes its
+                  threads from the CPU mask, not RAYON_NUM_THREADS)
+  tokenize        ``ettin-data tokenize`` end to end (read MDS, tokenize, write MDS, finish), W workers, with
+                  ``--engine tokenizers`` and ``--engine auto``; auto also with 1 worker and on SMALL
+  chunk           ``chunk -c 1024 -m 512 -a 128 --backfill --backfill-no-duplicates`` of the auto output
+  fixed cost      tokenize auto and chunk on two one-document units: start-up, tokenizer load, finish
+Peak RSS per worker: the largest worker process (ru_maxrss of the pool's children; the process itself for
+1 worker). The guard's counts (documents routed to tokenizers, verified, units redone) come from the auto
+run's summary. Results: a table on stdout and ``bench-out/results.json``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 DOCS_PER_UNIT = 250
 BATCH = 1000
 TOKENS_PER_COPY = 359_345  # the built-in corpus with ModernBERT [CLS]/[SEP] (checked after conversion)
+CHUNK_ARGS = ["-c", "1024", "-m", "512", "-a", "128", "--backfill", "--backfill-no-duplicates"]
 
 
 # ---------------------------------------------------------------- corpus
@@ -100,74 +103,61 @@ def _texts(data: Path) -> list[str]:
 
 
 def child_raw(args: argparse.Namespace) -> dict[str, Any]:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(args.tok)
     texts = _texts(Path(args.data))[args.index::args.of]
-    encode = getattr(tok, args.method)
-    encode(texts[:8])  # warm up
+    if args.method == "tokie":
+        import tokie
+
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[args.index % len(cpus)]})  # one thread (tokie ignores RAYON_NUM_THREADS)
+        flat = tokie.Tokenizer.from_json(args.tok).encode_batch_flat
+
+        def count(batch: list[str]) -> int:
+            return len(flat(batch)[0])
+    else:
+        from tokenizers import Tokenizer
+
+        encode = getattr(Tokenizer.from_file(args.tok), args.method)
+
+        def count(batch: list[str]) -> int:
+            return sum(len(e.ids) for e in encode(batch))
+    count(texts[:8])  # warm up
     print("ready", flush=True)
     sys.stdin.readline()
     t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     for i in range(0, len(texts), BATCH):
-        n += sum(len(e.ids) for e in encode(texts[i:i + BATCH]))
+        n += count(texts[i:i + BATCH])
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "tokens": n,
             "docs": len(texts), **_usage()}
 
 
-def _pin_one_thread() -> None:
-    """Build tokenizers' rayon pool with one thread before the executor raises the thread count."""
-    os.environ["RAYON_NUM_THREADS"] = "1"
-    os.environ["TOKENIZERS_PARALLELISM"] = "true"
-    from tokenizers import Tokenizer, models
-
-    Tokenizer(models.BPE()).encode_batch(["a", "b", "c"])
-
-
-def child_stage(args: argparse.Namespace) -> dict[str, Any]:
-    if args.pin:
-        _pin_one_thread()
-    out = Path(args.out)
+def run_stage(stage: str, data: Path, out: Path, tok: str, workers: int, engine: str = "auto") -> dict[str, Any]:
+    """``ettin-data STAGE`` as a whole process, timed from outside; its summary and its children's peak RSS."""
     shutil.rmtree(out, ignore_errors=True)
-    if args.stage == "tokenize":
-        from ettin_data.config import TokenizeConfig
-        from ettin_data.stages import tokenize
-
-        cfg = TokenizeConfig(inputs=[args.data], output=str(out), tokenizer=args.tok, workers=args.workers)
-        t0 = time.perf_counter()
-        summary = tokenize.run(cfg)
-    else:
-        from ettin_data.config import ChunkConfig
-        from ettin_data.stages import chunk
-
-        cfg = ChunkConfig(inputs=[args.data], output=str(out), chunk_size=1024, min_chunk_size=512,
-                          always_skip_size=128, backfill=True, backfill_no_duplicates=True, workers=args.workers)
-        t0 = time.perf_counter()
-        summary = chunk.run(cfg)
+    cmd = [sys.executable, "-m", "ettin_data", stage, str(data), "-o", str(out), "-w", str(workers), "-q", "--json"]
+    cmd += ["-t", tok, "--engine", engine] if stage == "tokenize" else CHUNK_ARGS
+    probe = [sys.executable, "-c", "import resource, subprocess, sys, json; r = subprocess.run(sys.argv[1:]); "
+             "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(json.dumps({'rc': r.returncode, "
+             "'rss_max_mb': u.ru_maxrss / 1024, 'cpu_s': u.ru_utime + u.ru_stime}), file=sys.stderr)", *cmd]
+    t0 = time.perf_counter()
+    res = subprocess.run(probe, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    usage = json.loads(res.stderr.strip().splitlines()[-1]) if res.stderr.strip() else {"rc": res.returncode}
+    if res.returncode or usage.get("rc"):
+        raise RuntimeError(f"{stage} failed:\n{res.stderr[-3000:]}")
+    summary = json.loads(res.stdout)
     counts = summary.get("counts", {})
-    use = _usage()
     return {"seconds": seconds, "tokens": summary.get("tokens", counts.get("tokens_written")),
-            "units": summary.get("units"), "cpu_seconds": use["cpu_self_s"] + use["cpu_children_s"], **use}
+            "units": summary.get("units"), "engine": summary.get("engine"), "cpu_seconds": usage["cpu_s"],
+            "rss_max_mb": usage["rss_max_mb"]}  # the largest process of the run (driver or a worker)
 
 
 def _child(mode: str, **kw: Any) -> list[str]:
     cmd = [sys.executable, __file__, "--child", mode]
     for k, v in kw.items():
-        if v is True:
-            cmd.append(f"--{k}")
-        elif v is not None and v is not False:
+        if v is not None:
             cmd += [f"--{k}", str(v)]
     return cmd
-
-
-def run_stage(stage: str, data: Path, out: Path, tok: str, workers: int, pin: bool = False) -> dict[str, Any]:
-    res = subprocess.run(_child("stage", stage=stage, data=data, out=out, tok=tok, workers=workers, pin=pin),
-                         capture_output=True, text=True)
-    if res.returncode:
-        raise RuntimeError(f"{stage} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def run_raw(data: Path, tok: str, workers: int, method: str) -> dict[str, Any]:
@@ -195,30 +185,20 @@ def run_raw(data: Path, tok: str, workers: int, method: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- main
 
 
-def _has_chunk() -> bool:
-    try:
-        from ettin_data.stages import chunk
-    except ImportError:
-        return False
-    return hasattr(chunk, "run")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=10_000_000, help="tokens of the large corpus")
+    ap.add_argument("--tokens", type=int, default=30_000_000, help="tokens of the large corpus")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=2, help="runs of the main ratio (best of each side)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of the main rows (best of each)")
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--child")
-    for k in ("stage", "data", "tok", "method"):
+    for k in ("data", "tok", "method"):
         ap.add_argument(f"--{k}")
     ap.add_argument("--index", type=int)
     ap.add_argument("--of", type=int)
-    ap.add_argument("--pin", action="store_true")
     args = ap.parse_args()
     if args.child:
-        result = child_raw(args) if args.child == "raw" else child_stage(args)
-        print(json.dumps(result), flush=True)
+        print(json.dumps(child_raw(args)), flush=True)
         return
     bench(args)
 
@@ -233,6 +213,7 @@ def bench(args: argparse.Namespace) -> None:
     tok = str(save_tokenizer_json(load_tokenizer_bytes(BUILTIN_MODERNBERT), out / "modernbert"))
     large = build_corpus(out, _copies(args.tokens))
     small = build_corpus(out, _copies(args.tokens // 2))
+    tiny = tiny_corpus(out)
     print(f"corpus ready in {time.perf_counter() - t0:.1f}s: {large} and {small}", file=sys.stderr)
     runs: dict[str, Any] = {}
 
@@ -240,89 +221,95 @@ def bench(args: argparse.Namespace) -> None:
         runs.setdefault(key, []).append(r)
         print(f"  {key}: {r['seconds']:.2f}s", file=sys.stderr)
 
-    for _ in range(args.repeat):  # interleaved: load changes on a shared machine hit both sides
-        note("raw_encode_batch", run_raw(large, tok, w, "encode_batch"))
-        note("tokenize", run_stage("tokenize", large, out / "tokens", tok, w))
-    note("raw_encode_batch_1_process", run_raw(large, tok, 1, "encode_batch"))
-    note("tokenize_1_worker", run_stage("tokenize", large, out / "tokens-1", tok, 1, pin=True))
-    note("tokenize_small", run_stage("tokenize", small, out / "tokens-small", tok, w))
-    tiny = tiny_corpus(out)
-    note("tokenize_fixed_cost", run_stage("tokenize", tiny, out / "tokens-tiny", tok, w))
-    if _has_chunk():
-        note("chunk", run_stage("chunk", out / "tokens", out / "chunks", tok, w))
-        note("chunk_fixed_cost", run_stage("chunk", out / "tokens-tiny", out / "chunks-tiny", tok, w))
-
-    best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
-    tokens = best["tokenize"]["tokens"]
-    raw, e2e = best["raw_encode_batch"], best["tokenize"]
-    one = best["tokenize_1_worker"]
-    def worker_rss(r: dict[str, Any]) -> float:  # pool workers are children; a lone worker runs in-process
-        return r["rss_children_mb"] or r["rss_self_mb"]
-
-    rss_large, rss_small = worker_rss(e2e), worker_rss(best["tokenize_small"])
-    results: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_avg_at_end": os.getloadavg(), "shared": True},
-        "corpus": {"large_tokens": tokens, "small_tokens": best["tokenize_small"]["tokens"],
-                   "docs_per_unit": DOCS_PER_UNIT},
-        "workers": w,
-        "seconds": {k: round(v["seconds"], 3) for k, v in best.items()},
-        "tokenize_vs_raw_encode_batch": raw["seconds"] / e2e["seconds"],
-        "tokenize_1_worker_vs_raw_1_process": best["raw_encode_batch_1_process"]["seconds"] / one["seconds"],
-        "tokenize_vs_raw_encode_batch_cpu": min(r["cpu_seconds"] for r in runs["raw_encode_batch"])
-        / min(r["cpu_seconds"] for r in runs["tokenize"]),
-        "tokenize_mtok_per_s": tokens / e2e["seconds"] / 1e6,
-        "raw_mtok_per_s": raw["tokens"] / raw["seconds"] / 1e6,
-        "speedup_1_to_2_workers": one["seconds"] / e2e["seconds"],
-        "one_worker_cpu_per_wall": one["cpu_self_s"] / one["seconds"],
-        "peak_rss_per_worker_mb": {"small": rss_small, "large": rss_large},
-        "rss_growth": rss_large / rss_small,
-        "runs": runs,
-    }
-    fixed = best["tokenize_fixed_cost"]["seconds"]
-    results["tokenize_fixed_cost_s"] = fixed
-    results["tokenize_vs_raw_without_fixed_cost"] = raw["seconds"] / max(e2e["seconds"] - fixed, 1e-9)
-    if "chunk" in best:
-        results["chunk_fraction_of_tokenize"] = best["chunk"]["seconds"] / e2e["seconds"]
-        results["chunk_fixed_cost_s"] = best["chunk_fixed_cost"]["seconds"]
-        chunk_steady = max(best["chunk"]["seconds"] - best["chunk_fixed_cost"]["seconds"], 0.0)
-        results["chunk_fraction_without_fixed_costs"] = chunk_steady / max(e2e["seconds"] - fixed, 1e-9)
+    for _ in range(args.repeat):  # interleaved: load changes on a shared machine hit every row alike
+        note("raw_tokenizers", run_raw(large, tok, w, "encode_batch"))
+        note("raw_tokie", run_raw(large, tok, w, "tokie"))
+        note("tokenize_auto", run_stage("tokenize", large, out / "tokens", tok, w, "auto"))
+        note("tokenize_tokenizers", run_stage("tokenize", large, out / "tokens-ref", tok, w, "tokenizers"))
+    note("tokenize_auto_1_worker", run_stage("tokenize", large, out / "tokens-1", tok, 1, "auto"))
+    note("tokenize_auto_small", run_stage("tokenize", small, out / "tokens-small", tok, w, "auto"))
+    note("tokenize_auto_fixed_cost", run_stage("tokenize", tiny, out / "tokens-tiny", tok, w, "auto"))
+    note("chunk", run_stage("chunk", out / "tokens", out / "chunks", tok, w))
+    note("chunk_fixed_cost", run_stage("chunk", out / "tokens-tiny", out / "chunks-tiny", tok, w))
+    identical = _same_shards(out / "tokens", out / "tokens-ref")
+    shutil.rmtree(out / "tokens-ref", ignore_errors=True)
+    results = _results(runs, w, identical)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     _table(results, w)
 
 
+def _same_shards(a: Path, b: Path) -> bool:
+    """Are the unit files of two token outputs byte-identical (auto vs tokenizers)?"""
+    def files(root: Path) -> dict[str, bytes]:
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("shard.*"))}
+    return files(a) == files(b)
+
+
+def _results(runs: dict[str, Any], w: int, identical: bool) -> dict[str, Any]:
+    best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
+    tokens = best["tokenize_auto"]["tokens"]
+
+    def rate(key: str) -> float:
+        return best[key]["tokens"] / best[key]["seconds"] / 1e6
+
+    raw, tokie = rate("raw_tokenizers"), rate("raw_tokie")
+    auto, ref = rate("tokenize_auto"), rate("tokenize_tokenizers")
+    eng = best["tokenize_auto"].get("engine") or {}
+    return {
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_avg_at_end": os.getloadavg()},
+        "corpus": {"large_tokens": tokens, "small_tokens": best["tokenize_auto_small"]["tokens"],
+                   "docs_per_unit": DOCS_PER_UNIT},
+        "workers": w,
+        "seconds": {k: round(v["seconds"], 3) for k, v in best.items()},
+        "mtok_per_s": {"raw_tokenizers": raw, "raw_tokie": tokie, "tokenize_auto": auto, "tokenize_tokenizers": ref,
+                       "chunk": tokens / best["chunk"]["seconds"] / 1e6},
+        "auto_vs_raw_tokenizers": auto / raw,
+        "auto_vs_raw_tokie": auto / tokie,
+        "tokenizers_engine_vs_raw_tokenizers": ref / raw,
+        "chunk_speed_vs_auto": best["tokenize_auto"]["seconds"] / best["chunk"]["seconds"],
+        "speedup_1_to_w_workers": best["tokenize_auto_1_worker"]["seconds"] / best["tokenize_auto"]["seconds"],
+        "peak_rss_mb": {"small": best["tokenize_auto_small"]["rss_max_mb"],
+                        "large": best["tokenize_auto"]["rss_max_mb"]},
+        "fixed_cost_s": {"tokenize_auto": best["tokenize_auto_fixed_cost"]["seconds"],
+                         "chunk": best["chunk_fixed_cost"]["seconds"]},
+        "guard": {k: eng.get(k) for k in ("used", "guard", "documents_fast", "documents_routed", "documents_verified",
+                                          "units_spot_checked", "mismatches", "units_redone")},
+        "auto_identical_to_tokenizers": identical,
+        "runs": runs,
+    }
+
+
 def _table(r: dict[str, Any], w: int) -> None:
+    m, g = r["mtok_per_s"], r["guard"]
+    rss = r["peak_rss_mb"]
     rows = [
         ("corpus", f"{r['corpus']['large_tokens'] / 1e6:.1f}M tokens (small: {r['corpus']['small_tokens'] / 1e6:.1f}M)",
          ""),
-        (f"raw encode_batch, {w} x 1-thread processes", f"{r['raw_mtok_per_s']:.2f} M tok/s", ""),
-        (f"tokenize end-to-end, {w} workers", f"{r['tokenize_mtok_per_s']:.2f} M tok/s", ""),
-        ("tokenize / raw encode_batch", f"{r['tokenize_vs_raw_encode_batch']:.3f}x", ">= 0.95x"),
-        ("same, 1 worker vs 1 process (no pool start)", f"{r['tokenize_1_worker_vs_raw_1_process']:.3f}x",
-         "(info)"),
-        (f"same, without the fixed cost ({r['tokenize_fixed_cost_s']:.2f}s: pool start, finish)",
-         f"{r['tokenize_vs_raw_without_fixed_cost']:.3f}x", "(info: steady state)"),
-        ("same, CPU seconds instead of wall", f"{r['tokenize_vs_raw_encode_batch_cpu']:.3f}x",
-         "(info: less sensitive to other load)"),
-    ]
-    if "chunk_fraction_of_tokenize" in r:
-        rows.append(("chunk time / tokenize time", f"{100 * r['chunk_fraction_of_tokenize']:.1f}%", "<= 5%"))
-        rows.append((f"same, without fixed costs (chunk {r['chunk_fixed_cost_s']:.2f}s)",
-                     f"{100 * r['chunk_fraction_without_fixed_costs']:.1f}%", "(info: steady state)"))
-    else:
-        rows.append(("chunk", "not available", "<= 5%"))
-    rows += [
-        (f"speed-up 1 -> {w} workers", f"{r['speedup_1_to_2_workers']:.2f}x", ">= 1.8x"),
-        ("peak RSS per worker (small / large)",
-         f"{r['peak_rss_per_worker_mb']['small']:.0f} / {r['peak_rss_per_worker_mb']['large']:.0f} MB "
-         f"(x{r['rss_growth']:.2f})", "<= 1.5 GB, flat"),
+        (f"raw tokenizers encode_batch, {w} x 1-thread processes", f"{m['raw_tokenizers']:.2f} M tok/s", "(limit)"),
+        (f"raw tokie encode_batch_flat, {w} x 1-thread processes", f"{m['raw_tokie']:.2f} M tok/s", "(limit)"),
+        (f"tokenize --engine tokenizers, {w} workers", f"{m['tokenize_tokenizers']:.2f} M tok/s "
+         f"({r['tokenizers_engine_vs_raw_tokenizers']:.2f}x raw tokenizers)", ">= 0.95x"),
+        (f"tokenize --engine auto, {w} workers", f"{m['tokenize_auto']:.2f} M tok/s "
+         f"({r['auto_vs_raw_tokenizers']:.1f}x raw tokenizers)", ">= 10x"),
+        ("  same / raw tokie", f"{r['auto_vs_raw_tokie']:.2f}x", ">= 0.6x"),
+        ("  auto shards == tokenizers shards", "yes" if r["auto_identical_to_tokenizers"] else "NO", "identical"),
+        ("  guard", f"{g.get('documents_routed')} routed, {g.get('documents_verified')} verified "
+         f"(+{g.get('units_spot_checked')} unit starts), {g.get('units_redone')} units redone", "(info)"),
+        (f"chunk, {w} workers", f"{m['chunk']:.2f} M tok/s ({r['chunk_speed_vs_auto']:.2f}x faster than auto)",
+         ">= 3x"),
+        (f"speed-up 1 -> {w} workers (auto)", f"{r['speedup_1_to_w_workers']:.2f}x", ">= 1.8x"),
+        ("peak RSS, largest process (small / large)",
+         f"{rss['small']:.0f} / {rss['large']:.0f} MB (x{rss['large'] / rss['small']:.2f})", "flat"),
+        ("fixed cost (tiny input: start-up, load, finish)",
+         f"tokenize {r['fixed_cost_s']['tokenize_auto']:.2f}s, chunk {r['fixed_cost_s']['chunk']:.2f}s", "(info)"),
         ("load average at end", " ".join(f"{x:.1f}" for x in r["machine"]["load_avg_at_end"]),
-         f"{r['machine']['cores']} cores, shared"),
+         f"{r['machine']['cores']} cores"),
     ]
     width = max(len(a) for a, _, _ in rows)
-    print(f"\nettin-data bench ({r['machine']['cores']} cores; seconds: {r['seconds']})")
+    print(f"\nettin-data bench ({r['machine']['cores']} cores; seconds, whole processes: {r['seconds']})")
     for a, b, c in rows:
-        print(f"  {a:<{width}}  {b:<32} {c}")
+        print(f"  {a:<{width}}  {b:<46} {c}")
 
 
 if __name__ == "__main__":

@@ -30,12 +30,13 @@ from .guard import SPOT_CHARS, Guard, Mismatch, family_of, verify_mask
 from .reference import ReferenceEngine
 from .tokie_engine import TokieEngine, tokie_version
 
-__all__ = ["ENGINES", "Choice", "Guarded", "Mismatch", "ReferenceEngine", "TokieEngine", "select", "PROBE_TEXTS"]
+__all__ = ["ENGINES", "Choice", "Guarded", "Mismatch", "ReferenceEngine", "TokieEngine", "preselect", "select",
+           "PROBE_TEXTS"]
 
 ENGINES = ("auto", "tokenizers", "tokie")
 TOKIE_RANGE = ((0, 1, 4), (0, 2, 0))  # tested: >=0.1.4,<0.2 (as pinned in pyproject.toml)
 STAT_KEYS = ("engine.fast", "engine.routed", "engine.verified", "engine.spot_checked", "engine.mismatches",
-             "engine.units_redone")
+             "engine.units_redone", "engine.units_tokie", "engine.units_tokenizers")
 
 # checked once per process when tokie is selected: none of them is in a known divergence class
 PROBE_TEXTS = (
@@ -158,19 +159,18 @@ def _probe(fast: Any, reference: ReferenceEngine, guard: Guard | None, extra: li
     return None
 
 
-def select(requested: str, tok: Any, path: str | Path, *, split_special_tokens: bool = False) -> tuple[Any, Choice]:
-    """The engine for ``--engine requested`` and the tokenizer ``tok`` parsed from ``path`` (its
-    tokenizer.json), and the :class:`Choice` that describes it. Never raises for tokie problems: those fall
-    back to the reference engine, and the Choice says why."""
+def preselect(requested: str, path: str | Path, *, split_special_tokens: bool = False) -> Choice:
+    """What can be decided without loading tokie: ``used="tokenizers"`` (requested, or a fallback with its
+    reason), or ``used="tokie"`` meaning tokie is the candidate, still to be loaded and probed by
+    :func:`select` (which may fall back)."""
     if requested not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {requested!r}")
-    reference = ReferenceEngine(tok)
     if requested == "tokenizers":
-        return reference, Choice(requested, "tokenizers")
+        return Choice(requested, "tokenizers")
     version = tokie_version()
 
-    def fallback(why: str) -> tuple[Any, Choice]:
-        return reference, Choice(requested, "tokenizers", fallback=why, tokie_version=version)
+    def fallback(why: str) -> Choice:
+        return Choice(requested, "tokenizers", fallback=why, tokie_version=version)
 
     if split_special_tokens:
         return fallback("--split-special-tokens: tokie always encodes special-token strings as special ids")
@@ -184,17 +184,31 @@ def select(requested: str, tok: Any, path: str | Path, *, split_special_tokens: 
         model = (obj.get("model") or {}).get("type")
         pre = (obj.get("pre_tokenizer") or {}).get("type")
         return fallback(f"no proven guard for this tokenizer (model {model}, pre-tokenizer {pre})")
+    return Choice(requested, "tokie", guard=family if requested == "auto" else None, tokie_version=version)
+
+
+def select(requested: str, tok: Any, path: str | Path, *, split_special_tokens: bool = False) -> tuple[Any, Choice]:
+    """The engine for ``--engine requested`` and the tokenizer ``tok`` parsed from ``path`` (its
+    tokenizer.json), and the :class:`Choice` that describes it. Never raises for tokie problems: those fall
+    back to the reference engine, and the Choice says why."""
+    reference = ReferenceEngine(tok)
+    choice = preselect(requested, path, split_special_tokens=split_special_tokens)
+    if choice.used == "tokenizers":
+        return reference, choice
+
+    def fallback(why: str) -> tuple[Any, Choice]:
+        return reference, Choice(requested, "tokenizers", fallback=why, tokie_version=choice.tokie_version)
+
     try:
         fast = TokieEngine(path)
     except Exception as e:  # tokie.TokieError, or a panic surfaced as another exception
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         return fallback(f"tokie cannot load this tokenizer.json ({first})")
+    family = family_of(json.loads(Path(path).read_bytes())) if choice.guard is None else choice.guard
     guard = Guard.for_family(family) if family else None
     added = [str(a.content) for a in tok.get_added_tokens_decoder().values()]
     bad = _probe(fast, reference, guard, [f"x {a} y" for a in added[:200]])
     if bad is not None:
         return fallback(f"tokie and tokenizers differ on the probe text {bad[:40]!r} (special tokens, normalizer "
                         "or post-processor handled differently)")
-    engine = Guarded(fast, reference, guard if requested == "auto" else None)
-    return engine, Choice(requested, "tokie", guard=guard.family if requested == "auto" else None,
-                          tokie_version=version)
+    return Guarded(fast, reference, guard if requested == "auto" else None), choice

@@ -105,11 +105,9 @@ def plan(cfg: TokenizeConfig) -> list[U.Task]:
 
 
 def prepare(cfg: TokenizeConfig) -> tuple[bytes, Any]:
-    """Resolve the tokenizer once, check it fits the options, write ``OUTPUT/tokenizer.json``, and select
-    the engine (reported before any unit runs; workers select the same one)."""
+    """Resolve the tokenizer once, check it fits the options, and write ``OUTPUT/tokenizer.json``."""
     raw, tok = resolve(cfg)
-    path = save_tokenizer_json(raw, Path(cfg.output))
-    _engine(path, _worker_tokenizer(path, tok), cfg)
+    _worker_tokenizer(save_tokenizer_json(raw, Path(cfg.output)), tok)
     return raw, tok
 
 
@@ -316,8 +314,19 @@ def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
         st = _tokenize_unit(task, cfg, encoder.reference())
         st.add("engine.mismatches")
         st.add("engine.units_redone")
+    st.add("engine.units_tokie" if encoder.choice.used == "tokie" else "engine.units_tokenizers")
     U.mark_done(out / task.name, st)
     return st
+
+
+def _choice(cfg: TokenizeConfig, stats: Stats) -> Choice:
+    """The engine choice of the run, for the summary. The driver does not load tokie when the units' counts
+    already say that every unit was encoded by it (what the workers' selection concluded)."""
+    path = Path(cfg.output) / TOKENIZER_FILE
+    pre = engines.preselect(cfg.engine, path, split_special_tokens=cfg.split_special_tokens)
+    if pre.used == "tokenizers" or (stats["engine.units_tokie"] and not stats["engine.units_tokenizers"]):
+        return pre
+    return Encoder.load(cfg).choice  # a fallback decided by loading tokie (or nothing ran): select here
 
 
 def engine_summary(choice: Choice, stats: Stats) -> dict[str, Any]:
@@ -348,7 +357,7 @@ def finish(cfg: TokenizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, 
                                   prefix_space=cfg.prefix_space)
     return {
         "tokenizer": identity,
-        "engine": engine_summary(Encoder.load(cfg).choice, stats),
+        "engine": engine_summary(_choice(cfg, stats), stats),
         "documents": stats["documents_written"],
         "documents_in": stats["documents_in"],
         "skipped": {"empty_tokens": stats["skipped.empty_tokens"]},
