@@ -18,6 +18,7 @@ load, ``--split-special-tokens`` (tokie has no such option), no proven guard for
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,6 +136,19 @@ def _merge(n: int, *parts: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[n
     return flat[gather].astype(np.uint32, copy=False), lengths
 
 
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _header(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """The parts of a tokenizer.json that decide the engine (parsed once per file version and process)."""
+    obj = json.loads(Path(path).read_bytes())
+    model = {k: v for k, v in (obj.get("model") or {}).items() if k not in ("vocab", "merges")}
+    return {"model": model, **{k: obj.get(k) for k in ("normalizer", "pre_tokenizer", "post_processor")}}
+
+
 def _version_ok(version: str) -> bool:
     try:
         v = tuple(int(x) for x in version.split(".")[:3])
@@ -178,7 +192,7 @@ def preselect(requested: str, path: str | Path, *, split_special_tokens: bool = 
         return fallback("tokie is not installed (pip install 'tokie>=0.1.4,<0.2'; wheels for Linux x86_64)")
     if not _version_ok(version):
         return fallback(f"tokie {version} is untested (tested: >=0.1.4,<0.2)")
-    obj = json.loads(Path(path).read_bytes())
+    obj = _header(*_file_key(Path(path)))
     family = family_of(obj)
     if requested == "auto" and family is None:
         model = (obj.get("model") or {}).get("type")
@@ -204,7 +218,7 @@ def select(requested: str, tok: Any, path: str | Path, *, split_special_tokens: 
     except Exception as e:  # tokie.TokieError, or a panic surfaced as another exception
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         return fallback(f"tokie cannot load this tokenizer.json ({first})")
-    family = family_of(json.loads(Path(path).read_bytes())) if choice.guard is None else choice.guard
+    family = family_of(_header(*_file_key(Path(path)))) if choice.guard is None else choice.guard
     guard = Guard.for_family(family) if family else None
     added = [str(a.content) for a in tok.get_added_tokens_decoder().values()]
     bad = _probe(fast, reference, guard, [f"x {a} y" for a in added[:200]])

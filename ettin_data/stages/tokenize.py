@@ -172,10 +172,11 @@ def _with_prefix_space(text: str) -> str:
 def _special_in_text(ids: np.ndarray, lengths: np.ndarray, keep: np.ndarray, special: np.ndarray,
                      added: bool) -> int:
     """How many kept documents contain a special-token string in the text itself (e.g. '[SEP]'), now a
-    special id. With special tokens added, each document's first and last ids are not text."""
-    if not len(special) or not len(ids):
+    special id. With special tokens added, each document's first and last ids are not text. ``special``:
+    a lookup table (True at the special ids), one gather per batch."""
+    if not special.any() or not len(ids):
         return 0
-    hit = np.flatnonzero(np.isin(ids, special))
+    hit = np.flatnonzero(special[ids])
     if not len(hit):
         return 0
     ends = np.cumsum(lengths)
@@ -204,18 +205,29 @@ class Encoder:
     tok: Any
     cfg: TokenizeConfig
     n_special: int
-    special: np.ndarray
+    special: np.ndarray  # bool lookup table: True at the special ids
     dtype: np.dtype
     engine: Any
     choice: Choice
 
     @classmethod
     def load(cls, cfg: TokenizeConfig) -> Encoder:
+        """The encoder of ``cfg`` in this process (built once per tokenizer file and options)."""
         path = Path(cfg.output) / TOKENIZER_FILE
         tok = _worker_tokenizer(path)
+        key = (cfg.engine, cfg.split_special_tokens, cfg.special_tokens, cfg.dtype, cfg.prefix_space)
+        if _WORKER.get("encoder_key") != key:
+            _WORKER["encoder"] = cls._build(cfg, path, tok)
+            _WORKER["encoder_key"] = key
+        return _WORKER["encoder"]
+
+    @classmethod
+    def _build(cls, cfg: TokenizeConfig, path: Path, tok: Any) -> Encoder:
         tok.encode_special_tokens = cfg.split_special_tokens
         dtype = np.dtype(cfg.dtype)
-        special = np.array(sorted(i for i, a in tok.get_added_tokens_decoder().items() if a.special), np.uint32)
+        added = tok.get_added_tokens_decoder()
+        special = np.zeros(max([tok.get_vocab_size(with_added_tokens=True), *(i + 1 for i in added)]), bool)
+        special[[i for i, a in added.items() if a.special]] = True
         n_special = tok.num_special_tokens_to_add(False) if cfg.special_tokens else 0
         engine, choice = _engine(path, tok, cfg)
         return cls(tok, cfg, n_special, special, dtype, engine, choice)
