@@ -132,7 +132,7 @@ class TokenizeConfig(StageConfig):
                             "thread use; output does not depend on it).", json_schema_extra=_runtime())
     engine: Literal["auto", "tokenizers", "tokie"] = Field(
         "auto", description="Tokenizer engine. tokenizers: Hugging Face encode_batch (the reference). auto: tokie "
-        "(~15-30x faster) behind a guard that routes documents of known divergence classes to the reference and "
+        "(~15x faster per core) behind a guard that routes documents of known divergence classes to the reference and "
         "verifies a sample, so ids are identical to tokenizers; falls back to tokenizers where tokie is not "
         "proven. tokie: tokie alone, unguarded (may differ).",
         json_schema_extra={"same_output": ["auto", "tokenizers"]})
