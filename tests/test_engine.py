@@ -287,3 +287,35 @@ def test_token_rows_are_the_bytes_shardwriter_writes(tmp_path: Path, dtype: str,
     a.finish()
     b.finish()
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_a_tokie_error_redoes_the_unit_with_the_reference(tmp_path: Path, text_dataset: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def panic(self, texts, add_special_tokens=True):
+        raise RuntimeError("panicked at src/bpe.rs")
+
+    unit = text_dataset / "python-docs" / "split_00004"
+    ref = _tokenize(unit, tmp_path / "ref", engine="tokenizers")
+    monkeypatch.setattr(engines, "_probe", lambda *a: None)
+    monkeypatch.setattr(tokie_engine.TokieEngine, "encode", panic)
+    stage._WORKER.clear()
+    s = _tokenize(unit, tmp_path / "auto")
+    stage._WORKER.clear()
+    assert _files(tmp_path / "auto") == _files(tmp_path / "ref") and ref["documents"] == s["documents"]
+    assert (s["engine"]["used"], s["engine"]["mismatches"], s["engine"]["units_redone"]) == ("tokie", 1, 1)
+
+
+def test_cli_engine_flag(tmp_path: Path, text_dataset: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ettin_data.cli import app
+
+    for cmd in (["tokenize", str(text_dataset), "-t", "builtin:modernbert"], ["prepare", "builtin:python-docs",
+                                                                              "-t", "builtin:modernbert"]):
+        res = CliRunner().invoke(app, [*cmd, "-o", str(tmp_path / "o"), "--engine", "tokenizers", "--dry-run",
+                                       "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["config"]["engine"] == {"value": "tokenizers", "from": "flag"}
+    res = CliRunner().invoke(app, ["tokenize", str(text_dataset), "-o", str(tmp_path / "o"), "-t",
+                                   "builtin:modernbert", "--engine", "fast"])
+    assert res.exit_code == 2 and "'auto', 'tokenizers', 'tokie'" in res.stderr

@@ -78,14 +78,14 @@ class Guarded:
         st = st if st is not None else Stats()
         n = len(texts)
         if self.guard is None:
-            ids, lengths = self.fast.encode(texts, add_special_tokens)
+            ids, lengths = self._fast(texts, add_special_tokens, unit)
             st.add("engine.fast", n)
             return ids, lengths
         routed = self.guard.routed(texts)
         fast_idx = np.flatnonzero(~routed)
         ref_idx = np.flatnonzero(routed)
         all_fast = len(ref_idx) == 0
-        ids, lengths = self.fast.encode(texts if all_fast else [texts[i] for i in fast_idx], add_special_tokens)
+        ids, lengths = self._fast(texts if all_fast else [texts[i] for i in fast_idx], add_special_tokens, unit)
         st.add("engine.fast", len(fast_idx))
         st.add("engine.routed", len(ref_idx))
         keys = doc_ids if doc_ids is not None else [str(first_index + i) for i in range(n)]
@@ -100,6 +100,13 @@ class Guarded:
             return ids, lengths
         ref_ids, ref_lengths = self.reference.encode([texts[i] for i in ref_idx], add_special_tokens)
         return _merge(n, (fast_idx, ids, lengths), (ref_idx, ref_ids, ref_lengths))
+
+    def _fast(self, texts: list[str], add_special_tokens: bool, unit: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return self.fast.encode(texts, add_special_tokens)
+        except Exception as e:  # an error (or a Rust panic) inside tokie: the unit is redone with the reference
+            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raise Mismatch(f"{unit}: {self.fast.name} failed ({type(e).__name__}: {first})") from e
 
     def _spot_check(self, text: str, add_special_tokens: bool, unit: str, key: str) -> None:
         if self.guard is not None and self.guard.match(text):
