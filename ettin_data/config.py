@@ -290,14 +290,14 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any], model: type[BaseMode
     giving the same output (``same_output``, e.g. ``--engine auto`` and ``tokenizers``) are not a change."""
     diff = []
     for k, v in new.items():
-        if old.get(k) == v:
-            continue
         field = model.model_fields.get(k)
-        if k not in old and field is not None and v == field.default:
-            continue  # an option added since the output was written, at its default: same output as before
+        # an option added since the output was written counts as its default (what that version did)
+        was = old[k] if k in old or field is None else field.default
+        if was == v:
+            continue
         extra = field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else {}
         same = extra.get("same_output") or ()
-        if old.get(k) in same and v in same:
+        if was in same and v in same:
             continue
         diff.append(f"{k}: {old.get(k)!r} -> {v!r}")
     return diff

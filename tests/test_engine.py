@@ -257,6 +257,10 @@ def test_resume_across_engines_with_identical_output(tmp_path: Path, text_datase
     assert again["units_skipped"] == 1
     with pytest.raises(ConfigError, match="engine: 'auto' -> 'tokie'"):
         _tokenize(unit, tmp_path / "out", engine="tokie")  # unguarded tokie may differ: refused
+    # an output written before --engine existed (no 'engine' in its settings) resumes with auto or tokenizers
+    settings = tmp_path / "out" / ".ettin_settings.json"
+    settings.write_text(json.dumps({k: v for k, v in json.loads(settings.read_text()).items() if k != "engine"}))
+    assert _tokenize(unit, tmp_path / "out", engine="tokenizers")["units_skipped"] == 1
 
 
 def test_one_thread_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
