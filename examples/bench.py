@@ -13,7 +13,8 @@ included); the tokenizer is builtin:modernbert, saved once as a file. W = --work
   raw tokie       the same with tokie ``encode_batch_flat``, each process pinned to one CPU (tokie sizes its
                   threads from the CPU mask, not RAYON_NUM_THREADS)
   tokenize        ``ettin-data tokenize`` end to end (read MDS, tokenize, write MDS, finish), W workers, with
-                  ``--engine tokenizers`` and ``--engine auto``; auto also with 1 worker and on SMALL
+                  ``--engine tokenizers`` and ``--engine auto``; auto also on SMALL, and with 1 worker on one CPU
+                  (for the 1 -> W speed-up; a lone worker would otherwise use every core's threads)
   chunk           ``chunk -c 1024 -m 512 -a 128 --backfill --backfill-no-duplicates`` of the auto output
   fixed cost      tokenize auto and chunk on two one-document units: start-up, tokenizer load, finish
 Peak RSS per worker: the largest worker process (ru_maxrss of the pool's children; the process itself for
@@ -131,8 +132,10 @@ def child_raw(args: argparse.Namespace) -> dict[str, Any]:
             "docs": len(texts), **_usage()}
 
 
-def run_stage(stage: str, data: Path, out: Path, tok: str, workers: int, engine: str = "auto") -> dict[str, Any]:
-    """``ettin-data STAGE`` as a whole process, timed from outside; its summary and its children's peak RSS."""
+def run_stage(stage: str, data: Path, out: Path, tok: str, workers: int, engine: str = "auto",
+              one_cpu: bool = False) -> dict[str, Any]:
+    """``ettin-data STAGE`` as a whole process, timed from outside; its summary and its children's peak RSS.
+    ``one_cpu``: the process may use one CPU only (a lone worker otherwise gets every core's threads)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "ettin_data", stage, str(data), "-o", str(out), "-w", str(workers), "-q", "--json"]
     cmd += ["-t", tok, "--engine", engine] if stage == "tokenize" else CHUNK_ARGS
@@ -140,7 +143,9 @@ def run_stage(stage: str, data: Path, out: Path, tok: str, workers: int, engine:
              "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(json.dumps({'rc': r.returncode, "
              "'rss_max_mb': u.ru_maxrss / 1024, 'cpu_s': u.ru_utime + u.ru_stime}), file=sys.stderr)", *cmd]
     t0 = time.perf_counter()
-    res = subprocess.run(probe, capture_output=True, text=True)
+    cpu = min(os.sched_getaffinity(0))
+    res = subprocess.run(probe, capture_output=True, text=True,
+                         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if one_cpu else None)
     seconds = time.perf_counter() - t0
     usage = json.loads(res.stderr.strip().splitlines()[-1]) if res.stderr.strip() else {"rc": res.returncode}
     if res.returncode or usage.get("rc"):
@@ -226,7 +231,7 @@ def bench(args: argparse.Namespace) -> None:
         note("raw_tokie", run_raw(large, tok, w, "tokie"))
         note("tokenize_auto", run_stage("tokenize", large, out / "tokens", tok, w, "auto"))
         note("tokenize_tokenizers", run_stage("tokenize", large, out / "tokens-ref", tok, w, "tokenizers"))
-    note("tokenize_auto_1_worker", run_stage("tokenize", large, out / "tokens-1", tok, 1, "auto"))
+    note("tokenize_auto_1_worker", run_stage("tokenize", large, out / "tokens-1", tok, 1, "auto", one_cpu=True))
     note("tokenize_auto_small", run_stage("tokenize", small, out / "tokens-small", tok, w, "auto"))
     note("tokenize_auto_fixed_cost", run_stage("tokenize", tiny, out / "tokens-tiny", tok, w, "auto"))
     note("chunk", run_stage("chunk", out / "tokens", out / "chunks", tok, w))

@@ -18,7 +18,6 @@ load, ``--split-special-tokens`` (tokie has no such option), no proven guard for
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -143,17 +142,18 @@ def _merge(n: int, *parts: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[n
     return flat[gather].astype(np.uint32, copy=False), lengths
 
 
-def _file_key(path: Path) -> tuple[str, int, int]:
-    st = path.stat()
-    return str(path.resolve()), st.st_mtime_ns, st.st_size
+def header_of(tok: Any) -> dict[str, Any]:
+    """The parts of a tokenizer that decide the engine, in tokenizer.json form, taken from the parsed
+    ``tokenizers`` object (each component serialises alone: no 3 MB JSON parse per process)."""
+    def part(component: Any) -> Any:
+        return json.loads(component.__getstate__()) if component is not None else None
 
-
-@functools.lru_cache(maxsize=4)
-def _header(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    """The parts of a tokenizer.json that decide the engine (parsed once per file version and process)."""
-    obj = json.loads(Path(path).read_bytes())
-    model = {k: v for k, v in (obj.get("model") or {}).items() if k not in ("vocab", "merges")}
-    return {"model": model, **{k: obj.get(k) for k in ("normalizer", "pre_tokenizer", "post_processor")}}
+    model = tok.model
+    head = {"type": type(model).__name__}
+    for key in ("dropout", "byte_fallback", "continuing_subword_prefix", "end_of_word_suffix"):
+        head[key] = getattr(model, key, None)
+    return {"model": head, "normalizer": part(tok.normalizer), "pre_tokenizer": part(tok.pre_tokenizer),
+            "post_processor": part(tok.post_processor)}
 
 
 def _version_ok(version: str) -> bool:
@@ -180,7 +180,7 @@ def _probe(fast: Any, reference: ReferenceEngine, guard: Guard | None, extra: li
     return None
 
 
-def preselect(requested: str, path: str | Path, *, split_special_tokens: bool = False) -> Choice:
+def preselect(requested: str, tok: Any, *, split_special_tokens: bool = False) -> Choice:
     """What can be decided without loading tokie: ``used="tokenizers"`` (requested, or a fallback with its
     reason), or ``used="tokie"`` meaning tokie is the candidate, still to be loaded and probed by
     :func:`select` (which may fall back)."""
@@ -199,7 +199,7 @@ def preselect(requested: str, path: str | Path, *, split_special_tokens: bool = 
         return fallback("tokie is not installed (pip install 'tokie>=0.1.4,<0.2'; wheels for Linux x86_64)")
     if not _version_ok(version):
         return fallback(f"tokie {version} is untested (tested: >=0.1.4,<0.2)")
-    obj = _header(*_file_key(Path(path)))
+    obj = header_of(tok)
     family = family_of(obj)
     if requested == "auto" and family is None:
         model = (obj.get("model") or {}).get("type")
@@ -213,7 +213,7 @@ def select(requested: str, tok: Any, path: str | Path, *, split_special_tokens: 
     tokenizer.json), and the :class:`Choice` that describes it. Never raises for tokie problems: those fall
     back to the reference engine, and the Choice says why."""
     reference = ReferenceEngine(tok)
-    choice = preselect(requested, path, split_special_tokens=split_special_tokens)
+    choice = preselect(requested, tok, split_special_tokens=split_special_tokens)
     if choice.used == "tokenizers":
         return reference, choice
 
@@ -225,7 +225,7 @@ def select(requested: str, tok: Any, path: str | Path, *, split_special_tokens: 
     except Exception as e:  # tokie.TokieError, or a panic surfaced as another exception
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         return fallback(f"tokie cannot load this tokenizer.json ({first})")
-    family = family_of(_header(*_file_key(Path(path)))) if choice.guard is None else choice.guard
+    family = family_of(header_of(tok)) if choice.guard is None else choice.guard
     guard = Guard.for_family(family) if family else None
     added = [str(a.content) for a in tok.get_added_tokens_decoder().values()]
     bad = _probe(fast, reference, guard, [f"x {a} y" for a in added[:200]])

@@ -334,8 +334,8 @@ def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
 def _choice(cfg: TokenizeConfig, stats: Stats) -> Choice:
     """The engine choice of the run, for the summary. The driver does not load tokie when the units' counts
     already say that every unit was encoded by it (what the workers' selection concluded)."""
-    path = Path(cfg.output) / TOKENIZER_FILE
-    pre = engines.preselect(cfg.engine, path, split_special_tokens=cfg.split_special_tokens)
+    pre = engines.preselect(cfg.engine, _worker_tokenizer(Path(cfg.output) / TOKENIZER_FILE),
+                            split_special_tokens=cfg.split_special_tokens)
     if pre.used == "tokenizers" or (stats["engine.units_tokie"] and not stats["engine.units_tokenizers"]):
         return pre
     return Encoder.load(cfg).choice  # a fallback decided by loading tokie (or nothing ran): select here
