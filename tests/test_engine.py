@@ -205,6 +205,33 @@ def test_injected_divergence_is_caught_redone_and_counted(tmp_path: Path, text_d
     assert s["counts"]["documents_written"] == ref["counts"]["documents_written"] == 247
 
 
+def test_prepare_redoes_a_diverging_unit_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ettin_data.config import PrepareConfig
+    from ettin_data.stages import prepare
+
+    def run(out: Path, engine: str) -> dict:
+        return prepare.run(PrepareConfig(inputs=["builtin:python-docs"], output=str(out), workers=1,
+                                         tokenizer="builtin:modernbert", docs_per_shard=100, engine=engine))
+
+    ref = run(tmp_path / "ref", "tokenizers")
+    real = tokie_engine.TokieEngine.encode
+
+    def broken(self, texts, add_special_tokens=True):
+        ids, lengths = real(self, texts, add_special_tokens)
+        return ids + (ids == 13), lengths  # one wrong id wherever "." (13) occurs
+
+    monkeypatch.setattr(tokie_engine.TokieEngine, "encode", broken)
+    monkeypatch.setattr(engines, "_probe", lambda *a: None)
+    stage._WORKER.clear()
+    prepare._WORKER.clear()
+    s = run(tmp_path / "auto", "auto")
+    stage._WORKER.clear()
+    prepare._WORKER.clear()
+    assert _files(tmp_path / "auto") == _files(tmp_path / "ref")
+    assert s["engine"]["used"] == "tokie" and s["engine"]["units_redone"] == s["engine"]["mismatches"] == 3
+    assert ref["engine"]["used"] == "tokenizers" and s["documents"] == ref["documents"]
+
+
 @pytest.mark.parametrize("case", ["unigram", "split_special", "not_installed", "cannot_load", "no_guard"])
 def test_fallback_to_the_reference_is_stated(case: str, tmp_path: Path, modernbert_json: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
