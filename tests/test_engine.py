@@ -301,6 +301,38 @@ def test_one_thread_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tokie_engine.thread_budget() == len(mask)
 
 
+def test_pinned_tokie_threads_stay_on_one_cpu(modernbert_json: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tokie sizes its threads from the CPU mask (not RAYON_NUM_THREADS): with a budget of 1 every thread that
+    runs during the call is confined to one CPU (none is started when the first call of the process is pinned)."""
+    import threading
+    import time
+
+    engine = tokie_engine.TokieEngine(modernbert_json)
+    texts = [d["text"] for d in python_docs()] * 8
+    masks: dict[str, str] = {}
+    stop = threading.Event()
+    before = set(os.listdir("/proc/self/task"))
+
+    def watch() -> None:
+        while not stop.is_set():
+            for tid in set(os.listdir("/proc/self/task")) - before:
+                try:
+                    status = Path(f"/proc/self/task/{tid}/status").read_text()
+                except OSError:
+                    continue
+                masks[tid] = next(x for x in status.splitlines() if x.startswith("Cpus_allowed_list")).split()[-1]
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    monkeypatch.setenv("RAYON_NUM_THREADS", "1")
+    engine.encode(texts)
+    stop.set()
+    watcher.join()
+    me = str(watcher.native_id)
+    assert all("," not in m and "-" not in m for tid, m in masks.items() if tid != me), masks
+
+
 @pytest.mark.parametrize("dtype", ["uint32", "uint16"])
 @pytest.mark.parametrize("with_domain", [False, True])
 def test_token_rows_are_the_bytes_shardwriter_writes(tmp_path: Path, dtype: str, with_domain: bool) -> None:

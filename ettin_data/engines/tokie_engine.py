@@ -1,12 +1,14 @@
 """The fast engine: PyPI ``tokie`` (Rust), ``encode_batch_flat`` -> flat uint32 ids + lengths, no
 per-document Python objects.
 
-Threads: tokie 0.1.4 does not use rayon and ignores ``RAYON_NUM_THREADS``; it splits each batch over
+Threads: tokie 0.1.4 does not use rayon and ignores ``RAYON_NUM_THREADS``; it splits a batch over
 ``std::thread::available_parallelism()`` scoped threads, i.e. the CPUs in the calling thread's affinity
-mask (checked: 2 worker threads per call on 2 cores with ``RAYON_NUM_THREADS=1``, 0 under ``taskset -c 0``).
-The executor gives every worker a thread budget in ``RAYON_NUM_THREADS`` (workers x threads = cores), so
-during each call the calling thread is pinned to that many CPUs (the one it runs on first), and its mask is
-restored afterwards: one thread per worker when there are as many workers as cores.
+mask (checked on 2 cores: 2 extra threads per call with ``RAYON_NUM_THREADS=1``, none under
+``taskset -c 0``; the count is taken at a process's first call). The executor gives every worker a thread
+budget in ``RAYON_NUM_THREADS`` (workers x threads = cores), so during each call the calling thread is
+pinned to that many CPUs (starting with the one it runs on) and its mask restored afterwards; threads tokie
+starts inherit the mask, so a worker never uses more CPUs than its budget (measured: CPU time = wall time
+with a budget of 1, 1.8x wall time without).
 """
 
 from __future__ import annotations
