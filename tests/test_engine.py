@@ -43,12 +43,12 @@ EDGE = [
     "Error\n    \n\nShape", "\n\n", "Ⅻ12345", " ① ٣ ²", "dⅫ12345가가", "\t\\xxxxxxxxxxxxxxxxxxxxxx",
     "[SEP] [CLS] [MASK] <|endoftext|>", " [MASK] x", "[unused3]", "<|padding|>", "|||EMAIL_ADDRESS|||",
     "\x00", "😀👍🏽", "中文日本語한국어", "e\u0301", "\u00a0\u3000\u2028\x85", "x" * 5000, "", " ", "  " * 30,
-    "ﬁ ß İ ǅ", "\ufeff\u200b", "1234567890" * 5,
+    "ﬁ ß İ ǅ", "\ufeff\u200b", "1234567890" * 5, "\u07f3\u07fd", "x\u07eb-\u07f3\u07fd", "a\u0301\u0316",
 ]
 ATOMS = [" ", "  ", "\t", "\n", "\r", "\r\n", "'", "’", "s", "t", "ll", "re", "ve", "m", "d", "S", "a", "Hello",
          "1", "12", "12345", "é", "e\u0301", "中文", "😀", "👍🏽", "\u00a0", "\u3000", "\u2028", "\x00", "\x0b",
          "\x0c", "\x85", "[SEP]", "[CLS]", " [MASK]", "<|endoftext|>", "[unused3]", ".", "-", "_", "!?", "$", "(",
-         "\\", "Ⅻ", "①", "٣", "ß", "İ", "ǅ", "\u200b", "가", "x" * 20]
+         "\\", "Ⅻ", "①", "٣", "ß", "İ", "ǅ", "\u200b", "가", "x" * 20, "\u07f3", "\u07fd", "\u0316"]
 adversarial = st.lists(st.sampled_from(ATOMS), max_size=14).map("".join)
 unicode_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
 fuzz_batches = st.lists(st.one_of(adversarial, unicode_text), min_size=1, max_size=60)
@@ -146,6 +146,9 @@ def test_known_divergence_classes_are_routed() -> None:
     gpt2, cl100k = G.Guard.for_family("gpt2-bytelevel"), G.Guard.for_family("cl100k-split")
     assert gpt2.routed(["a\t'sfu", "x\x0cy", "a 's", "don't", "\n  \n"]).tolist() == [True, True, False, False, False]
     assert cl100k.routed(["\t(x", "\n  \n", "Ⅻ", "a 's", "12 345"]).tolist() == [True, True, True, False, False]
+    nfc = G.Guard.for_family("gpt2-bytelevel", nfc=True)
+    assert nfc.routed(["\u07f3\u07fd", "\u07fd\u07f3", "e\u0301", "é", "plain"]).tolist() == [
+        True, False, True, False, False]
 
 
 def test_verification_sample_is_fixed_by_unit_and_ids() -> None:

@@ -225,8 +225,9 @@ def select(requested: str, tok: Any, path: str | Path, *, split_special_tokens: 
     except Exception as e:  # tokie.TokieError, or a panic surfaced as another exception
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         return fallback(f"tokie cannot load this tokenizer.json ({first})")
-    family = family_of(header_of(tok)) if choice.guard is None else choice.guard
-    guard = Guard.for_family(family) if family else None
+    header = header_of(tok)
+    family = family_of(header)
+    guard = Guard.for_family(family, nfc=header["normalizer"] == {"type": "NFC"}) if family else None
     added = [str(a.content) for a in tok.get_added_tokens_decoder().values()]
     bad = _probe(fast, reference, guard, [f"x {a} y" for a in added[:200]])
     if bad is not None:

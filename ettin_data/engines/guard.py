@@ -6,11 +6,18 @@ pre-tokenizer); a document matching it is encoded by ``tokenizers``. The classes
 tests against ``Tokenizer.encode_batch`` (tests/test_engine.py: random and adversarial unicode, whitespace,
 apostrophe, digit, emoji, CJK runs, special-token strings) on tokie 0.1.4:
 
-  contraction after whitespace   ``"\\t's"``: tokenizers ``ĉ 's``, tokie ``ĉ ' s`` -- any whitespace other
-                                  than a plain space right before an apostrophe (all byte-level families)
+  tab before a contraction        ``"\\t's"``: tokenizers ``ĉ 's``, tokie ``ĉ ' s`` (GPT-2 byte-level); with
+                                  the cl100k-style regex a tab before any punctuation (``"\\t$x"``, ``"\\t(x"``)
   vertical tab / form feed        ``"a \\n\\x0c"``: runs with ``\\x0b``/``\\x0c`` are split differently
   blank line with blanks          ``"\\n  \\n"`` (cl100k-style split regex only): tokenizers keeps
                                   ``\\s*[\\r\\n]+`` as one piece, tokie splits after the first newline
+  non-ASCII numerals              ``"Ⅻ12345"`` (cl100k-style): tokie's ``\\p{N}`` differs for Nl/No numerals
+  non-ASCII text (WordPiece)      ``[UNK]`` and control-character handling differ
+  text NFC would change           (tokenizers with an NFC normalizer) ``"\\u07f3\\u07fd"``: tokenizers'
+                                  NFC tables predate U+07FD and keep the order, tokie reorders the marks;
+                                  found in a real file (jinja2's ``_identifier.py``); routed when
+                                  ``unicodedata.is_normalized("NFC", text)`` is false (Python's Unicode
+                                  version; marks newer than it are a residual gap)
 
 Python's ``\\s`` is a superset of the Rust regex ``\\s`` (it adds U+001C..U+001F), so the routing regexes
 can only route more documents, never fewer. A tokenizer of no known family has no proven guard: ``auto``
@@ -112,16 +119,22 @@ class Guard:
     family: str
     pattern: re.Pattern[str]
     needles: tuple[str, ...] | None = None
+    nfc: bool = False  # the tokenizer's normalizer is NFC: text that NFC would change is routed
 
     @classmethod
-    def for_family(cls, family: str) -> Guard:
+    def for_family(cls, family: str, nfc: bool = False) -> Guard:
         pattern = FAMILIES[family]
         if "{NONASCII_NUMBER}" in pattern:
             pattern = pattern.replace("{NONASCII_NUMBER}", _nonascii_numbers())
-        return cls(family, re.compile(pattern), NEEDLES.get(family))
+        return cls(family, re.compile(pattern), NEEDLES.get(family), nfc)
+
+    def _not_nfc(self, text: str) -> bool:
+        return self.nfc and not text.isascii() and not unicodedata.is_normalized("NFC", text)
 
     def match(self, text: str) -> bool:
         """Can this document hit a known divergence class (so it goes to the reference engine)?"""
+        if self._not_nfc(text):
+            return True
         needles = self.needles
         if needles is not None:
             if not needles:
@@ -135,7 +148,7 @@ class Guard:
         if self.needles:  # usually no document of a batch holds a needle: one scan of the joined batch says so
             joined = "\0".join(texts)
             if not any(n in joined for n in self.needles):
-                return np.zeros(len(texts), bool)
+                return np.fromiter(map(self._not_nfc, texts), bool, len(texts))
         return np.fromiter(map(self.match, texts), bool, len(texts))
 
 
