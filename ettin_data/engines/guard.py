@@ -1,10 +1,11 @@
 """The exactness guard of the fast engine: route documents that can hit a known divergence class to the
 reference engine, and verify a deterministic sample of the rest against it.
 
-Routing: one compiled regex per tokenizer *family* (recognised from the tokenizer.json: model, normalizer,
-pre-tokenizer); a document matching it is encoded by ``tokenizers``. The classes were found by property
-tests against ``Tokenizer.encode_batch`` (tests/test_engine.py: random and adversarial unicode, whitespace,
-apostrophe, digit, emoji, CJK runs, special-token strings) on tokie 0.1.4:
+Routing: per tokenizer *family* (recognised from the tokenizer.json: model, normalizer, pre-tokenizer), a
+few rules, each a compiled regex behind a literal prefilter (``in`` runs at memory speed, Python's regex
+at ~100 M characters/s, tokie at ~50); a document hitting one is encoded by ``tokenizers``. The classes
+were found by property tests against ``Tokenizer.encode_batch`` (tests/test_engine.py: random and adversarial
+unicode, whitespace, apostrophe, digit, emoji, CJK runs, special-token strings) and real text, on tokie 0.1.4:
 
   tab before a contraction        ``"\\t's"``: tokenizers ``ĉ 's``, tokie ``ĉ ' s`` (GPT-2 byte-level); with
                                   the cl100k-style regex a tab before any punctuation (``"\\t$x"``, ``"\\t(x"``)
@@ -43,35 +44,43 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAMILIES", "SPOT_CHARS", "VERIFY_EVERY", "Guard", "Mismatch", "family_of", "verify_mask"]
+__all__ = ["FAMILIES", "SPOT_CHARS", "VERIFY_EVERY", "Guard", "Mismatch", "Rule", "family_of", "verify_mask"]
 
 VERIFY_EVERY = 1024  # ~1 document of a 1,000-document batch is verified whole (~3% of tokie's time)
 SPOT_CHARS = 1024  # plus, per unit, the first fast-path document's first characters
 
-_VT_FF = r"[\x0b\x0c]"
 # the pre-tokenizer regex of OLMo's dolma2 / OpenAI cl100k tokenizers (as it appears in tokenizer.json)
 CL100K_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
-# family -> routing regex (documents that match go to the reference engine)
-FAMILIES: dict[str, str] = {
-    "gpt2-bytelevel": r"\t'(?:s|t|re|ve|m|ll|d)|" + _VT_FF,
-    "cl100k-split": r"\t(?:[^\s\w]|_)|[\r\n][^\S\r\n]+[\r\n]|{NONASCII_NUMBER}|" + _VT_FF,
-    "bert-wordpiece": r"[^\x00-\x7f]",
-}
-
 
 @functools.cache
-def _nonascii_numbers() -> str:
-    """A character class of every non-ASCII code point of Unicode category N* (``\\p{N}`` beyond 0-9)."""
-    ranges: list[list[int]] = []
-    for cp in range(0x80, sys.maxunicode + 1):
-        if unicodedata.category(chr(cp))[0] == "N":
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1][1] = cp
-            else:
-                ranges.append([cp, cp])
-    return "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges) + "]"
+def _nonascii_numbers() -> frozenset[str]:
+    """Every non-ASCII code point of Unicode category N* (``\\p{N}`` beyond 0-9), in Python's Unicode version."""
+    return frozenset(chr(cp) for cp in range(0x80, sys.maxunicode + 1) if unicodedata.category(chr(cp))[0] == "N")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One divergence class: a document hits it when it contains one of ``needles`` (checked with ``in``, at
+    memory speed) and, if given, ``regex`` matches; ``needles_ascii_only``: the needles are a complete
+    prefilter only for ASCII text (non-ASCII text goes straight to the regex). ``chars``: the class is
+    "contains one of these (non-ASCII) characters"."""
+
+    regex: str | None = None
+    needles: tuple[str, ...] = ()
+    needles_ascii_only: bool = False
+    chars: str | None = None  # "nonascii": any non-ASCII character; "nonascii_numbers": see above
+
+
+# family -> its divergence classes (documents hitting any go to the reference engine)
+FAMILIES: dict[str, tuple[Rule, ...]] = {
+    "gpt2-bytelevel": (Rule(r"\t'(?:s|t|re|ve|m|ll|d)", ("\t'",)), Rule(None, ("\x0b", "\x0c"))),
+    "cl100k-split": (Rule(r"\t(?:[^\s\w]|_)", ("\t",)), Rule(None, ("\x0b", "\x0c")),
+                     Rule(r"[\r\n][^\S\r\n]+[\r\n]", (" \n", "\t\n", " \r", "\t\r"), needles_ascii_only=True),
+                     Rule(chars="nonascii_numbers")),
+    "bert-wordpiece": (Rule(chars="nonascii"),),
+}
 
 
 class Mismatch(Exception):
@@ -103,52 +112,49 @@ def family_of(obj: dict[str, Any]) -> str | None:
     return None
 
 
-# family -> substrings one of which every match of its regex contains ("" + non-ASCII: see Guard.routed);
-# ``in`` runs at memchr speed, ~10x Python's regex, so most documents never reach the regex
-NEEDLES: dict[str, tuple[str, ...] | None] = {
-    "gpt2-bytelevel": ("\t'", "\x0b", "\x0c"),
-    "cl100k-split": None,  # newlines are everywhere: always the regex
-    "bert-wordpiece": (),  # the regex is "any non-ASCII character": str.isascii() answers it
-}
+@dataclass(frozen=True)
+class _Compiled:
+    regex: re.Pattern[str] | None
+    needles: tuple[str, ...]
+    needles_ascii_only: bool
+    chars: frozenset[str] | None
+    nonascii: bool
+
+    def match(self, text: str, ascii_text: bool) -> bool:
+        if self.nonascii:
+            return not ascii_text
+        if self.chars is not None:
+            return not ascii_text and not self.chars.isdisjoint(text)
+        if self.needles and (ascii_text or not self.needles_ascii_only) \
+                and not any(n in text for n in self.needles):
+            return False
+        return self.regex is None or self.regex.search(text) is not None
 
 
 @dataclass(frozen=True)
 class Guard:
-    """Routing regex of one family (and the literal prefilter that spares most documents the regex)."""
+    """The routing rules of one family (and, with an NFC normalizer, the NFC check)."""
 
     family: str
-    pattern: re.Pattern[str]
-    needles: tuple[str, ...] | None = None
+    rules: tuple[_Compiled, ...]
     nfc: bool = False  # the tokenizer's normalizer is NFC: text that NFC would change is routed
 
     @classmethod
     def for_family(cls, family: str, nfc: bool = False) -> Guard:
-        pattern = FAMILIES[family]
-        if "{NONASCII_NUMBER}" in pattern:
-            pattern = pattern.replace("{NONASCII_NUMBER}", _nonascii_numbers())
-        return cls(family, re.compile(pattern), NEEDLES.get(family), nfc)
-
-    def _not_nfc(self, text: str) -> bool:
-        return self.nfc and not text.isascii() and not unicodedata.is_normalized("NFC", text)
+        rules = tuple(_Compiled(re.compile(r.regex) if r.regex else None, r.needles, r.needles_ascii_only,
+                                _nonascii_numbers() if r.chars == "nonascii_numbers" else None,
+                                r.chars == "nonascii") for r in FAMILIES[family])
+        return cls(family, rules, nfc)
 
     def match(self, text: str) -> bool:
         """Can this document hit a known divergence class (so it goes to the reference engine)?"""
-        if self._not_nfc(text):
+        ascii_text = text.isascii()
+        if self.nfc and not ascii_text and not unicodedata.is_normalized("NFC", text):
             return True
-        needles = self.needles
-        if needles is not None:
-            if not needles:
-                return not text.isascii()
-            if not any(n in text for n in needles):
-                return False
-        return self.pattern.search(text) is not None
+        return any(r.match(text, ascii_text) for r in self.rules)
 
     def routed(self, texts: list[str]) -> np.ndarray:
         """Boolean mask: True for the documents that go to the reference engine."""
-        if self.needles:  # usually no document of a batch holds a needle: one scan of the joined batch says so
-            joined = "\0".join(texts)
-            if not any(n in joined for n in self.needles):
-                return np.fromiter(map(self._not_nfc, texts), bool, len(texts))
         return np.fromiter(map(self.match, texts), bool, len(texts))
 
 
