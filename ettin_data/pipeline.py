@@ -23,6 +23,7 @@ from . import units as U
 from .config import recorded_settings
 from .errors import ConfigError, UnitFailure
 from .executor import run_tasks
+from .interrupt import handle_signals
 from .mds import INDEX, write_json_atomic
 from .progress import Display
 from .stats import Stats
@@ -101,8 +102,10 @@ def _drop_root_indexes(out: Path) -> None:
             f.unlink()
 
 
+@handle_signals()  # SIGTERM/SIGHUP stop the run like Ctrl-C: workers stopped, finished units kept, no root index
 def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
-    """Run a stage to completion (or raise :class:`UnitFailure` naming each failed unit)."""
+    """Run a stage to completion (or raise :class:`UnitFailure` naming each failed unit; an interrupt
+    raises ``KeyboardInterrupt``, or :class:`interrupt.Terminated` for SIGTERM/SIGHUP)."""
     if remote.involved(cfg):  # object storage: the stage sees local folders (see remote.py)
         with remote.localize(cfg, stage) as local_cfg:
             summary = run_stage(stage, local_cfg, quiet=quiet)

@@ -1,0 +1,223 @@
+"""Signals to the main process only (what `timeout`, systemd, Kubernetes or a scheduler does): SIGTERM
+and SIGHUP take the Ctrl-C path (exit 143 / 129, one line, finished units kept, no root index), and
+after a SIGKILL, which no handler sees, the workers stop on their own. In every case no process of the
+run survives for more than a few seconds, and a rerun is byte-identical to an uninterrupted run.
+
+The runs go through ``tests/sleepy_stage.py``: each unit sleeps ``SLEEPY_SECONDS`` before the real
+stage runs, so the signal lands mid-run at a seeded moment (after a number of finished units, plus a
+delay shorter than one unit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers_faults import check_partial_state, cli, count_done, tree, tree_diff
+
+from ettin_data import interrupt
+
+pytestmark = pytest.mark.timeout(120)
+
+TESTS = Path(__file__).parent
+SLEEP = 1.0  # seconds each unit sleeps before it starts: longer than any seeded delay below
+GONE_WITHIN = 4.0  # seconds in which every process of a stopped run must be gone
+ONE_LINE = "error: terminated by {}; finished units are kept, rerun to resume"
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _session(sid: int) -> set[int]:
+    """Live processes of session ``sid`` (the run was started in a new session; reparenting keeps it)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        fields = _stat(int(d.name)) if d.name.isdigit() else None
+        if fields and int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+            out.add(int(d.name))
+    return out
+
+
+def _workers(sid: int) -> int:
+    n = 0
+    for pid in _session(sid):
+        with contextlib.suppress(OSError):
+            n += b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return n
+
+
+def _wait_gone(sid: int, timeout: float = GONE_WITHIN) -> tuple[float, set[int]]:
+    """Seconds until no live process of the session is left (or the survivors after ``timeout``)."""
+    t0 = time.monotonic()
+    while (left := _session(sid)) and time.monotonic() - t0 < timeout:
+        time.sleep(0.02)
+    return time.monotonic() - t0, left
+
+
+def _kill_session(sid: int) -> None:
+    for pid in _session(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _interrupted_run(args: list[str], out: Path, sig: int, after_units: int, delay: float) -> subprocess.Popen:
+    """Start ``ettin-data ARGS`` (slowed down) in a new session; once its workers run and ``after_units``
+    units of ``out`` are done, wait ``delay`` s and send ``sig`` to the main process only. Returns the
+    finished process (stderr read) after checking that no process of the run outlived it."""
+    env = {**os.environ, "SLEEPY_SECONDS": str(SLEEP),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.Popen([sys.executable, "-m", "sleepy_stage", *args], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.append(p.stderr.read()), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (_workers(p.pid) < 2 or count_done(out) < after_units) and p.poll() is None:
+            assert time.monotonic() < deadline, "the run did not get going within 60 s"
+            time.sleep(0.01)
+        assert p.poll() is None, f"the run ended before the signal: {p.returncode}"
+        time.sleep(delay)
+        p.send_signal(sig)  # the main process alone, not its group
+        p.wait(timeout=30)
+        took, left = _wait_gone(p.pid)
+        assert not left, f"processes of the run still alive {took:.1f} s after {signal.Signals(sig).name}: {left}"
+        print(f"{signal.Signals(sig).name} after {after_units} units + {delay:.2f}s: all gone in {took:.2f}s")
+    finally:
+        _kill_session(p.pid)
+        reader.join(timeout=5)
+    p.stderr_text = "".join(err)  # type: ignore[attr-defined]
+    return p
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory) -> dict[str, Path]:
+    """Uninterrupted one-process runs: the built-in corpus as 10 text units, tokenized, chunked."""
+    from ettin_data.config import ChunkConfig, ConvertConfig, TokenizeConfig
+    from ettin_data.stages import chunk, convert, tokenize
+
+    root = tmp_path_factory.mktemp("signals")
+    convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=str(root / "text"), docs_per_shard=25, workers=1))
+    tokenize.run(TokenizeConfig(inputs=[str(root / "text")], output=str(root / "tokens"), tokenizer="builtin:modernbert",
+                                workers=1))
+    chunk.run(ChunkConfig(inputs=[str(root / "tokens")], output=str(root / "chunks"), chunk_size=256, min_chunk_size=64,
+                          workers=1))
+    return {"text": root / "text", "tokenize": root / "tokens", "chunk": root / "chunks"}
+
+
+# stage -> (input, arguments, the signals sent to a chain of runs, each resuming the previous one)
+CHAINS = {
+    "tokenize": ("text", ["-t", "builtin:modernbert"], [signal.SIGTERM, signal.SIGKILL, signal.SIGHUP]),
+    "chunk": ("tokenize", ["-c", "256", "-m", "64"], [signal.SIGTERM, signal.SIGKILL]),
+}
+
+
+@pytest.mark.parametrize("stage", list(CHAINS))
+def test_signals_stop_every_process_and_the_rerun_is_byte_identical(stage, refs, tmp_path):
+    src, extra, signals = CHAINS[stage]
+    ref = tree(refs[stage])
+    units = sum(k.endswith(".done") for k in ref)
+    assert units == 10
+    out = tmp_path / "out"
+    args = [stage, str(refs[src]), *extra, "-o", str(out), "-w", "2", "-q"]
+    rng = random.Random(f"signals-{stage}")
+    for i, sig in enumerate(signals):
+        # --rank/--world runs take the same path: the chunk chain starts with rank 0 of 2 (5 units)
+        ranked = stage == "chunk" and i == 0
+        left = 5 if ranked else units - count_done(out)
+        after = count_done(out) + rng.randint(0, min(2, left - 3))  # >= 2 units still to start or finish
+        p = _interrupted_run([*args, "--rank", "0", "--world", "2"] if ranked else args, out, sig, after,
+                             rng.uniform(0.05, 0.6 * SLEEP))
+        if sig == signal.SIGKILL:
+            assert p.returncode == -signal.SIGKILL
+        else:
+            assert p.returncode == 128 + sig, p.stderr_text
+            assert p.stderr_text.strip() == ONE_LINE.format(signal.Signals(sig).name)
+        check_partial_state(out, ref)  # a .done only on complete units, no root index
+        assert "index.json" not in tree(out)
+    assert count_done(out) < units
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    diff = tree_diff(ref, tree(out))
+    assert not diff, diff[:20]
+
+
+def test_cli_exit_codes_and_lines():
+    assert interrupt.exit_code(KeyboardInterrupt()) == 130
+    assert interrupt.exit_code(interrupt.Terminated(signal.SIGTERM)) == 143
+    assert interrupt.exit_code(interrupt.Terminated(signal.SIGHUP)) == 129
+    assert interrupt.describe(KeyboardInterrupt()) == "interrupted"
+    assert interrupt.describe(interrupt.Terminated(signal.SIGHUP)) == "terminated by SIGHUP"
+
+
+def test_handle_signals_raises_once_restores_and_respects_other_handlers():
+    """SIGTERM raises Terminated in the block; a repeat during the stop is ignored; the old handlers come
+    back; a handler that is not the default (nohup's SIG_IGN) is left alone."""
+    old_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with pytest.raises(interrupt.Terminated) as info, interrupt.handle_signals():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM while stopping: no new exception
+                time.sleep(0.05)
+        assert info.value.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, old_hup)
+
+
+# --- workers die with their parent: a driver process starts a pool, prints the worker PIDs, is SIGKILLed ---
+
+DRIVER = """
+import concurrent.futures as cf, multiprocessing as mp, os, sys, time
+from ettin_data import interrupt
+
+def init(driver, pdeathsig):
+    if pdeathsig == "off":  # only the watching thread is left
+        interrupt._set_pdeathsig = lambda sig: False
+    interrupt.die_with_parent(driver, interval=0.1)
+
+if __name__ == "__main__":
+    method, pdeathsig = sys.argv[1:]
+    pool = cf.ProcessPoolExecutor(2, mp_context=mp.get_context(method), initializer=init,
+                                  initargs=(os.getpid(), pdeathsig))
+    futures = [pool.submit(time.sleep, 60) for _ in range(2)]
+    time.sleep(0.3)
+    while len(pool._processes) < 2:
+        time.sleep(0.05)
+    print(" ".join(str(p) for p in pool._processes), flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(("method", "pdeathsig"), [("spawn", "on"), ("spawn", "off"), ("forkserver", "off")])
+def test_workers_die_with_a_sigkilled_driver(method, pdeathsig, tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    p = subprocess.Popen([sys.executable, str(script), method, pdeathsig], stdout=subprocess.PIPE, text=True,
+                         stderr=subprocess.DEVNULL,
+                         start_new_session=True, env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
+    try:
+        workers = [int(x) for x in p.stdout.readline().split()]
+        assert len(workers) == 2 and all(_stat(w) for w in workers)
+        p.kill()
+        p.wait()
+        took, left = _wait_gone(p.pid)
+        assert not left, f"{method}, PR_SET_PDEATHSIG {pdeathsig}: still alive after {took:.1f} s: {left}"
+    finally:
+        _kill_session(p.pid)
