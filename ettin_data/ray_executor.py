@@ -9,6 +9,7 @@ same whatever runs the units.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -112,10 +113,8 @@ def _connect(ray: Any, address: str | None, workers: int) -> bool:
 def _cancel(ray: Any, refs: Sequence[Any]) -> None:
     """Stop tasks still queued or running (force: their worker processes are killed), e.g. on Ctrl-C/SIGTERM."""
     for ref in refs:
-        try:
+        with contextlib.suppress(Exception):  # already finished, or the cluster is going away
             ray.cancel(ref, force=True)
-        except Exception:  # noqa: BLE001 - already finished, or the cluster is going away: nothing to stop
-            pass
 
 
 def run_ray(

@@ -110,8 +110,8 @@ def refs(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("signals")
     convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=str(root / "text"), docs_per_shard=25, workers=1))
-    tokenize.run(TokenizeConfig(inputs=[str(root / "text")], output=str(root / "tokens"), tokenizer="builtin:modernbert",
-                                workers=1))
+    tokenize.run(TokenizeConfig(inputs=[str(root / "text")], output=str(root / "tokens"),
+                                tokenizer="builtin:modernbert", workers=1))
     chunk.run(ChunkConfig(inputs=[str(root / "tokens")], output=str(root / "chunks"), chunk_size=256, min_chunk_size=64,
                           workers=1))
     return {"text": root / "text", "tokenize": root / "tokens", "chunk": root / "chunks"}
