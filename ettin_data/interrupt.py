@@ -25,13 +25,19 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Terminated", "handle_signals", "exit_code", "describe", "die_with_parent", "preserved",
+__all__ = ["Terminated", "handle_signals", "signal_of", "exit_code", "describe", "die_with_parent", "preserved",
            "HANDLED", "WATCH_INTERVAL"]
 
 HANDLED = (signal.SIGTERM, signal.SIGHUP)
 WATCH_INTERVAL = 0.25  # seconds between a worker's checks of its parent (the fallback of PR_SET_PDEATHSIG)
 REPEAT_AFTER = 10.0  # a repeated signal within this many seconds of the first does not interrupt the cleanup
 PR_SET_PDEATHSIG = 1
+
+
+class _State:
+    depth = 0  # nesting of active handle_signals() contexts (the CLI's and the driver's)
+    first: float | None = None  # when the first signal of this run arrived (monotonic)
+    signum: int | None = None  # which one
 
 
 class Terminated(KeyboardInterrupt):
@@ -49,26 +55,30 @@ class Terminated(KeyboardInterrupt):
         return f"terminated by {self.name}"
 
 
+def signal_of(exc: BaseException) -> int:
+    """The signal behind an interrupt: the one :class:`Terminated` carries, else the SIGTERM/SIGHUP this run
+    received (a library may turn our exception into a plain ``KeyboardInterrupt``: Ray's waits do), else SIGINT."""
+    if isinstance(exc, Terminated):
+        return exc.signum
+    return _State.signum or signal.SIGINT
+
+
 def exit_code(exc: BaseException) -> int:
     """128 + the signal number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM, 129 for SIGHUP."""
-    return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+    return 128 + signal_of(exc)
 
 
 def describe(exc: BaseException) -> str:
     """``interrupted`` (Ctrl-C) or ``terminated by SIGTERM`` / ``terminated by SIGHUP``."""
-    return str(exc) if isinstance(exc, Terminated) else "interrupted"
-
-
-class _State:
-    depth = 0  # nesting of active handle_signals() contexts (the CLI's and the driver's)
-    first: float | None = None  # when the first signal of this run arrived (monotonic)
+    sig = signal_of(exc)
+    return "interrupted" if sig == signal.SIGINT else f"terminated by {signal.Signals(sig).name}"
 
 
 def _on_signal(signum: int, frame: Any) -> None:
     now = time.monotonic()
     if _State.first is not None and now - _State.first < REPEAT_AFTER:
         return  # the stop is under way (workers get a bounded grace period): let it finish
-    _State.first = now
+    _State.first, _State.signum = now, signum
     raise Terminated(signum)
 
 
@@ -83,7 +93,7 @@ def handle_signals() -> Iterator[None]:
         if signal.getsignal(sig) == signal.SIG_DFL:
             installed[sig] = signal.signal(sig, _on_signal)
     if _State.depth == 0:
-        _State.first = None
+        _State.first = _State.signum = None
     _State.depth += 1
     try:
         yield

@@ -10,96 +10,24 @@ delay shorter than one unit).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from helpers_faults import check_partial_state, cli, count_done, tree, tree_diff
+from sleepy_stage import SLEEP, interrupted_run, kill_session, proc_stat, wait_gone
 
 from ettin_data import interrupt
 
 pytestmark = pytest.mark.timeout(120)
 
 TESTS = Path(__file__).parent
-SLEEP = 1.0  # seconds each unit sleeps before it starts: longer than any seeded delay below
-GONE_WITHIN = 4.0  # seconds in which every process of a stopped run must be gone
 ONE_LINE = "error: terminated by {}; finished units are kept, rerun to resume"
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _session(sid: int) -> set[int]:
-    """Live processes of session ``sid`` (the run was started in a new session; reparenting keeps it)."""
-    out = set()
-    for d in Path("/proc").iterdir():
-        fields = _stat(int(d.name)) if d.name.isdigit() else None
-        if fields and int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-            out.add(int(d.name))
-    return out
-
-
-def _workers(sid: int) -> int:
-    n = 0
-    for pid in _session(sid):
-        with contextlib.suppress(OSError):
-            n += b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    return n
-
-
-def _wait_gone(sid: int, timeout: float = GONE_WITHIN) -> tuple[float, set[int]]:
-    """Seconds until no live process of the session is left (or the survivors after ``timeout``)."""
-    t0 = time.monotonic()
-    while (left := _session(sid)) and time.monotonic() - t0 < timeout:
-        time.sleep(0.02)
-    return time.monotonic() - t0, left
-
-
-def _kill_session(sid: int) -> None:
-    for pid in _session(sid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _interrupted_run(args: list[str], out: Path, sig: int, after_units: int, delay: float) -> subprocess.Popen:
-    """Start ``ettin-data ARGS`` (slowed down) in a new session; once its workers run and ``after_units``
-    units of ``out`` are done, wait ``delay`` s and send ``sig`` to the main process only. Returns the
-    finished process (stderr read) after checking that no process of the run outlived it."""
-    env = {**os.environ, "SLEEPY_SECONDS": str(SLEEP),
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.Popen([sys.executable, "-m", "sleepy_stage", *args], env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
-    err: list[str] = []
-    reader = threading.Thread(target=lambda: err.append(p.stderr.read()), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 60
-        while (_workers(p.pid) < 2 or count_done(out) < after_units) and p.poll() is None:
-            assert time.monotonic() < deadline, "the run did not get going within 60 s"
-            time.sleep(0.01)
-        assert p.poll() is None, f"the run ended before the signal: {p.returncode}"
-        time.sleep(delay)
-        p.send_signal(sig)  # the main process alone, not its group
-        p.wait(timeout=30)
-        took, left = _wait_gone(p.pid)
-        assert not left, f"processes of the run still alive {took:.1f} s after {signal.Signals(sig).name}: {left}"
-        print(f"{signal.Signals(sig).name} after {after_units} units + {delay:.2f}s: all gone in {took:.2f}s")
-    finally:
-        _kill_session(p.pid)
-        reader.join(timeout=5)
-    p.stderr_text = "".join(err)  # type: ignore[attr-defined]
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +66,7 @@ def test_signals_stop_every_process_and_the_rerun_is_byte_identical(stage, refs,
         ranked = stage == "chunk" and i == 0
         left = 5 if ranked else units - count_done(out)
         after = count_done(out) + rng.randint(0, min(2, left - 3))  # >= 2 units still to start or finish
-        p = _interrupted_run([*args, "--rank", "0", "--world", "2"] if ranked else args, out, sig, after,
+        p = interrupted_run([*args, "--rank", "0", "--world", "2"] if ranked else args, out, sig, after,
                              rng.uniform(0.05, 0.6 * SLEEP))
         if sig == signal.SIGKILL:
             assert p.returncode == -signal.SIGKILL
@@ -214,10 +142,10 @@ def test_workers_die_with_a_sigkilled_driver(method, pdeathsig, tmp_path):
                          start_new_session=True, env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
     try:
         workers = [int(x) for x in p.stdout.readline().split()]
-        assert len(workers) == 2 and all(_stat(w) for w in workers)
+        assert len(workers) == 2 and all(proc_stat(w) for w in workers)
         p.kill()
         p.wait()
-        took, left = _wait_gone(p.pid)
+        took, left = wait_gone(p.pid)
         assert not left, f"{method}, PR_SET_PDEATHSIG {pdeathsig}: still alive after {took:.1f} s: {left}"
     finally:
-        _kill_session(p.pid)
+        kill_session(p.pid)
