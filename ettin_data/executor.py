@@ -120,7 +120,8 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    with interrupt.signals_blocked():  # may start the resource tracker: no group signal may kill it
+        queue = ctx.Queue()
     stop = threading.Event()
 
     def drain() -> None:
@@ -147,7 +148,8 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
         while todo or running:
             while todo and len(running) < n:  # at most one task per worker in flight: a dead worker
                 t = todo.pop()  # costs only the tasks it was running
-                running[pool.submit(_call, fn, t, cfg)] = t
+                with interrupt.signals_blocked():  # may start a worker: see interrupt.signals_blocked
+                    running[pool.submit(_call, fn, t, cfg)] = t
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = False
             for f in done:

@@ -25,8 +25,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Terminated", "handle_signals", "signal_of", "exit_code", "describe", "die_with_parent", "preserved",
-           "HANDLED", "WATCH_INTERVAL"]
+__all__ = ["Terminated", "handle_signals", "signal_of", "exit_code", "describe", "preserved", "signals_blocked",
+           "die_with_parent", "HANDLED", "WATCH_INTERVAL"]
 
 HANDLED = (signal.SIGTERM, signal.SIGHUP)
 WATCH_INTERVAL = 0.25  # seconds between a worker's checks of its parent (the fallback of PR_SET_PDEATHSIG)
@@ -117,6 +117,23 @@ def preserved() -> Iterator[None]:
                 signal.signal(sig, old)
 
 
+@contextlib.contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Hold back SIGINT, SIGTERM and SIGHUP in this thread while it starts helper processes. A child
+    inherits the blocked set, so a signal sent to the whole process group (Ctrl-C, a closed terminal,
+    systemd) cannot kill it before it has chosen its own handling: pool workers choose in
+    :func:`die_with_parent`; multiprocessing's resource tracker never unblocks SIGHUP. Nothing is lost:
+    a signal for this process arrives when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, *HANDLED))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 # --- worker side --------------------------------------------------------------------------------------
 
 
@@ -166,6 +183,9 @@ def die_with_parent(driver_pid: int, interval: float = WATCH_INTERVAL) -> None:
 
     threading.Thread(target=watch, name="ettin-parent-watch", daemon=True).start()
     # The driver stops workers with SIGTERM: terminate at once, even if the driver's parent ignored it.
-    # Ctrl-C reaches the whole process group: only the driver handles it (and then stops the workers).
+    # Ctrl-C and a closed terminal reach the whole process group: only the driver handles them (and then
+    # stops the workers), so a unit is never reported as failed because its worker saw the signal first.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, *HANDLED))  # blocked by signals_blocked()

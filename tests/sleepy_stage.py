@@ -89,11 +89,13 @@ def kill_session(sid: int) -> None:
 
 
 def interrupted_run(args: list[str], out: Path, sig: int, after_units: int, delay: float,
-                    ready: Callable[[int], bool] = lambda pid: pool_workers(pid) >= 2) -> subprocess.Popen:
+                    ready: Callable[[int], bool] = lambda pid: pool_workers(pid) >= 2,
+                    group: bool = False) -> subprocess.Popen:
     """Start ``ettin-data ARGS`` (slowed down) in a new session; once ``ready(pid)`` (default: two pool
-    workers run) and ``after_units`` units of ``out`` are done, wait ``delay`` s and send ``sig`` to the main
-    process only. Returns the finished process (``stderr_text`` set) after checking that no process of
-    the run outlived it by more than ``GONE_WITHIN`` seconds."""
+    workers run) and ``after_units`` units of ``out`` are done, wait ``delay`` s and send ``sig`` to the
+    main process only (``group``: to its whole process group, like Ctrl-C or a closed terminal). Returns
+    the finished process (``stderr_text`` set) after checking that no process of the run outlived it by
+    more than ``GONE_WITHIN`` seconds."""
     from helpers_faults import count_done
 
     env = {**os.environ, "SLEEPY_SECONDS": str(SLEEP),
@@ -110,11 +112,15 @@ def interrupted_run(args: list[str], out: Path, sig: int, after_units: int, dela
             time.sleep(0.01)
         assert p.poll() is None, f"the run ended before the signal: {p.returncode}"
         time.sleep(delay)
-        p.send_signal(sig)  # the main process alone, not its group
+        if group:
+            os.killpg(p.pid, sig)
+        else:
+            p.send_signal(sig)  # the main process alone
         p.wait(timeout=30)
         took, left = wait_gone(p.pid)
         assert not left, f"processes of the run still alive {took:.1f} s after {signal.Signals(sig).name}: {left}"
-        print(f"{signal.Signals(sig).name} after {after_units} units + {delay:.2f}s: all gone in {took:.2f}s")
+        to = f"{signal.Signals(sig).name}{' (group)' if group else ''}"
+        print(f"{to} after {after_units} units + {delay:.2f}s: all gone in {took:.2f}s")
     finally:
         kill_session(p.pid)
         reader.join(timeout=5)

@@ -10,6 +10,7 @@ delay shorter than one unit).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -45,10 +46,12 @@ def refs(tmp_path_factory) -> dict[str, Path]:
     return {"text": root / "text", "tokenize": root / "tokens", "chunk": root / "chunks"}
 
 
-# stage -> (input, arguments, the signals sent to a chain of runs, each resuming the previous one)
+# stage -> (input, arguments, the signals sent to a chain of runs, each resuming the previous one); a
+# negative number: to the whole process group (a closed terminal), where workers and the resource tracker
+# must leave the signal to the main process
 CHAINS = {
     "tokenize": ("text", ["-t", "builtin:modernbert"], [signal.SIGTERM, signal.SIGKILL, signal.SIGHUP]),
-    "chunk": ("tokenize", ["-c", "256", "-m", "64"], [signal.SIGTERM, signal.SIGKILL]),
+    "chunk": ("tokenize", ["-c", "256", "-m", "64"], [signal.SIGTERM, signal.SIGKILL, -signal.SIGHUP]),
 }
 
 
@@ -61,18 +64,22 @@ def test_signals_stop_every_process_and_the_rerun_is_byte_identical(stage, refs,
     out = tmp_path / "out"
     args = [stage, str(refs[src]), *extra, "-o", str(out), "-w", "2", "-q"]
     rng = random.Random(f"signals-{stage}")
-    for i, sig in enumerate(signals):
+    for i, signed in enumerate(signals):
+        sig = signal.Signals(abs(signed))
         # --rank/--world runs take the same path: the chunk chain starts with rank 0 of 2 (5 units)
         ranked = stage == "chunk" and i == 0
         left = 5 if ranked else units - count_done(out)
         after = count_done(out) + rng.randint(0, min(2, left - 3))  # >= 2 units still to start or finish
         p = interrupted_run([*args, "--rank", "0", "--world", "2"] if ranked else args, out, sig, after,
-                             rng.uniform(0.05, 0.6 * SLEEP))
+                             rng.uniform(0.05, 0.6 * SLEEP), group=signed < 0)
         if sig == signal.SIGKILL:
             assert p.returncode == -signal.SIGKILL
         else:
             assert p.returncode == 128 + sig, p.stderr_text
-            assert p.stderr_text.strip() == ONE_LINE.format(signal.Signals(sig).name)
+            assert p.stderr_text.strip() == ONE_LINE.format(sig.name)
+            log = max((out / ".ettin_logs").glob(f"{stage}-*.jsonl"))  # named by UTC time: the last run's
+            end = json.loads(log.read_text().splitlines()[-1])
+            assert (end["exit_code"], end["error"]) == (128 + sig, f"terminated by {sig.name}")
         check_partial_state(out, ref)  # a .done only on complete units, no root index
         assert "index.json" not in tree(out)
     assert count_done(out) < units
@@ -99,7 +106,7 @@ def test_handle_signals_raises_once_restores_and_respects_other_handlers():
             assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
             try:
                 os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(1)
+                time.sleep(0.5)
             finally:
                 os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM while stopping: no new exception
                 time.sleep(0.05)
