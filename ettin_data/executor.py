@@ -166,7 +166,7 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=initargs)
     except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (interrupt.Terminated) or a bug: stop the workers now
-        stop_workers(pool)
+        _stop_workers(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -179,7 +179,7 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
     return out
 
 
-def stop_workers(pool: ProcessPoolExecutor, grace: float = GRACE) -> None:
+def _stop_workers(pool: ProcessPoolExecutor, grace: float = GRACE) -> None:
     """Stop every worker of ``pool`` mid-task: SIGTERM, then SIGKILL for those still alive after ``grace``
     seconds. A unit that was being written stays a ``.partial`` folder, which the next run redoes."""
     procs = list((getattr(pool, "_processes", None) or {}).values())

@@ -10,8 +10,8 @@ one (``nohup`` ignoring SIGHUP, an application's own handler) is left alone.
 Worker side: :func:`die_with_parent` (called in a pool worker's initializer) asks Linux to SIGKILL the
 worker when its parent dies (``prctl(PR_SET_PDEATHSIG)``) and starts a daemon thread that exits the
 worker when its parent changes or the driver is gone: the fallback for other systems and for start
-methods where the parent is not the driver (forkserver). A worker thus stops within about a second of a
-driver killed with SIGKILL, which no handler can catch.
+methods where the parent is not the driver (forkserver). A worker thus stops at once (Linux), or within
+``WATCH_INTERVAL`` seconds, after the driver is killed with SIGKILL, which no handler can catch.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 __all__ = ["Terminated", "handle_signals", "signal_of", "exit_code", "describe", "preserved", "signals_blocked",
            "die_with_parent", "HANDLED", "WATCH_INTERVAL"]
 
-HANDLED = (signal.SIGTERM, signal.SIGHUP)
+HANDLED = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))  # no SIGHUP on Windows
 WATCH_INTERVAL = 0.25  # seconds between a worker's checks of its parent (the fallback of PR_SET_PDEATHSIG)
 REPEAT_AFTER = 10.0  # a repeated signal within this many seconds of the first does not interrupt the cleanup
 PR_SET_PDEATHSIG = 1
@@ -84,7 +84,8 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 @contextlib.contextmanager
 def handle_signals() -> Iterator[None]:
-    """Within this block SIGTERM and SIGHUP raise :class:`Terminated` (main thread only; re-entrant)."""
+    """Within this block SIGTERM and SIGHUP raise :class:`Terminated` (main thread only; re-entrant). A
+    repeat within ``REPEAT_AFTER`` seconds is ignored, so that it cannot cut short the workers' stop."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -185,7 +186,7 @@ def die_with_parent(driver_pid: int, interval: float = WATCH_INTERVAL) -> None:
     # The driver stops workers with SIGTERM: terminate at once, even if the driver's parent ignored it.
     # Ctrl-C and a closed terminal reach the whole process group: only the driver handles them (and then
     # stops the workers), so a unit is never reported as failed because its worker saw the signal first.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, *HANDLED))  # blocked by signals_blocked()
+    for sig in (signal.SIGINT, *HANDLED):
+        signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, *HANDLED))  # blocked by signals_blocked()
