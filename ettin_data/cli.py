@@ -228,7 +228,7 @@ def _print_summary(mod: Any, summary: dict[str, Any], as_json: bool) -> None:
 
 def _settings_conflict(mod: Any, cfg: BaseModel) -> list[str]:
     """What a real run would refuse: the output was written with other settings (see pipeline)."""
-    from .pipeline import SETTINGS
+    from .dataset import SETTINGS
 
     path = Path(cfg.output) / SETTINGS
     if getattr(cfg, "overwrite", False) or not path.is_file():
