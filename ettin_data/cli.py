@@ -71,7 +71,7 @@ COMMANDS: list[tuple[str, str | None, type[BaseModel], str, str, str]] = [
     ("finalize", None, C.FinalizeConfig, "ettin_data.stages.finalize",
      "Combine split datasets into OUTPUT/train and OUTPUT/validation (raw .mds), write manifest.json, verify.",
      "'sample split' output folders (each with train/ and validation/)."),
-    ("stats", None, C.StatsConfig, "ettin_data.inspect",
+    ("stats", None, C.StatsConfig, "ettin_data.stages.describe",
      "Summarise MDS folders: samples, shards, bytes, columns, tokens and length percentiles.",
      "MDS folders (any tool's)."),
 ]
