@@ -72,7 +72,7 @@ COMMANDS: list[tuple[str, str | None, type[BaseModel], str, str, str]] = [
     ("finalize", None, C.FinalizeConfig, "ettin_data.stages.finalize",
      "Combine split datasets into OUTPUT/train and OUTPUT/validation (raw .mds), write manifest.json, verify.",
      "'sample split' output folders (each with train/ and validation/)."),
-    ("stats", None, C.StatsConfig, "ettin_data.inspect",
+    ("stats", None, C.StatsConfig, "ettin_data.stages.describe",
      "Summarise MDS folders: samples, shards, bytes, columns, tokens and length percentiles.",
      "MDS folders (any tool's)."),
 ]
@@ -229,7 +229,7 @@ def _print_summary(mod: Any, summary: dict[str, Any], as_json: bool) -> None:
 
 def _settings_conflict(mod: Any, cfg: BaseModel) -> list[str]:
     """What a real run would refuse: the output was written with other settings (see pipeline)."""
-    from .pipeline import SETTINGS
+    from .dataset import SETTINGS
 
     path = Path(cfg.output) / SETTINGS
     if getattr(cfg, "overwrite", False) or not path.is_file():

@@ -31,8 +31,9 @@ from ettin_data.stages import convert
 from ettin_data.stats import Stats
 
 os.environ.update(RAY_ENV)  # read by Ray when it is imported: keep everything on 127.0.0.1
-ray = pytest.importorskip("ray")
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
+import ray  # noqa: E402  (installed by make install: a missing Ray fails, never skips)
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(180)]
 
 NAME = "crashy"  # this test module doubles as a test-only stage module (see plan/process_unit/finish)
 
