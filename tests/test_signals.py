@@ -55,6 +55,7 @@ CHAINS = {
 }
 
 
+@pytest.mark.slow  # end-to-end (~8 s per stage): `make test` runs it, `make test-fast` does not
 @pytest.mark.parametrize("stage", list(CHAINS))
 def test_signals_stop_every_process_and_the_rerun_is_byte_identical(stage, refs, tmp_path):
     src, extra, signals = CHAINS[stage]
