@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 OLMO   := ai2-olmo==0.6.0
 
-.PHONY: install test lint demo bench scale clean
+.PHONY: install test test-fast lint demo bench scale clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# the inner loop: everything but the end-to-end kill/resume, Ray, S3 and example runs (CI runs `make test`)
+test-fast: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" -x
 
 demo: install
 	rm -rf $(DEMO)

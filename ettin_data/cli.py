@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from . import __version__
 from . import config as C
 from .errors import ConfigError, EttinError, UnitFailure, os_error_message
+from .interrupt import describe, exit_code, handle_signals
 
 __all__ = ["app", "main"]
 
@@ -71,7 +72,7 @@ COMMANDS: list[tuple[str, str | None, type[BaseModel], str, str, str]] = [
     ("finalize", None, C.FinalizeConfig, "ettin_data.stages.finalize",
      "Combine split datasets into OUTPUT/train and OUTPUT/validation (raw .mds), write manifest.json, verify.",
      "'sample split' output folders (each with train/ and validation/)."),
-    ("stats", None, C.StatsConfig, "ettin_data.inspect",
+    ("stats", None, C.StatsConfig, "ettin_data.stages.describe",
      "Summarise MDS folders: samples, shards, bytes, columns, tokens and length percentiles.",
      "MDS folders (any tool's)."),
 ]
@@ -228,7 +229,7 @@ def _print_summary(mod: Any, summary: dict[str, Any], as_json: bool) -> None:
 
 def _settings_conflict(mod: Any, cfg: BaseModel) -> list[str]:
     """What a real run would refuse: the output was written with other settings (see pipeline)."""
-    from .pipeline import SETTINGS
+    from .dataset import SETTINGS
 
     path = Path(cfg.output) / SETTINGS
     if getattr(cfg, "overwrite", False) or not path.is_file():
@@ -279,6 +280,7 @@ def _write_log(log: Any, code: int, **kw: Any) -> str | None:
 
 
 def _make_command(name: str, table: str, model: type[BaseModel], module: str, input_help: str):
+    @handle_signals()  # SIGTERM/SIGHUP take the Ctrl-C path below (exit 143/129)
     def command(**kwargs: Any) -> None:
         run_opts = {k: kwargs.pop(k) for k in RUN_OPTIONS}
         debug = run_opts["debug"] or os.environ.get("ETTIN_DEBUG") == "1"
@@ -313,9 +315,9 @@ def _make_command(name: str, table: str, model: type[BaseModel], module: str, in
         except EttinError as e:
             _write_log(log, e.exit_code, error=str(e))
             _fail(str(e), e.exit_code, debug)
-        except KeyboardInterrupt:
-            _write_log(log, 130, error="interrupted")
-            _fail("interrupted; finished units are kept, rerun to resume", 130, False)
+        except KeyboardInterrupt as e:  # Ctrl-C, or interrupt.Terminated (SIGTERM, SIGHUP)
+            _write_log(log, exit_code(e), error=describe(e))
+            _fail(f"{describe(e)}; finished units are kept, rerun to resume", exit_code(e), False)
         except OSError as e:  # disk full, read-only output, permissions: one line naming the path
             msg = os_error_message(e, getattr(cfg, "output", None))
             _write_log(log, 1, error=msg)

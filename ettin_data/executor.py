@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -16,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import progress
+from . import interrupt, progress
 from .errors import EttinError, os_error_message
 from .stats import Stats
 from .units import Task
@@ -24,6 +25,7 @@ from .units import Task
 __all__ = ["run_tasks", "Outcome", "worker_env"]
 
 WORKER_DIED = "worker process died (killed, or out of memory)"
+GRACE = 2.5  # seconds an interrupted run's workers get between SIGTERM and SIGKILL
 
 
 @dataclass
@@ -65,7 +67,8 @@ def _call(fn: Callable[[Task, Any], Stats], task: Task, cfg: Any) -> tuple[str, 
         progress.flush()
 
 
-def _init_worker(queue: Any, env: dict[str, str]) -> None:
+def _init_worker(queue: Any, env: dict[str, str], driver: int) -> None:
+    interrupt.die_with_parent(driver)  # no worker outlives the driver, however it ends
     os.environ.update(env)
     progress.set_sink(lambda d, t: queue.put((d, t)))
 
@@ -117,7 +120,8 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    with interrupt.signals_blocked():  # may start the resource tracker: no group signal may kill it
+        queue = ctx.Queue()
     stop = threading.Event()
 
     def drain() -> None:
@@ -137,14 +141,15 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
     drainer.start()
     todo = list(tasks)[::-1]
     n = min(workers, len(tasks))
-    env = worker_env(n)
-    pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(queue, env))
+    initargs = (queue, worker_env(n), os.getpid())
+    pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=initargs)
     running: dict[Future, Task] = {}
     try:
         while todo or running:
             while todo and len(running) < n:  # at most one task per worker in flight: a dead worker
                 t = todo.pop()  # costs only the tasks it was running
-                running[pool.submit(_call, fn, t, cfg)] = t
+                with interrupt.signals_blocked():  # may start a worker: see interrupt.signals_blocked
+                    running[pool.submit(_call, fn, t, cfg)] = t
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = False
             for f in done:
@@ -159,11 +164,33 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
                     _record(out, t.name, ("error", WORKER_DIED, ""), on_done)
                 running.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(queue, env))
+                pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=initargs)
+    except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (interrupt.Terminated) or a bug: stop the workers now
+        _stop_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         stop.set()
         drainer.join(timeout=2)
+        queue.close()
+        queue.join_thread()
     order = {t.name: i for i, t in enumerate(tasks)}
     out.failures.sort(key=lambda x: order[x[0]])
     return out
+
+
+def _stop_workers(pool: ProcessPoolExecutor, grace: float = GRACE) -> None:
+    """Stop every worker of ``pool`` mid-task: SIGTERM, then SIGKILL for those still alive after ``grace``
+    seconds. A unit that was being written stays a ``.partial`` folder, which the next run redoes."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(1)
+    pool.shutdown(wait=False, cancel_futures=True)

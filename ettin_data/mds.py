@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from .dataset import INDEX, is_root_index
 from .errors import InputError
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "shard_files",
 ]
 
-INDEX = "index.json"
 SIZE_LIMIT = 1 << 26
 HASH_ALGO = "sha1"
 
@@ -388,7 +388,7 @@ def find_units(root: str | Path) -> list[str]:
                     rel = Path(dirpath).relative_to(root).as_posix()
                     found.append("" if rel == "." else rel)
                 continue
-            if all("/" not in s["raw_data"]["basename"] for s in index["shards"]):
+            if not is_root_index(index):
                 rel = Path(dirpath).relative_to(root).as_posix()
                 found.append("" if rel == "." else rel)
                 dirnames[:] = []

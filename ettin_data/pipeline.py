@@ -21,16 +21,16 @@ from typing import Any
 from . import remote
 from . import units as U
 from .config import recorded_settings, settings_diff
+from .dataset import META, SETTINGS, is_root_index, read_meta
 from .errors import ConfigError, UnitFailure
 from .executor import run_tasks
+from .interrupt import handle_signals
 from .mds import INDEX, write_json_atomic
 from .progress import Display
 from .stats import Stats
 
-__all__ = ["run_stage", "plan_stage", "Plan", "META", "read_meta", "SETTINGS"]
+__all__ = ["run_stage", "plan_stage", "Plan"]
 
-META = "ettin_meta.json"
-SETTINGS = ".ettin_settings.json"
 
 
 @dataclass
@@ -39,16 +39,6 @@ class Plan:
     mine: list[U.Task]
     done: list[U.Task] = field(default_factory=list)
     todo: list[U.Task] = field(default_factory=list)
-
-
-def read_meta(path: str | Path) -> dict[str, Any] | None:
-    p = Path(path) / META
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError:
-        return None
 
 
 def plan_stage(stage: ModuleType, cfg: Any, is_done: Callable[[str], bool] | None = None) -> Plan:
@@ -93,16 +83,17 @@ def _drop_root_indexes(out: Path) -> None:
     for d in (out, *(c for c in out.iterdir() if c.is_dir() and not c.name.startswith("."))):
         f = d / INDEX
         try:
-            shards = json.loads(f.read_text()).get("shards") if f.is_file() else None
-        except (OSError, ValueError, AttributeError):
+            index = json.loads(f.read_text()) if f.is_file() else None
+        except (OSError, ValueError):
             continue
-        if isinstance(shards, list) and any("/" in str((s.get("raw_data") or {}).get("basename", ""))
-                                            for s in shards if isinstance(s, dict)):
+        if isinstance(index, dict) and is_root_index(index):
             f.unlink()
 
 
+@handle_signals()  # SIGTERM/SIGHUP stop the run like Ctrl-C: workers stopped, finished units kept, no root index
 def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, Any]:
-    """Run a stage to completion (or raise :class:`UnitFailure` naming each failed unit)."""
+    """Run a stage to completion (or raise :class:`UnitFailure` naming each failed unit; an interrupt
+    raises ``KeyboardInterrupt``, or :class:`interrupt.Terminated` for SIGTERM/SIGHUP)."""
     if remote.involved(cfg):  # object storage: the stage sees local folders (see remote.py)
         with remote.localize(cfg, stage) as local_cfg:
             summary = run_stage(stage, local_cfg, quiet=quiet)

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from .dataset import read_meta
 from .errors import InputError
 from .mds import INDEX, UnitReader, read_index, write_json_atomic
-from .pipeline import read_meta
 
 __all__ = ["PROFILES", "DEFAULT", "FIX", "name", "output_columns", "source_column", "can_link", "compression",
            "flat_dtype", "to_numpy", "is_flat", "read_flat", "verify_flat", "verify_profile", "describe_flat",

@@ -9,13 +9,14 @@ same whatever runs the units.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import executor as E
-from . import progress
+from . import interrupt, progress
 from .errors import ConfigError
 from .stats import Stats
 from .units import Task
@@ -92,13 +93,14 @@ def _connect(ray: Any, address: str | None, workers: int) -> bool:
         return False
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     try:
-        if address is None:
-            ray.init(address="local", num_cpus=workers, **quiet)
-        else:
-            _reachable(address)
-            if _loopback(address):  # a head on loopback: the driver must use it too
-                quiet["_node_ip_address"] = "127.0.0.1"
-            ray.init(address=address, **quiet)
+        with interrupt.preserved():  # ray.init's own SIGTERM handler (sys.exit) would skip the clean stop
+            if address is None:
+                ray.init(address="local", num_cpus=workers, **quiet)
+            else:
+                _reachable(address)
+                if _loopback(address):  # a head on loopback: the driver must use it too
+                    quiet["_node_ip_address"] = "127.0.0.1"
+                ray.init(address=address, **quiet)
     except ConfigError:
         raise
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -106,6 +108,13 @@ def _connect(ray: Any, address: str | None, workers: int) -> bool:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot start or join {where}: {msg}; check --ray-address (or `ray status`)") from None
     return True
+
+
+def _cancel(ray: Any, refs: Sequence[Any]) -> None:
+    """Stop tasks still queued or running (force: their worker processes are killed), e.g. on Ctrl-C/SIGTERM."""
+    for ref in refs:
+        with contextlib.suppress(Exception):  # already finished, or the cluster is going away
+            ray.cancel(ref, force=True)
 
 
 def run_ray(
@@ -136,10 +145,12 @@ def run_ray(
     env = E.worker_env(workers)
     if address is not None:
         env = {k: "false" if k == "TOKENIZERS_PARALLELISM" else "1" for k in env}
+    pending: dict[Any, Task] = {}
     try:
         remote = ray.remote(_unit).options(num_cpus=1, max_retries=max_retries, retry_exceptions=False)
         fn_ref, cfg_ref = ray.put(fn), ray.put(cfg)
-        pending = {remote.remote(fn_ref, t, cfg_ref, env): t for t in tasks}
+        for t in tasks:  # one by one: an interrupt between two submissions still cancels the first
+            pending[remote.remote(fn_ref, t, cfg_ref, env)] = t
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.2)
             for ref in ready:
@@ -151,6 +162,9 @@ def run_ray(
                 if on_progress and (docs or tokens):
                     on_progress(docs, tokens)
                 E._record(out, t.name, (kind, value, tb), on_done)
+    except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (interrupt.Terminated) or a bug: no task keeps running
+        _cancel(ray, list(pending))
+        raise
     finally:
         if started:
             ray.shutdown()

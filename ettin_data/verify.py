@@ -18,9 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .dataset import is_root_index, read_meta
 from .errors import InputError
 from .mds import INDEX, find_units, load_shard, read_index
-from .pipeline import read_meta
 
 __all__ = ["verify", "verify_paths", "verify_dataset", "chunk_rules", "stage_chain", "MANIFEST"]
 
@@ -168,7 +168,7 @@ def _count_problems(root: Path, index: dict[str, Any], per_dir: dict[str, list[i
                     counted: dict[str, int]) -> list[str]:
     problems = []
     total = sum(int(s["samples"]) for s in index["shards"])
-    if any("/" in s["raw_data"]["basename"] for s in index["shards"]):  # a root index over units
+    if is_root_index(index):
         try:
             units = find_units(root)
             unit_total = sum(int(s["samples"]) for u in units for s in read_index(root / u)["shards"])

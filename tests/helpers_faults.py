@@ -20,25 +20,6 @@ ETTIN = str(Path(sys.executable).with_name("ettin-data"))
 EXCLUDE_DIRS = ("_logs", ".ettin_logs")
 
 
-def stage_exists(name: str) -> bool:
-    """A stage is usable once its module exposes ``run`` (``sample.split`` -> ettin_data.sampling.split)."""
-    import importlib
-
-    module = f"ettin_data.sampling.{name.split('.')[1]}" if name.startswith("sample.") else f"ettin_data.stages.{name}"
-    try:
-        return hasattr(importlib.import_module(module), "run")
-    except ImportError:
-        return False
-
-
-def tokenizer_exists() -> bool:
-    try:
-        from ettin_data import tokenizer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``ettin-data ARGS`` in a subprocess; returns the completed process (text output)."""
     return subprocess.run([ETTIN, *args], capture_output=True, text=True, timeout=timeout,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_faults import stage_exists, tokenizer_exists, write_jsonl
+from helpers_faults import write_jsonl
 from typer.testing import CliRunner
 
 from ettin_data.cli import app
@@ -173,12 +173,6 @@ def _decode(tok, ids) -> str:
     return tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
 
-needs_tokenize = pytest.mark.skipif(not (stage_exists("tokenize") and tokenizer_exists()),
-                                    reason="tokenize not available yet")
-needs_chunk = pytest.mark.skipif(not stage_exists("chunk"), reason="chunk not available yet")
-
-
-@needs_tokenize
 def test_tokenize_hostile_documents_round_trip_and_are_counted(tmp_path):
     import unicodedata
 
@@ -199,7 +193,6 @@ def test_tokenize_hostile_documents_round_trip_and_are_counted(tmp_path):
     assert s["tokens"] == sum(d["len"] for d in got)
 
 
-@needs_tokenize
 @pytest.mark.parametrize("content", ["{not json", '{"version": "1.0", "model": {"type": "Nope"}}', "\xff"])
 def test_tokenizer_file_that_does_not_parse(tmp_path, text_dataset, content):
     bad = tmp_path / "tokenizer.json"
@@ -209,7 +202,6 @@ def test_tokenizer_file_that_does_not_parse(tmp_path, text_dataset, content):
     assert not (tmp_path / "tok" / "index.json").exists()
 
 
-@needs_tokenize
 def test_missing_tokenizer_and_text_input_of_wrong_kind(tmp_path, text_dataset, token_dataset):
     err = fails("tokenize", str(text_dataset), "-o", str(tmp_path / "t1"), "-t", str(tmp_path / "nope.json"))
     assert "nope.json: no such tokenizer file" in err
@@ -217,7 +209,6 @@ def test_missing_tokenizer_and_text_input_of_wrong_kind(tmp_path, text_dataset, 
     assert "needs 'id' and 'text' columns" in err and "already tokenized" in err
 
 
-@needs_chunk
 def test_chunk_refuses_a_tokenizer_that_differs_from_the_metadata(tmp_path, token_dataset):
     import shutil
 
@@ -234,7 +225,6 @@ def test_chunk_refuses_a_tokenizer_that_differs_from_the_metadata(tmp_path, toke
     assert not (tmp_path / "ch").exists() or not any((tmp_path / "ch").rglob(".done"))
 
 
-@needs_chunk
 def test_chunk_refuses_text_data(tmp_path, text_dataset):
     err = fails("chunk", str(text_dataset), "-o", str(tmp_path / "ch"))
     assert "tokenizer" in err and str(text_dataset) in err
@@ -256,7 +246,6 @@ def _token_mds_like(ref: Path, root: Path, docs: list[np.ndarray]) -> Path:
     return root
 
 
-@needs_chunk
 def test_chunk_a_document_of_more_than_a_million_tokens(tmp_path, token_dataset):
     rng = np.random.default_rng(0)
     n = 1_200_000
@@ -276,8 +265,6 @@ def test_chunk_a_document_of_more_than_a_million_tokens(tmp_path, token_dataset)
     assert np.array_equal(first, big[1:-1])  # every token once, in order: nothing lost, nothing repeated
 
 
-@needs_tokenize
-@needs_chunk
 @pytest.mark.slow
 def test_tokenize_and_chunk_a_document_of_more_than_a_million_tokens(tmp_path):
     from ettin_data.tokenizer import load_tokenizer

@@ -11,6 +11,7 @@ import pytest
 import zstandard
 from typer.testing import CliRunner
 
+from ettin_data import sources
 from ettin_data.cli import app
 from ettin_data.config import ConvertConfig
 from ettin_data.corpus import python_docs
@@ -49,6 +50,7 @@ def _tree_digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and "_logs" not in p.parts}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["docs.jsonl", "docs.jsonl.gz", "docs.jsonl.zst"])
 def test_jsonl_round_trip_through_streaming(tmp_path, name):
     src = _write_jsonl(tmp_path / name, [{"id": d["id"], "text": d["text"]} for d in DOCS])
@@ -153,9 +155,15 @@ def test_validation_errors_list_each_field(tmp_path):
 
 
 def test_hub_dataset_without_network_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # no HF_HUB_OFFLINE: without a network the hub host does not resolve and convert goes offline itself
+    # (cached datasets still load) instead of retrying for ~45 s per request
+    import datasets
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(sources, "_hub_reachable", lambda: False)
     r = CliRunner().invoke(app, ["convert", "some-org/some-dataset", "-o", str(tmp_path / "o"), "-w", "1"])
     assert r.exit_code == 1
     assert "cannot read Hugging Face hub dataset 'some-org/some-dataset'" in r.output

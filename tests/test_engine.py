@@ -21,11 +21,11 @@ from ettin_data import engines
 from ettin_data import tokenizer as T
 from ettin_data.config import TokenizeConfig
 from ettin_data.corpus import python_docs
+from ettin_data.dataset import read_meta
 from ettin_data.engines import guard as G
 from ettin_data.engines import tokie_engine
 from ettin_data.errors import ConfigError
 from ettin_data.mds import ShardWriter
-from ettin_data.pipeline import read_meta
 from ettin_data.stages import tokenize as stage
 from ettin_data.stats import Stats
 from ettin_data.token_rows import token_samples

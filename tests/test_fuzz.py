@@ -16,14 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_faults import stage_exists, tokenizer_exists
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ettin_data.mds import TEXT_COLUMNS, TOKEN_COLUMNS, ShardWriter, UnitReader, write_root_index
-
-pytestmark = pytest.mark.skipif(not (stage_exists("tokenize") and stage_exists("chunk") and tokenizer_exists()),
-                                reason="tokenize/chunk not available yet")
 
 BOS, EOS = 50281, 50282
 # deterministic (derandomize) so CI runs are reproducible; no example database written into the checkout

@@ -100,6 +100,7 @@ def test_a_bad_line_in_a_later_part_names_its_exact_line(tmp_path):
         _run([path], tmp_path / "out", part_size_mb=1, workers=1)
 
 
+@pytest.mark.slow
 def test_parquet_row_groups_and_arrow_files_are_parts(tmp_path):
     import datasets
     import pyarrow as pa
@@ -139,6 +140,7 @@ def test_hub_dataset_shards_are_parts(tmp_path, monkeypatch):
     assert [i for i, _ in _read(tmp_path / "out")] == [f"{i}-{j}" for i in range(3) for j in range(30)]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_inside_a_source_is_byte_identical(big, tmp_path):
     path, _ = big
     args = ["convert", str(path), "--part-size-mb", "1", "--docs-per-shard", "300", "-w", "2", "-q"]

@@ -68,6 +68,7 @@ def raw(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", [dict(docs_per_shard=60), dict(docs_per_shard=100, part_size_mb=1)])
 def test_fused_equals_three_stages_byte_for_byte(raw, tmp_path, kw):
     opts = dict(CHUNK, domain_field="src", **kw)
@@ -89,6 +90,7 @@ def test_fused_equals_three_stages_byte_for_byte(raw, tmp_path, kw):
         s["total_duplicated_tokens"]
 
 
+@pytest.mark.slow
 def test_fused_output_feeds_split_finalize_and_verify(raw, tmp_path):
     _fused([str(raw)], tmp_path / "chunks", docs_per_shard=100, **CHUNK)
     assert cli("sample", "split", str(tmp_path / "chunks"), "-o", str(tmp_path / "split"),
@@ -115,6 +117,7 @@ def test_config_file_tables_of_the_three_stages_apply(raw, tmp_path):
     assert r.returncode == 2 and "bogus" in r.stderr and "[chunk]" in r.stderr
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_byte_identical(raw, tmp_path):
     args = ["prepare", str(raw), "-t", "builtin:modernbert", "--docs-per-shard", "40", "--part-size-mb", "1",
             "-c", "256", "-m", "64", "-a", "16", "-w", "2", "-q"]
@@ -140,6 +143,7 @@ def test_a_tokenizer_without_bos_eos_is_refused_before_writing(tmp_path, raw):
     assert not (tmp_path / "o" / "tokenizer.json").exists()
 
 
+@pytest.mark.slow
 def test_kept_intermediates_equal_the_stages_outputs(raw, tmp_path):
     opts = dict(CHUNK, docs_per_shard=100, part_size_mb=1)
     staged = _staged([str(raw)], tmp_path / "staged", **opts)

@@ -40,6 +40,7 @@ def _cfg(src: Path, out: Path, **kw) -> ConvertConfig:
     return ConvertConfig(inputs=[str(src)], output=str(out), docs_per_shard=25, **{"workers": 1, **kw})
 
 
+@pytest.mark.slow
 def test_ranks_in_any_order_equal_a_plain_run(corpus, tmp_path):
     src, plain = corpus
     out = tmp_path / "ranked"

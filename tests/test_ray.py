@@ -31,8 +31,9 @@ from ettin_data.stages import convert
 from ettin_data.stats import Stats
 
 os.environ.update(RAY_ENV)  # read by Ray when it is imported: keep everything on 127.0.0.1
-ray = pytest.importorskip("ray")
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
+import ray  # noqa: E402  (installed by make install: a missing Ray fails, never skips)
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(180)]
 
 NAME = "crashy"  # this test module doubles as a test-only stage module (see plan/process_unit/finish)
 
@@ -197,3 +198,30 @@ def test_unreachable_cluster_is_one_config_error(tmp_path):
     port = _free_port()  # nothing listens there
     with pytest.raises(ConfigError, match=rf"^no Ray cluster at 127.0.0.1:{port} \(.*\); start one with `ray start"):
         run_tasks(process_unit, [U.Task("u0")], None, workers=1, executor="ray", ray_address=f"127.0.0.1:{port}")
+
+
+def test_a_signalled_driver_leaves_no_ray_task_running(ray_head, tmp_path, text_dataset, token_dataset):
+    """SIGKILL, then SIGTERM to the main process of a Ray run (each resuming the last). SIGTERM: exit 143
+    with one line, its tasks cancelled; SIGKILL: Ray itself stops the dead driver's tasks. Either way no
+    process of the run is left, no task finishes a unit afterwards, and a rerun is byte-identical to an
+    uninterrupted run."""
+    from helpers_faults import EXCLUDE_DIRS, cli, count_done
+    from sleepy_stage import SLEEP, interrupted_run
+
+    out = tmp_path / "tokens"
+    args = ["tokenize", str(text_dataset), "-t", "builtin:modernbert", "-o", str(out), "-w", "2", "-q"]
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        p = interrupted_run([*args, "--executor", "ray", "--ray-address", ray_head], out, sig, count_done(out) + 1,
+                            0.2, ready=lambda pid: True)
+        if sig == signal.SIGTERM:
+            assert p.returncode == 143, p.stderr_text
+            assert p.stderr_text.strip() == "error: terminated by SIGTERM; finished units are kept, rerun to resume"
+        else:
+            assert p.returncode == -signal.SIGKILL
+        done = count_done(out)
+        time.sleep(SLEEP + 1.0)  # a task still running would have finished its unit by now
+        assert count_done(out) == done < 5 and not (out / "index.json").exists()
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = {k: v for k, v in tree(out).items() if k.split("/")[0] not in EXCLUDE_DIRS}
+    assert got == tree(token_dataset)

@@ -23,7 +23,6 @@ from helpers_faults import (
     flip_bit,
     mounted_tmpfs,
     remount_readonly,
-    stage_exists,
     tree,
     tree_diff,
     truncate,
@@ -141,8 +140,6 @@ def test_stats_verify_reports_every_problem(token_copy):
 @pytest.mark.parametrize("stage", ["tokenize", "chunk"])
 @pytest.mark.parametrize("how", ["truncated", "bitflip", "missing"])
 def test_stage_fails_only_the_damaged_unit(stage, how, text_copy, token_copy, tmp_path):
-    if not stage_exists(stage):
-        pytest.skip(f"{stage} not available yet")
     src = text_copy if stage == "tokenize" else token_copy
     path, what = damage(src, how)
     out = tmp_path / "out"
@@ -159,8 +156,6 @@ def test_stage_fails_only_the_damaged_unit(stage, how, text_copy, token_copy, tm
 
 @pytest.mark.parametrize("stage", ["tokenize", "chunk"])
 def test_broken_unit_index_fails_that_unit_only(stage, text_copy, token_copy, tmp_path):
-    if not stage_exists(stage):
-        pytest.skip(f"{stage} not available yet")
     src = text_copy if stage == "tokenize" else token_copy
     path, what = damage(src, "index_not_json")
     out = tmp_path / "out"
@@ -312,11 +307,10 @@ def _done_files(root: Path) -> dict[str, int]:
             for p in d.parent.iterdir() if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,size", [("convert", "400k"), ("tokenize", "1800k")])
 def test_disk_full_is_one_line_and_keeps_finished_units(stage, size, text_dataset, token_dataset, convert_ref,
                                                         tmp_path):
-    if stage == "tokenize" and not stage_exists("tokenize"):
-        pytest.skip("tokenize not available yet")
     ref = tree(convert_ref if stage == "convert" else token_dataset)
     with mounted_tmpfs(tmp_path / "mnt", size=size) as mnt:
         out = mnt / "out"
@@ -368,6 +362,7 @@ def test_output_folder_that_cannot_be_created(tmp_path):
 # ---------------------------------------------------------------- --overwrite never leaves stale data visible
 
 
+@pytest.mark.slow
 def test_overwrite_with_fewer_units_leaves_no_stale_units_or_index(tmp_path, monkeypatch, convert_ref):
     from ettin_data.config import ConvertConfig
     from ettin_data.stages import convert

@@ -8,7 +8,9 @@ import logging
 import os
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import server as moto_server
 
 from ettin_data import remote, storage
 from ettin_data.config import ConvertConfig
@@ -16,9 +18,7 @@ from ettin_data.errors import ConfigError, InputError
 from ettin_data.mds import UnitReader, find_units
 from ettin_data.stages import convert
 
-moto_server = pytest.importorskip("moto.server")
-boto3 = pytest.importorskip("boto3")
-pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.s3, pytest.mark.slow, pytest.mark.timeout(120)]
 
 BUCKET = "ettin"
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from ettin_data import tokenizer as T
 from ettin_data.cli import app
 from ettin_data.config import TokenizeConfig
+from ettin_data.dataset import read_meta
 from ettin_data.errors import ConfigError, InputError
 from ettin_data.executor import worker_env
 from ettin_data.mds import ShardWriter, UnitReader, find_units, read_index
-from ettin_data.pipeline import read_meta
 from ettin_data.stages import tokenize as stage
 
 CLS, SEP, PAD, MASK = 50281, 50282, 50283, 50284

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from .. import progress
+from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import ConfigError, InputError
 from ..mds import INDEX, ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
-from ..pipeline import META, read_meta
 from ..stats import Stats, percentiles
 from ..units import clear
 from ..zerocopy import link_or_copy, link_unit
@@ -33,7 +33,6 @@ __all__ = [
 
 STATS_FILE = "stats.json"
 DECILE_FILE = "token_decile.json"
-TOKENIZER_FILE = "tokenizer.json"
 SUMMARY_FILE = "sampling_summary.json"
 UNIT_FILES = (STATS_FILE, DECILE_FILE)
 

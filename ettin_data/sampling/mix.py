@@ -26,9 +26,9 @@ from typing import Any
 
 from .. import units as U
 from ..config import MixConfig
+from ..dataset import META, read_meta
 from ..errors import ConfigError
 from ..mds import write_json_atomic
-from ..pipeline import META, read_meta
 from ..stats import Stats
 from .budget import choose_units, pick_tasks, picks_summary
 from .budget import process_unit as _process_unit

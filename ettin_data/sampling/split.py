@@ -24,9 +24,9 @@ import numpy as np
 
 from .. import units as U
 from ..config import SplitConfig, recorded_settings
+from ..dataset import read_meta
 from ..errors import InputError
 from ..mds import write_json_atomic
-from ..pipeline import read_meta
 from ..stats import Stats
 from .common import (
     UnitInfo,

@@ -21,15 +21,14 @@ from .. import progress
 from .. import units as U
 from ..chunking import ChunkParams, chunk_document, word_start_table
 from ..config import ChunkConfig
+from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
-from ..pipeline import META, read_meta
 from ..stats import Stats
 
 NAME = "chunk"
 STATS_FILE = "stats.json"
 DECILE_FILE = "token_decile.json"
-TOKENIZER_FILE = "tokenizer.json"
 
 __all__ = ["NAME", "plan", "process_unit", "chunk_into", "chunk_params", "finish", "run", "input_tokenizer",
            "stats_json"]

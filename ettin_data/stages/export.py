@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConvertConfig
+from ..dataset import TOKENIZER_FILE
 from ..errors import ConfigError, InputError
 from ..mds import INDEX, UnitReader, find_units
 
 __all__ = ["export_jsonl", "iter_records", "dataset_readers", "load_decoder", "show_samples"]
 
-TOKENIZER_FILE = "tokenizer.json"
 BATCH = 1000
 
 

@@ -21,9 +21,9 @@ import numpy as np
 from .. import profiles
 from .. import units as U
 from ..config import FinalizeConfig, recorded_settings
+from ..dataset import read_meta
 from ..errors import ConfigError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic
-from ..pipeline import read_meta
 from ..sampling.common import (
     UNIT_FILES,
     copy_tokenizer,

@@ -22,10 +22,10 @@ import numpy as np
 from .. import units as U
 from ..chunking import word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
+from ..dataset import META
 from ..engines import Mismatch
 from ..errors import ConfigError, EttinError
 from ..mds import find_units, write_json_atomic, write_root_index
-from ..pipeline import META
 from ..stats import Stats
 from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_identity
 from . import chunk, convert, tokenize

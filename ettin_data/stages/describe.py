@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import StatsConfig
-from .errors import InputError
-from .mds import INDEX, UnitReader, find_units, shard_files
-from .stats import Stats
+from ..config import StatsConfig
+from ..errors import InputError
+from ..mds import INDEX, UnitReader, find_units, shard_files
+from ..stats import Stats
 
 __all__ = ["describe", "run", "render"]
 
@@ -31,7 +31,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist")
-    from .profiles import describe_flat, is_flat
+    from ..profiles import describe_flat, is_flat
 
     if is_flat(path) or (not (path / INDEX).is_file() and any(is_flat(path / s) for s in ("train", "validation"))):
         return describe_flat(path)  # finalize --for numpy
@@ -75,14 +75,14 @@ def describe(path: str | Path) -> dict[str, Any]:
 
 def run(cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
     if cfg.verify:  # problems -> a summary with `problems` (the CLI exits 1); see verify.py
-        from .verify import verify_paths
+        from ..verify import verify_paths
 
         problems = verify_paths(cfg.inputs)
         if problems:
             return {"path": ", ".join(cfg.inputs), "problems": problems, "length_percentiles": {}}
     datasets = [dict(describe(p), **({"verified": "ok"} if cfg.verify else {})) for p in cfg.inputs]
     if cfg.verify:  # columns a known loader would misread: shown, but not a failed verification
-        from .profiles import loader_warnings
+        from ..profiles import loader_warnings
 
         for d, p in zip(datasets, cfg.inputs, strict=True):
             if warnings := loader_warnings(p):
@@ -106,18 +106,18 @@ def run(cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
         if any(d.get("warnings") for d in datasets):
             summary["warnings"] = [w for d in datasets for w in d.get("warnings") or []]
     if cfg.plot:
-        from .plot import plot_stats
+        from ..plot import plot_stats
 
         summary["plot"] = plot_stats(cfg.plot, datasets, hists)
     if cfg.show:
-        from .stages.export import show_samples
+        from .export import show_samples
 
         summary["shown"] = {p: show_samples(p, cfg.show, cfg.tokenizer) for p in cfg.inputs}
     return summary
 
 
 def render(summary: dict[str, Any]) -> None:
-    from .report import human_bytes, print_table
+    from ..report import human_bytes, print_table
 
     for d in summary.get("datasets", [summary]):
         rows = [(k, human_bytes(v) if k == "bytes" else v) for k, v in d.items()
@@ -128,6 +128,6 @@ def render(summary: dict[str, Any]) -> None:
     if "datasets" in summary:
         print_table("total", [(k, v) for k, v in summary.items() if k not in ("datasets", "shown", "warnings")])
     if summary.get("shown"):
-        from .report import print_samples
+        from ..report import print_samples
 
         print_samples(summary["shown"])

@@ -1,0 +1,36 @@
+"""The on-disk dataset contract, in one place: the file names every stage reads and writes, the reader
+of ``ettin_meta.json``, and the rule that tells a root index (over units) from a unit's own index.
+
+Low-level modules import names from here, never from the driver (``pipeline``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["META", "SETTINGS", "TOKENIZER_FILE", "INDEX", "read_meta", "is_root_index"]
+
+INDEX = "index.json"  # MDS index (a unit's shards, or the root index over every unit's shards)
+META = "ettin_meta.json"  # what wrote the dataset: stage, settings, counts, tokenizer identity
+SETTINGS = ".ettin_settings.json"  # the run's recorded settings: a resume with other settings is refused
+TOKENIZER_FILE = "tokenizer.json"  # the exact tokenizer bytes a token dataset was written with
+
+
+def read_meta(path: str | Path) -> dict[str, Any] | None:
+    """``FOLDER/ettin_meta.json`` as a dict; None when it is missing or not a JSON object."""
+    p = Path(path) / META
+    if not p.is_file():
+        return None
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def is_root_index(index: dict[str, Any]) -> bool:
+    """A root index names its shards by nested paths (``unit/shard.00000.mds``); a unit's index by file name."""
+    shards = index.get("shards")
+    return isinstance(shards, list) and any(
+        "/" in str((s.get("raw_data") or {}).get("basename", "")) for s in shards if isinstance(s, dict))
