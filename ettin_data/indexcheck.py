@@ -16,7 +16,11 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["check_index", "check_member", "KNOWN_ENCODINGS"]
+__all__ = ["check_index", "check_member", "KNOWN_ENCODINGS", "UnsafePath"]
+
+
+class UnsafePath(InputError):
+    """An index names a file outside its folder: the whole run stops before anything is read or written."""
 
 _NUMERIC = {"int", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
             "float16", "float32", "float64"}
@@ -46,19 +50,19 @@ def check_member(folder: Path, name: Any, where: str) -> Path:
     """The path of file ``name`` of ``folder``; InputError when it is not a plain relative path that stays
     inside ``folder`` (symlinks followed)."""
     if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
-        raise InputError(f"{where}: file name {name!r} is not a relative file name; {_FIX}")
+        raise UnsafePath(f"{where}: file name {name!r} is not a relative file name; {_FIX}")
     pure = PurePosixPath(name)
     if pure.is_absolute() or os.path.isabs(name):
-        raise InputError(f"{where}: file name {name!r} is an absolute path (outside the dataset); {_FIX}")
+        raise UnsafePath(f"{where}: file name {name!r} is an absolute path (outside the dataset); {_FIX}")
     if any(p in ("..", ".", "") for p in name.split("/")):
-        raise InputError(f"{where}: file name {name!r} contains '..' or empty parts (leaves its folder); {_FIX}")
+        raise UnsafePath(f"{where}: file name {name!r} contains '..' or empty parts (leaves its folder); {_FIX}")
     path = folder / name
     try:  # a symlinked unit folder is followed; the file itself must stay inside the folder it is listed in
         parent, real = path.parent.resolve(), path.resolve()
     except (OSError, RuntimeError):
-        raise InputError(f"{where}: file {name!r} is a symlink loop; {_FIX}") from None
+        raise UnsafePath(f"{where}: file {name!r} is a symlink loop; {_FIX}") from None
     if not real.is_relative_to(parent):
-        raise InputError(f"{where}: file {name!r} is a symlink to {real}, outside {parent}; "
+        raise UnsafePath(f"{where}: file {name!r} is a symlink to {real}, outside {parent}; "
                          "copy the file into the dataset instead of linking it")
     return path
 

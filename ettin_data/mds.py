@@ -21,7 +21,7 @@ import zstandard
 
 from .dataset import INDEX, is_root_index
 from .errors import InputError
-from .indexcheck import check_index
+from .indexcheck import UnsafePath, check_index
 
 __all__ = [
     "TEXT_COLUMNS",
@@ -387,6 +387,8 @@ def find_units(root: str | Path) -> list[str]:
         if INDEX in filenames:
             try:
                 index = read_index(dirpath)
+            except UnsafePath:  # names files outside the dataset: nothing may run on it
+                raise
             except InputError:  # a broken index: a leaf folder is a (broken) unit that fails on its own
                 if not dirnames:  # when the folder has units below, it was a root index: look below
                     rel = Path(dirpath).relative_to(root).as_posix()

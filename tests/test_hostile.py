@@ -9,7 +9,6 @@ import fcntl
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 from helpers_chunks import BOS, read_chunks
@@ -25,8 +24,11 @@ from ettin_data.mds import UnitReader, find_units, read_index
 runner = CliRunner()
 
 
-def run(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
+def run(*args):
+    args = [str(a) for a in args]
+    if args[:2] == ["sample", "split"] and "--validation-fraction" not in args:
+        args += ["--validation-fraction", "0.3"]
+    return runner.invoke(app, args)
 
 
 def one_line(res, code: int, *words: str) -> str:
@@ -55,7 +57,7 @@ COMMANDS = {
     "sample budget": lambda d: ("sample", "budget", d["chunks"], "-o", d["out"], "--target-tokens", "1000"),
     "finalize --keep-compressed": lambda d: ("finalize", d["split"], "-o", d["out"], "--keep-compressed"),
     "stats": lambda d: ("stats", d["chunks"]),
-    "stats --verify": lambda d: ("stats", d["chunks"], "--verify"),
+    "stats --verify": lambda d: ("stats", d["chunks"], "--verify", "--json"),
 }
 _INPUT = {"tokenize": "text", "chunk": "tokens", "finalize --keep-compressed": "split"}
 
@@ -76,7 +78,13 @@ def test_sandbox_no_file_outside_the_folders_is_touched(command, absolute, clean
     point_outside(unit, canary, absolute)
     outside = {p: p.read_bytes() for p in box.iterdir() if p.is_file()}
     res = run(*COMMANDS[command](d))
-    one_line(res, 1, "index.json", "absolute path" if absolute else "'..'")
+    why = "absolute path" if absolute else "'..'"
+    if command == "stats --verify":  # verification lists its problems on stdout, exit 1
+        problems = json.loads(res.stdout)["problems"]
+        assert res.exit_code == 1 and len(problems) == 1, res.stdout
+        assert why in problems[0] and str(unit / "index.json") in problems[0]
+    else:
+        one_line(res, 1, str(unit / "index.json"), why)
     assert canary.intact()
     assert {p: p.read_bytes() for p in box.iterdir() if p.is_file()} == outside  # nothing created or removed
     assert not d["out"].exists() or not list(d["out"].rglob("*.mds*"))  # nothing linked into the output
@@ -118,7 +126,7 @@ def test_symlinked_shard_leaving_the_unit_and_another_units_shard_are_refused(cl
     other = sorted(p for p in unit.parent.iterdir() if p.is_dir() and p != unit)[0]
     edit_shard(unit, **{"zip_data.basename": f"../{other.name}/shard.00000.mds.zstd",
                         "raw_data.basename": f"../{other.name}/shard.00000.mds"})
-    one_line(run("stats", ds, "--verify"), 1, "'..'")
+    one_line(run("stats", ds), 1, "'..'")
 
 
 def test_deeply_nested_and_non_json_indexes_are_one_line(tmp_path):
@@ -166,7 +174,8 @@ def test_foreign_units_under_output_are_refused_not_deleted(clean, tmp_path):
 
 def test_overwrite_and_rerun_delete_only_own_units(clean, tmp_path):
     out = tmp_path / "out"
-    assert run("sample", "budget", clean / "chunks", "-o", out, "--target-tokens", "100000", "--upsample").exit_code == 0
+    res = run("sample", "budget", clean / "chunks", "-o", out, "--target-tokens", "100000", "--upsample")
+    assert res.exit_code == 0, res.stderr
     own = set(find_units(out))
     assert set(load(out / ".ettin_units.json")["units"]) >= own
     res = run("sample", "budget", clean / "chunks", "-o", out, "--target-tokens", "500", "--overwrite")
