@@ -269,3 +269,14 @@ def test_edited_bos_eos_ids_are_refused_by_chunk(token_dataset, tmp_path):
     assert not (tmp_path / "out").exists()
     assert BOS  # the test tokenizer ids are the real ModernBERT ones
     assert os.path.exists(ds / "tokenizer.json")
+
+
+def test_prepare_keep_folders_follow_the_same_rules(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jsonl").write_text(json.dumps({"id": "x", "text": "hello world"}) + "\n")
+    before = tree(raw)
+    line = one_line(run("prepare", raw / "a.jsonl", "-o", tmp_path / "out", "--tokenizer", "builtin:modernbert",
+                        "--keep-text", raw, "--overwrite"), 2, str(raw))
+    assert "--overwrite" not in line
+    assert tree(raw) == before and not (tmp_path / "out").exists()
