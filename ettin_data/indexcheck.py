@@ -57,7 +57,9 @@ def check_member(folder: Path, name: Any, where: str) -> Path:
     if any(p in ("..", ".", "") for p in name.split("/")):
         raise UnsafePath(f"{where}: file name {name!r} contains '..' or empty parts (leaves its folder); {_FIX}")
     path = folder / name
-    try:  # a symlinked unit folder is followed; the file itself must stay inside the folder it is listed in
+    if not os.path.islink(path):  # a plain file (or none) in a folder of the dataset: inside by construction
+        return path
+    try:  # a symlinked unit folder is followed; a symlinked file must stay inside the folder it is listed in
         parent, real = path.parent.resolve(), path.resolve()
     except (OSError, RuntimeError):
         raise UnsafePath(f"{where}: file {name!r} is a symlink loop; {_FIX}") from None
