@@ -60,7 +60,17 @@ def _mine(unit: str, names: set[str]) -> bool:
     return unit in names or any(unit.startswith(n + "/") or n.startswith(unit + "/") for n in names)
 
 
-def claim_units(cfg: Any, names: list[str]) -> None:
+def _same_dataset(out: Path, stage: str, inputs: list[str]) -> bool:
+    """An output of an earlier version (no record): its units are this dataset's when its recorded
+    settings name the same stage and inputs."""
+    try:
+        old = json.loads((out / SETTINGS).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(old, dict) and old.get("stage") == stage and old.get("inputs") == inputs
+
+
+def claim_units(cfg: Any, names: list[str], stage: str = "", inputs: list[str] | None = None) -> None:
     """Refuse (ConfigError) MDS units under an output that this dataset's runs did not write; then record
     ``names`` (the plan's units) as this dataset's, before any of them is written."""
     from .mds import find_units  # local: mds is heavy-ish and not needed for the overlap checks
@@ -77,8 +87,9 @@ def claim_units(cfg: Any, names: list[str]) -> None:
                 raise ConfigError(f"{rec} is damaged; delete it only if every unit under {out} was written "
                                   "by ettin-data runs into this folder") from None
         existing = find_units(out)
-        if recorded is None:  # an output of an earlier version (settings recorded): its units are its own
-            recorded = set(existing) if (out / SETTINGS).is_file() else set()
+        if recorded is None:
+            same = _same_dataset(out, stage, list(inputs if inputs is not None else cfg.inputs))
+            recorded = set(existing) if same else set()
         foreign = [u or "." for u in existing if not _mine(u, recorded)]
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")

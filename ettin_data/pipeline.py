@@ -117,7 +117,7 @@ def _run(stage: ModuleType, cfg: Any, quiet: bool, stack: ExitStack) -> dict[str
     if sess:
         sess.pull_settings(SETTINGS)
     else:  # only units this dataset's runs wrote may be replaced or removed
-        outputs.claim_units(cfg, [t.name for t in p.tasks])
+        outputs.claim_units(cfg, [t.name for t in p.tasks], stage.NAME, list(orig.inputs))
     _check_settings(stage, cfg, list(orig.inputs))
     if sess:
         sess.push_root_files(exclude=("index.json", META))

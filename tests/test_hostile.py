@@ -280,3 +280,16 @@ def test_prepare_keep_folders_follow_the_same_rules(tmp_path):
                         "--keep-text", raw, "--overwrite"), 2, str(raw))
     assert "--overwrite" not in line
     assert tree(raw) == before and not (tmp_path / "out").exists()
+
+
+def test_output_of_an_earlier_version_is_adopted_only_for_the_same_stage_and_inputs(clean, tmp_path):
+    out = tmp_path / "out"
+    assert run("sample", "split", clean / "chunks", "-o", out).exit_code == 0
+    (out / ".ettin_units.json").unlink()  # written before the record existed
+    res = run("sample", "split", clean / "chunks", "-o", out, "--overwrite")
+    assert res.exit_code == 0, res.stderr
+    (out / ".ettin_units.json").unlink()
+    before = tree(out)
+    one_line(run("sample", "budget", clean / "chunks", "-o", out, "--target-tokens", "500", "--overwrite"), 2,
+             "did not write")
+    assert tree(out) == before
