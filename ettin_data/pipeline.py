@@ -116,8 +116,9 @@ def _run(stage: ModuleType, cfg: Any, quiet: bool, stack: ExitStack) -> dict[str
     stack.enter_context(outputs.output_lock(cfg))  # one run per output (per rank); released on exit
     if sess:
         sess.pull_settings(SETTINGS)
-    else:  # only units this dataset's runs wrote may be replaced or removed
-        outputs.claim_units(cfg, [t.name for t in p.tasks], stage.NAME, list(orig.inputs))
+        sess.pull_settings(outputs.UNITS_FILE)
+    # only units this dataset's runs wrote may be replaced or removed (remote: those in the local mirror)
+    outputs.claim_units(cfg, [t.name for t in p.tasks], stage.NAME, list(orig.inputs))
     _check_settings(stage, cfg, list(orig.inputs))
     if sess:
         sess.push_root_files(exclude=("index.json", META))
