@@ -47,8 +47,8 @@ def _known(enc: Any) -> bool:
 
 
 def check_member(folder: Path, name: Any, where: str) -> Path:
-    """The path of file ``name`` of ``folder``; InputError when it is not a plain relative path that stays
-    inside ``folder`` (symlinks followed)."""
+    """The path of file ``name`` of ``folder``; :class:`UnsafePath` when it is not a relative path that stays
+    inside ``folder`` (a file that is a symlink must point inside the folder it is listed in)."""
     if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
         raise UnsafePath(f"{where}: file name {name!r} is not a relative file name; {_FIX}")
     pure = PurePosixPath(name)

@@ -27,11 +27,6 @@ def first_unit(root: Path) -> Path:
                   and "/" not in load(p)["shards"][0]["raw_data"]["basename"])[0]
 
 
-def shard_file(unit: Path) -> Path:
-    s = load(unit / "index.json")["shards"][0]
-    return unit / (s["zip_data"] or s["raw_data"])["basename"]
-
-
 class Canary:
     """A file outside the input and output folders; :meth:`intact` says whether it is unchanged."""
 
