@@ -21,6 +21,7 @@ import zstandard
 
 from .dataset import INDEX, is_root_index
 from .errors import InputError
+from .indexcheck import UnsafePath, check_index
 
 __all__ = [
     "TEXT_COLUMNS",
@@ -230,12 +231,11 @@ def read_index(dirname: str | Path) -> dict[str, Any]:
         raise InputError(f"{path} does not exist (not an MDS folder?)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path} is not valid JSON ({e}); rerun the stage that wrote it") from None
-    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
-        raise InputError(f"{path} is not an MDS index (no 'shards' list)")
-    for i, shard in enumerate(index["shards"]):
-        if not isinstance(shard, dict) or shard.get("format") != "mds":
-            raise InputError(f"{path}: shard {i} is not an MDS shard entry")
-    return index
+    except RecursionError:
+        raise InputError(f"{path} is nested too deeply to be an MDS index; rerun the stage that wrote it") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not an MDS index file") from None
+    return check_index(index, dirname, path)
 
 
 def shard_files(shard: dict[str, Any]) -> list[str]:
@@ -378,11 +378,20 @@ def find_units(root: str | Path) -> list[str]:
     if not root.is_dir():
         raise InputError(f"{root} is not a folder")
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[str] = set()
+    # symlinked unit folders are followed (never skipped silently); a symlink loop is walked once
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if INDEX in filenames:
             try:
                 index = read_index(dirpath)
+            except UnsafePath:  # names files outside the dataset: nothing may run on it
+                raise
             except InputError:  # a broken index: a leaf folder is a (broken) unit that fails on its own
                 if not dirnames:  # when the folder has units below, it was a root index: look below
                     rel = Path(dirpath).relative_to(root).as_posix()

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import remote
+from . import outputs, remote
 from . import units as U
 from .config import recorded_settings, settings_diff
 from .dataset import META, SETTINGS, is_root_index, read_meta
@@ -98,6 +99,12 @@ def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, 
         with remote.localize(cfg, stage) as local_cfg:
             summary = run_stage(stage, local_cfg, quiet=quiet)
         return {**summary, "output": cfg.output}
+    outputs.check_outputs(cfg)  # output == input / overlapping / a file: refused before anything is written
+    with ExitStack() as stack:
+        return _run(stage, cfg, quiet, stack)
+
+
+def _run(stage: ModuleType, cfg: Any, quiet: bool, stack: ExitStack) -> dict[str, Any]:
     sess = remote.session(cfg)  # set when remote.localize mapped this run's folders
     orig = sess.orig if sess else cfg
     t0 = time.monotonic()
@@ -106,8 +113,12 @@ def run_stage(stage: ModuleType, cfg: Any, *, quiet: bool = False) -> dict[str, 
     out = Path(cfg.output)
     is_done = sess.is_done if sess else (lambda name: U.is_done(out / name))
     p = plan_stage(stage, cfg, is_done)  # first: bad inputs are reported before anything is written
+    stack.enter_context(outputs.output_lock(cfg))  # one run per output (per rank); released on exit
     if sess:
         sess.pull_settings(SETTINGS)
+        sess.pull_settings(outputs.UNITS_FILE)
+    # only units this dataset's runs wrote may be replaced or removed (remote: those in the local mirror)
+    outputs.claim_units(cfg, [t.name for t in p.tasks], stage.NAME, list(orig.inputs))
     _check_settings(stage, cfg, list(orig.inputs))
     if sess:
         sess.push_root_files(exclude=("index.json", META))

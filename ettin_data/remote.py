@@ -29,6 +29,7 @@ from .storage import _THREADS, Store, is_remote, is_shard, local_path, store
 __all__ = ["is_remote", "involved", "localize", "session", "run_module", "Store", "UnitIO"]
 
 _MIRRORED = ".ettin_mirror"  # written in a local mirror/staging folder once its small files are present
+_LOCK = ".ettin_lock"  # the output lock (outputs.py) is local to a run: never uploaded
 
 _ACTIVE: dict[str, Session] = {}  # local staging folder -> its session (only in the driver)
 
@@ -216,7 +217,7 @@ class Session:
         if self.output:
             skip = set(exclude)
             rels = [p.name for p in sorted(self.output.local.iterdir())
-                    if p.is_file() and p.name not in skip and not p.name.startswith(_MIRRORED)]
+                    if p.is_file() and p.name not in skip and not p.name.startswith((_MIRRORED, _LOCK))]
             self.push(rels)
             (self.output.local / _MIRRORED).write_text(self.output.url)
 
@@ -251,7 +252,8 @@ class Session:
             if not p.is_file():
                 continue
             rel = p.relative_to(root).as_posix()
-            if rel.startswith(_MIRRORED) or any(part.endswith((".partial", ".download")) for part in rel.split("/")):
+            if rel.startswith((_MIRRORED, _LOCK)) or any(part.endswith((".partial", ".download"))
+                                                         for part in rel.split("/")):
                 continue
             if not rel.startswith(prefixes) or before.get(rel) != (p.stat().st_mtime_ns, p.stat().st_size):
                 picked.append(rel)

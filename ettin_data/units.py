@@ -94,7 +94,29 @@ def _check_samples(final: Path, stats: Stats) -> None:
 
 
 def is_done(final: str | Path) -> bool:
-    return (Path(final) / DONE).is_file()
+    """A unit is finished when ``.done`` exists and every shard file its index names is present with the
+    recorded size (a cheap stat, not a rehash): a deleted or truncated shard makes the unit run again."""
+    final = Path(final)
+    if not (final / DONE).is_file():
+        return False
+    if not (final / INDEX).is_file():
+        return True
+    try:
+        shards = read_index(final)["shards"]
+    except EttinError:
+        return False
+    for s in shards:
+        infos = [i for i in (s.get("zip_data"), s["raw_data"]) if i]
+        if not any(_has_size(final / i["basename"], i["bytes"]) for i in infos):
+            return False
+    return True
+
+
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False
 
 
 def read_done(final: str | Path) -> Stats:

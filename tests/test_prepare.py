@@ -15,7 +15,7 @@ from ettin_data.stages import chunk, convert, prepare, tokenize
 from ettin_data.verify import stage_chain
 
 CHUNK = dict(chunk_size=256, min_chunk_size=64, always_skip_size=16, backfill=True, backfill_no_duplicates=True)
-SKIP = {".done", "ettin_meta.json", ".ettin_settings.json"}
+SKIP = {".done", "ettin_meta.json", ".ettin_settings.json", ".ettin_units.json"}  # per-run bookkeeping
 
 
 def _digest(root: Path) -> dict[str, str]:

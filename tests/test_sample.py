@@ -201,7 +201,7 @@ def test_budget_upsamples_with_hard_links_and_records_repeats(chunks, tmp_path):
     shared = inodes(src)
     new_files = {p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and os.stat(p).st_ino not in shared}
     assert new_files <= {"index.json", "stats.json", "token_decile.json", ".done", "sampling_summary.json",
-                         "ettin_meta.json", ".ettin_settings.json"}
+                         "ettin_meta.json", ".ettin_settings.json", ".ettin_units.json"}
     assert new < 0.25 * input_bytes
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from .. import progress
 from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import ConfigError, InputError
+from ..indexcheck import UnsafePath, check_member
 from ..mds import INDEX, ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
 from ..stats import Stats, percentiles
 from ..units import clear
@@ -199,6 +201,12 @@ def copy_tokenizer(src_roots: Iterable[str | Path], dst: Path) -> None:
     for root in src_roots:
         p = Path(root) / TOKENIZER_FILE
         if p.is_file():
+            try:
+                check_member(Path(root), TOKENIZER_FILE, str(p))
+            except UnsafePath:  # a symlink out of the input: copied, never hard-linked to the outside file
+                (dst / TOKENIZER_FILE).unlink(missing_ok=True)
+                shutil.copyfile(p, dst / TOKENIZER_FILE)
+                return
             link_or_copy(p, dst / TOKENIZER_FILE)
             return
 
@@ -225,8 +233,9 @@ def finish_dataset(root: Path, units: list[str]) -> dict[str, int]:
     """Root ``index.json`` over ``units`` (the plan's, in plan order) and summed ``stats.json``; unit folders
     of an earlier plan (a rerun with --overwrite and other settings) are removed. Returns the totals."""
     keep = set(units)
+    ours = _recorded_units(root)
     for stale in find_units(root):
-        if stale not in keep and stale:
+        if stale not in keep and stale and stale in ours:  # never a unit this dataset's runs did not write
             clear(root / stale)
     write_root_index(root, units)
     samples = tokens = 0
@@ -237,6 +246,21 @@ def finish_dataset(root: Path, units: list[str]) -> dict[str, int]:
     totals = {"samples": samples, "total_tokens_written": tokens, "units": len(units)}
     write_json_atomic(root / STATS_FILE, totals)
     return totals
+
+
+def _recorded_units(root: Path) -> set[str]:
+    """Units recorded as this dataset's (``.ettin_units.json`` of ``root`` or of its parent, for split folders)."""
+    from ..outputs import UNITS_FILE
+
+    for base, prefix in ((root, ""), (root.parent, root.name + "/")):
+        f = base / UNITS_FILE
+        if f.is_file():
+            try:
+                names = json.loads(f.read_text())["units"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return set()
+            return {n[len(prefix):] for n in names if n.startswith(prefix)}
+    return set()
 
 
 def write_split_meta(root: Path, meta: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ One task per input unit; the output unit keeps the input unit's relative path. T
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import struct
 from collections.abc import Iterable, Iterator
@@ -61,7 +62,30 @@ def input_tokenizer(root: str | Path) -> tuple[dict[str, Any], Path | None]:
     if tok.get("sha256") and tok["sha256"] != sha:
         raise InputError(f"{path} (sha256 {sha}) is not the tokenizer recorded in {root / META} "
                          f"({tok.get('name')!r}, sha256 {tok['sha256']}); the dataset is inconsistent: re-tokenize it")
+    _check_special_ids(tok, path, root / META)
     return tok, path
+
+
+def _check_special_ids(tok: dict[str, Any], path: Path, meta: Path) -> None:
+    """BOS/EOS (and the special ids) recorded in the metadata must be special tokens of ``tokenizer.json``."""
+    try:
+        added = json.loads(path.read_bytes()).get("added_tokens") or []
+        special = {int(t["id"]) for t in added if t.get("special")}
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        raise InputError(f"{path} is not a valid tokenizer.json; re-tokenize the dataset") from None
+    for key in ("bos_id", "eos_id"):
+        if tok[key] not in special:
+            raise InputError(f"{meta}: {key} {tok[key]} is not a special token of {path} (special ids: "
+                             f"{_ids(special)}); the metadata was edited: re-tokenize the dataset")
+    listed = tok.get("special_ids")
+    if isinstance(listed, list) and set(listed) != special:
+        raise InputError(f"{meta}: special_ids {_ids(set(listed))} differ from those of {path} ({_ids(special)}); "
+                         "the metadata was edited: re-tokenize the dataset")
+
+
+def _ids(ids: set[int]) -> str:
+    shown = sorted(ids)
+    return ", ".join(map(str, shown[:8])) + (", ..." if len(shown) > 8 else "")
 
 
 def plan(cfg: ChunkConfig) -> list[U.Task]:

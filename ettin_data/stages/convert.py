@@ -18,7 +18,7 @@ from .. import progress
 from .. import units as U
 from ..config import ConvertConfig
 from ..errors import InputError
-from ..mds import TEXT_COLUMNS, ShardWriter, find_units, write_json_atomic, write_root_index
+from ..mds import TEXT_COLUMNS, ShardWriter, write_json_atomic, write_root_index
 from ..parts import Part, part_name
 from ..sources import BadLine, Source, discover, read_records, source_parts
 from ..stats import Stats
@@ -171,6 +171,8 @@ def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
     clear_stale(root, k)
     total = total + reading
     total.add("units", k)
+    if k == 0:  # an empty input file: reported, never silently a 0-document dataset
+        total.add("empty_sources")
     close_accounting(total, task.params[1])
     U.mark_done(root, total)
     return total
@@ -178,7 +180,13 @@ def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
 
 def finish(cfg: ConvertConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
     out = Path(cfg.output)
-    units = find_units(out)
+    units = []  # this run's own units only (never another dataset's units in the same folder)
+    empty = []
+    for t in tasks:
+        n = U.read_done(out / t.name)["units"]
+        units += [f"{t.name}/{unit_name(k)}" for k in range(n)]
+        if not n:
+            empty.append(t.source)
     write_root_index(out, units)
     skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
     summary = {
@@ -190,7 +198,10 @@ def finish(cfg: ConvertConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, A
         "lone_surrogates_fixed": stats["fixed.lone_surrogates"],
         "units": len(units),
         "sources": len(tasks),
+        "empty_sources": len(empty),
     }
+    if empty:
+        summary["warnings"] = [f"{src}: no documents (empty input file?)" for src in empty[:20]]
     write_json_atomic(out / STATS_FILE, summary)
     return summary
 

@@ -216,6 +216,9 @@ def run(cfg: PrepareConfig, quiet: bool = True) -> dict[str, Any]:
     from ..pipeline import run_stage
 
     plan(cfg)  # bad inputs are reported before the tokenizer is resolved or anything is written
+    from ..outputs import check_outputs
+
+    check_outputs(cfg)  # before tokenizer.json is written
     prepare(cfg)
     return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
 
