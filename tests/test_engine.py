@@ -167,6 +167,7 @@ def _tokenize(src: Path, out: Path, **kw) -> dict:
 
 
 def _files(root: Path) -> dict[str, bytes]:
+    # kept: 5 units x (index, shard) + root index, tokenizer.json, num_tokens.json, .ettin_units.json
     skip = {".done", "ettin_meta.json", ".ettin_settings.json"}
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name not in skip and ".ettin_logs" not in p.parts}
@@ -176,7 +177,7 @@ def test_two_worker_auto_run_is_byte_identical_to_tokenizers(tmp_path: Path, tex
     auto = _tokenize(text_dataset, tmp_path / "auto", workers=2)
     ref = _tokenize(text_dataset, tmp_path / "ref", workers=2, engine="tokenizers")
     a, b = _files(tmp_path / "auto"), _files(tmp_path / "ref")
-    assert sorted(a) == sorted(b) and len(a) == 5 * 2 + 3 and [k for k in a if a[k] != b[k]] == []
+    assert sorted(a) == sorted(b) and len(a) == 5 * 2 + 4 and [k for k in a if a[k] != b[k]] == []
     assert auto["engine"]["used"] == "tokie" and auto["engine"]["guard"] == "gpt2-bytelevel"
     assert auto["engine"]["documents_fast"] + auto["engine"]["documents_routed"] == 247
     assert auto["engine"]["units_spot_checked"] == 5 and auto["engine"]["mismatches"] == 0

@@ -242,16 +242,17 @@ def test_accounting_closes_on_real_data(text_dataset, chain):
 
 @pytest.fixture()
 def drop_third_write(monkeypatch):
-    """Make the shard writer silently lose the 3rd sample it is given (a simulated bug)."""
-    orig = ShardWriter.write
+    """Make the shard writer silently lose the 3rd sample it is given (a simulated bug). ``write_raw`` is
+    where every sample goes (``write`` encodes a dict and calls it; tokenize's flat path calls it directly)."""
+    orig = ShardWriter.write_raw
     calls = {"n": 0}
 
-    def write(self, sample):
+    def write_raw(self, data):
         calls["n"] += 1
         if calls["n"] != 3:
-            orig(self, sample)
+            orig(self, data)
 
-    monkeypatch.setattr(ShardWriter, "write", write)
+    monkeypatch.setattr(ShardWriter, "write_raw", write_raw)
     return calls
 
 
