@@ -14,10 +14,10 @@ writes ``OUTPUT/<source>/part_NNNNN/split_NNNNN``.
 
 from __future__ import annotations
 
-import mmap
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import BinaryIO
 
 __all__ = ["Part", "jsonl_parts", "grouped_parts", "part_name"]
 
@@ -47,18 +47,31 @@ def _jsonl_cuts(path: str, size: int, mtime_ns: int, part_bytes: int) -> tuple[t
     cuts = [(0, 1)]
     if size <= part_bytes:
         return tuple(cuts)
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+    # plain reads into a bounded buffer, not an mmap: scanning a mapped 1 GB file made its pages count in
+    # the planning process's RSS (measured 865 MB for 4 x 1 GB inputs)
+    with open(path, "rb") as f:
         lines, pos = 1, 0
         for b in range(part_bytes, size, part_bytes):
-            nl = mm.find(b"\n", b - 1)
-            start = size if nl < 0 else nl + 1
+            start = _line_start_after(f, b - 1, size)
             if start >= size or start <= cuts[-1][0]:
                 continue
+            f.seek(pos)
             for a in range(pos, start, _SCAN):  # newlines before this cut
-                lines += mm[a:min(a + _SCAN, start)].count(b"\n")
+                lines += f.read(min(_SCAN, start - a)).count(b"\n")
             pos = start
             cuts.append((start, lines))
     return tuple(cuts)
+
+
+def _line_start_after(f: BinaryIO, at: int, size: int) -> int:
+    """Offset just past the first newline at or after ``at`` (``size`` when there is none)."""
+    f.seek(at)
+    while buf := f.read(1 << 16):
+        i = buf.find(b"\n")
+        if i >= 0:
+            return at + i + 1
+        at += len(buf)
+    return size
 
 
 def jsonl_parts(path: str, part_bytes: int) -> list[Part]:
