@@ -49,6 +49,13 @@ def main() -> None:
 
 # --- for the tests: run it, signal the main process, check that every process of the run is gone ---
 
+def _terminal_defaults() -> None:
+    """The run starts with the signal dispositions of an interactive shell, whatever the test runner
+    inherited (under ``nohup`` SIGHUP is ignored, and ettin-data rightly leaves an ignored SIGHUP alone)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def proc_stat(pid: int) -> list[str] | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -101,7 +108,7 @@ def interrupted_run(args: list[str], out: Path, sig: int, after_units: int, dela
     env = {**os.environ, "SLEEPY_SECONDS": str(SLEEP),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     p = subprocess.Popen([sys.executable, "-m", "sleepy_stage", *args], env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_terminal_defaults)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.append(p.stderr.read()), daemon=True)
     reader.start()
