@@ -1,21 +1,20 @@
-"""The ``ettin-data`` command: flags -> validated config model -> stage.run(); errors -> messages.
+"""The ``ettin-data`` command: flags -> validated options model -> ``driver.run``; errors -> one line each.
 
-Every option is declared once, on the stage's pydantic model (``config.py``); this module turns the
-model's fields into Typer options (name, short flag, help, default, choices). Heavy libraries
-(streaming, torch, datasets, tokenizers, numpy) are imported only when a command runs.
+The commands are those of the registry (``stages/__init__.py``). Every option is declared once, on the
+command's pydantic model (``config.py``); this module turns the model's fields into Typer options (name,
+short flag, help, default, choices). Heavy libraries (streaming, torch, datasets, tokenizers, numpy) are
+imported only when a command runs.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
 import inspect
 import json
 import os
 import sys
 import types
 import typing
-from pathlib import Path
 from typing import Annotated, Any, Optional  # noqa: UP035
 
 import typer
@@ -25,6 +24,7 @@ from . import __version__
 from . import config as C
 from .errors import ConfigError, EttinError, UnitFailure, os_error_message
 from .interrupt import describe, exit_code, handle_signals
+from .stages import COMMANDS, Entry
 
 __all__ = ["app", "main"]
 
@@ -41,41 +41,6 @@ sample_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(sample_app, name="sample")
-
-# (command, group, config model, module with run(cfg, quiet) -> dict, help, input argument help)
-COMMANDS: list[tuple[str, str | None, type[BaseModel], str, str, str]] = [
-    ("convert", None, C.ConvertConfig, "ettin_data.stages.convert",
-     "Convert raw text (JSONL, Dolma json.gz, Parquet, Hugging Face datasets) to MDS units.",
-     "Input files, folders, globs, a Hugging Face dataset (save_to_disk folder or hub name), or "
-     "'builtin:python-docs'."),
-    ("tokenize", None, C.TokenizeConfig, "ettin_data.stages.tokenize",
-     "Tokenize text MDS units with a Hugging Face tokenizers tokenizer.json (ids, len, domain).",
-     "Text dataset folders written by 'ettin-data convert'."),
-    ("chunk", None, C.ChunkConfig, "ettin_data.stages.chunk",
-     "Cut tokenized documents into [BOS] piece [EOS] chunks of at most --chunk-size tokens.",
-     "Token dataset folders written by 'ettin-data tokenize'."),
-    ("prepare", None, C.PrepareConfig, "ettin_data.stages.prepare",
-     "Raw text -> training chunks in one pass (convert + tokenize + chunk per unit; byte-identical chunks).",
-     "Input files, folders, globs or Hugging Face datasets, as for 'ettin-data convert'."),
-    ("split", "sample", C.SplitConfig, "ettin_data.sampling.split",
-     "Hold out whole documents as a validation split (OUTPUT/train, OUTPUT/validation).",
-     "A chunked token dataset folder."),
-    ("budget", "sample", C.BudgetConfig, "ettin_data.sampling.budget",
-     "Choose whole units at random until --target-tokens (hard links; --upsample repeats units).",
-     "A chunked token dataset folder."),
-    ("context", "sample", C.ContextConfig, "ettin_data.sampling.context",
-     "Draw random chunks (of at least --min-length tokens) until --num-tokens, for context extension.",
-     "A chunked token dataset folder."),
-    ("mix", "sample", C.MixConfig, "ettin_data.sampling.mix",
-     "Build a data mixture from a TOML file of sources with proportions or token counts.",
-     "The mix TOML file (total_tokens and [sources.NAME] tables with path and proportion or tokens)."),
-    ("finalize", None, C.FinalizeConfig, "ettin_data.stages.finalize",
-     "Combine split datasets into OUTPUT/train and OUTPUT/validation (raw .mds), write manifest.json, verify.",
-     "'sample split' output folders (each with train/ and validation/)."),
-    ("stats", None, C.StatsConfig, "ettin_data.stages.describe",
-     "Summarise MDS folders: samples, shards, bytes, columns, tokens and length percentiles.",
-     "MDS folders (any tool's)."),
-]
 
 # Options of the command itself (how to run and report), not of the stage: declared here once.
 RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -218,47 +183,12 @@ def _fail(message: str, code: int, debug: bool, hint: bool = False) -> typing.No
     raise typer.Exit(code)
 
 
-def _print_summary(mod: Any, summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(summary, sort_keys=True, default=str))
-        return
-    from .report import print_summary
-
-    getattr(mod, "render", print_summary)(summary)
-
-
-def _settings_conflict(mod: Any, cfg: BaseModel) -> list[str]:
-    """What a real run would refuse: the output was written with other settings (see pipeline)."""
-    from .dataset import SETTINGS
-
-    path = Path(cfg.output) / SETTINGS
-    if getattr(cfg, "overwrite", False) or not path.is_file():
-        return []
-    now = json.loads(json.dumps({"stage": mod.NAME, "inputs": list(cfg.inputs), **C.recorded_settings(cfg)},
-                                default=str))
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return []
-    return C.settings_diff(old, now, type(cfg))
-
-
-def _dry_run(mod: Any, cfg: BaseModel, origin: dict[str, str], as_json: bool) -> None:
+def _dry_run(entry: Entry, cfg: BaseModel, origin: dict[str, str], as_json: bool) -> None:
     """Print the resolved options (and where each came from) and the planned work; write nothing."""
-    resolved = {k: {"value": getattr(cfg, k), "from": origin[k]} for k in type(cfg).model_fields}
-    planned: dict[str, Any] = {}
-    if getattr(cfg, "to", "mds") == "jsonl":
-        planned = {"export": {"inputs": list(cfg.inputs), "output": cfg.output,
-                              "output_exists": Path(cfg.output).exists()}}
-    elif hasattr(mod, "plan"):
-        from .pipeline import plan_stage
+    from .driver import dry_run
 
-        p = plan_stage(mod, cfg)
-        planned = {"units": len(p.tasks), "mine": len(p.mine), "to_do": [t.name for t in p.todo],
-                   "already_done": [t.name for t in p.done]}
-        conflict = _settings_conflict(mod, cfg)
-        if conflict:
-            planned["settings_conflict"] = conflict
+    resolved = {k: {"value": getattr(cfg, k), "from": origin[k]} for k in type(cfg).model_fields}
+    planned = dry_run(cfg, entry.load())
     if as_json:
         typer.echo(json.dumps({"config": resolved, "plan": planned}, default=str, sort_keys=True))
         return
@@ -279,7 +209,9 @@ def _write_log(log: Any, code: int, **kw: Any) -> str | None:
     return str(path) if path else None
 
 
-def _make_command(name: str, table: str, model: type[BaseModel], module: str, input_help: str):
+def _make_command(entry: Entry):
+    name, model = entry.name.split()[-1], entry.Config
+
     @handle_signals()  # SIGTERM/SIGHUP take the Ctrl-C path below (exit 143/129)
     def command(**kwargs: Any) -> None:
         run_opts = {k: kwargs.pop(k) for k in RUN_OPTIONS}
@@ -287,18 +219,16 @@ def _make_command(name: str, table: str, model: type[BaseModel], module: str, in
         log = None
         cfg: Any = None
         try:
-            cfg, origin = resolve(model, table, kwargs, run_opts["config"])
-            mod = importlib.import_module(module)
+            cfg, origin = resolve(model, entry.table, kwargs, run_opts["config"])
+            cmd = entry.load()
             if run_opts["dry_run"]:
-                _dry_run(mod, cfg, origin, run_opts["json_out"])
+                _dry_run(entry, cfg, origin, run_opts["json_out"])
                 return
-            if hasattr(cfg, "output"):
-                from .logs import RunLog
+            from .driver import run
+            from .logs import RunLog
 
-                log = RunLog(table.replace(".", "-"), cfg, origin, mod)
-            from .remote import run_module  # remote INPUT/OUTPUT (s3://...) -> local folders for the stage
-
-            summary = run_module(mod, cfg, quiet=run_opts["quiet"] or run_opts["json_out"])
+            log = RunLog(entry.name.replace(" ", "-"), cfg, origin)
+            summary = run(cfg, quiet=run_opts["quiet"] or run_opts["json_out"], log=log, command=cmd)
         except ValidationError as e:
             for line in _validation_lines(e):
                 typer.echo(f"error: {name}: {line}", err=True)
@@ -329,24 +259,21 @@ def _make_command(name: str, table: str, model: type[BaseModel], module: str, in
         log_path = _write_log(log, code, summary=summary)
         if log_path:
             summary["log"] = log_path
-        _print_summary(mod, summary, run_opts["json_out"])
+        if run_opts["json_out"]:
+            typer.echo(json.dumps(summary, sort_keys=True, default=str))
+        else:
+            cmd.render(summary)
         if code:
             raise typer.Exit(code)
 
-    command.__signature__ = inspect.Signature(_params(model, input_help))  # type: ignore[attr-defined]
+    command.__signature__ = inspect.Signature(_params(model, entry.input_help))  # type: ignore[attr-defined]
     command.__name__ = name.replace("-", "_")
     return command
 
 
-def register(target: typer.Typer, name: str, table: str, model: type[BaseModel], module: str, help_text: str,
-             input_help: str) -> None:
-    target.command(name, help=help_text, no_args_is_help=True)(
-        _make_command(name, table, model, module, input_help))
-
-
-for _name, _group, _model, _module, _help, _ihelp in COMMANDS:
-    register(sample_app if _group == "sample" else app, _name, f"{_group}.{_name}" if _group else _name,
-             _model, _module, _help, _ihelp)
+for _entry in COMMANDS:
+    _group = sample_app if _entry.name.startswith("sample ") else app
+    _group.command(_entry.name.split()[-1], help=_entry.help, no_args_is_help=True)(_make_command(_entry))
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "MixConfig",
     "FinalizeConfig",
     "StatsConfig",
+    "ExportConfig",
     "load_config_file",
     "recorded_settings",
     "settings_diff",
@@ -109,8 +110,6 @@ class ConvertConfig(StageConfig):
                               "whole). Unit boundaries depend only on the input and this value.")
     hf_config: str | None = Field(None, description="Hugging Face hub dataset config name.")
     hf_split: str = Field("train", description="Hugging Face dataset split.")
-    to: Literal["mds", "jsonl"] = Field("mds", description="Output format: MDS units, or one JSONL file (export).")
-    tokenizer: str | None = Field(None, description="With --to jsonl on token data: decode ids with this tokenizer.")
 
 
 class TokenizeConfig(StageConfig):
@@ -185,11 +184,10 @@ class _PrepareChecks(StageConfig):
         return self
 
 
-# prepare = convert + tokenize + chunk in one pass: their options, each still declared once (on its stage's
-# model); convert's export options (--to, --tokenizer for decoding) do not apply.
+# prepare = convert + tokenize + chunk in one pass: their options, each still declared once (on its stage's model)
 PrepareConfig = create_model(
     "PrepareConfig", __base__=_PrepareChecks, __module__=__name__,
-    **_stage_fields(ConvertConfig, drop=("to", "tokenizer")), **_stage_fields(TokenizeConfig),
+    **_stage_fields(ConvertConfig), **_stage_fields(TokenizeConfig),
     **_stage_fields(ChunkConfig),
     keep_text=(str | None, Field(None, description="Also write the text dataset (what convert writes) to this "
                                  "folder.")),
@@ -205,7 +203,7 @@ CONFIG_TABLES = {"prepare": ("convert", "tokenize", "chunk", "prepare")}
 def sub_config(model: type[_Frozen], cfg: BaseModel, **override: Any) -> Any:
     """The options of one stage taken from a composed config (prepare -> convert/tokenize/chunk); options of
     that stage that the composed config does not have keep their defaults."""
-    own = [*StageConfig.model_fields, *_stage_fields(model, drop=("to", "tokenizer") if model is ConvertConfig else ())]
+    own = [*StageConfig.model_fields, *_stage_fields(model)]
     have = type(cfg).model_fields
     return model(**{**{k: getattr(cfg, k) for k in own if k in have}, **override})
 
@@ -257,6 +255,22 @@ class FinalizeConfig(StageConfig):
             raise ValueError("--for numpy writes flat files to a local or shared folder; write it there and copy "
                              "the split folders to object storage")
         return self
+
+
+class ExportConfig(_Frozen):
+    inputs: list[str] = Field(description="MDS folders (text or token datasets; any tool's).", min_length=1)
+    output: str = Field(description="The JSONL file to write (.gz or .zst: compressed).",
+                        json_schema_extra={"flag": "-o"})
+    tokenizer: str | None = Field(None, description="Decode token ids with this tokenizer (default: the dataset's "
+                                  "tokenizer.json).")
+    overwrite: bool = Field(False, description="Replace OUTPUT when it exists.")
+
+    @field_validator("output")
+    @classmethod
+    def _local_file(cls, v: str) -> str:
+        if "://" in v:
+            raise ValueError("export writes a local file; write it here and copy it to object storage")
+        return v
 
 
 class StatsConfig(_Frozen):

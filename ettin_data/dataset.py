@@ -1,7 +1,7 @@
 """The on-disk dataset contract, in one place: the file names every stage reads and writes, the reader
 of ``ettin_meta.json``, and the rule that tells a root index (over units) from a unit's own index.
 
-Low-level modules import names from here, never from the driver (``pipeline``)."""
+Low-level modules import names from here, never from the driver (``driver.py``)."""
 
 from __future__ import annotations
 

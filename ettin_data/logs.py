@@ -17,7 +17,6 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from . import __version__
@@ -32,13 +31,14 @@ def _jsonable(obj: Any) -> Any:
 
 
 class RunLog:
-    """Collects one run's events; :meth:`write` puts them in the output's log folder at the end."""
+    """Collects one run's events; the driver hands it the run's plan (:meth:`planned`); :meth:`write` puts
+    them in the output's log folder at the end."""
 
-    def __init__(self, stage: str, cfg: Any, origin: dict[str, str], mod: ModuleType):
-        self.stage, self.cfg, self.mod = stage, cfg, mod
+    def __init__(self, stage: str, cfg: Any, origin: dict[str, str]):
+        self.stage, self.cfg = stage, cfg
         self.started = datetime.now(UTC)
         self.t0 = time.monotonic()
-        self.already_done: set[str] = set()
+        self.plan: Any = None
         self.enabled = os.environ.get("ETTIN_DATA_LOGS", "1") != "0" and self._local_output() is not None
         self.events: list[dict[str, Any]] = [{
             "event": "start", "time": self.started.isoformat(timespec="seconds"), "stage": stage,
@@ -46,17 +46,14 @@ class RunLog:
             "config": {k: {"value": getattr(cfg, k), "from": origin.get(k, "default")}
                        for k in type(cfg).model_fields},
         }]
-        if self.enabled and hasattr(mod, "plan"):
-            try:
-                from .pipeline import plan_stage
 
-                self.already_done = {t.name for t in plan_stage(mod, cfg).done}
-            except Exception:  # noqa: BLE001 - the run itself reports planning errors
-                pass
+    def planned(self, plan: Any) -> None:
+        """The run's :class:`driver.Plan` (tasks, this rank's share, those already done)."""
+        self.plan = plan
 
     def _local_output(self) -> Path | None:
         out = getattr(self.cfg, "output", None)
-        if not out or "://" in str(out) or getattr(self.cfg, "to", "mds") != "mds":
+        if not out or "://" in str(out):
             return None
         return Path(out)
 
@@ -70,18 +67,18 @@ class RunLog:
 
     def _units(self, failures: dict[str, str]) -> list[dict[str, Any]]:
         from . import units as U
-        from .pipeline import plan_stage
 
         out = self._local_output()
-        p = plan_stage(self.mod, self.cfg)
+        p = self.plan
         mine = {t.name for t in p.mine}
+        already_done = {t.name for t in p.done}
         rows = []
         for t in p.tasks:
             row: dict[str, Any] = {"event": "unit", "unit": t.name, "source": t.source}
             if t.name in failures:
                 row.update(status="failed", error=failures[t.name])
             elif U.is_done(out / t.name):
-                row["status"] = "skipped" if t.name in self.already_done else "done"
+                row["status"] = "skipped" if t.name in already_done else "done"
                 row["counts"] = dict(sorted(U.read_done(out / t.name).counts.items()))
             else:
                 row["status"] = "pending" if t.name not in mine else "unfinished"
@@ -96,7 +93,7 @@ class RunLog:
         if not self.enabled or path is None or not path.parent.parent.is_dir():
             return None
         events = list(self.events)
-        if hasattr(self.mod, "plan"):
+        if self.plan is not None:  # a run stopped before planning (bad options or inputs) has no units
             try:
                 events += self._units(dict(failures or []))
             except Exception as e:  # noqa: BLE001 - a log is best effort

@@ -16,44 +16,21 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
 from .storage import _THREADS, Store, is_remote, is_shard, local_path, store
+from .workspace import Workspace
 
-__all__ = ["is_remote", "involved", "localize", "session", "run_module", "Store", "UnitIO"]
+__all__ = ["RemoteWorkspace", "open_remote", "UnitIO", "mirror_small_files", "fetch_shards"]
 
 _MIRRORED = ".ettin_mirror"  # written in a local mirror/staging folder once its small files are present
 _LOCK = ".ettin_lock"  # the output lock (outputs.py) is local to a run: never uploaded
-
-_ACTIVE: dict[str, Session] = {}  # local staging folder -> its session (only in the driver)
-
-# How a stage uses remote folders (a stage module may set REMOTE_INPUTS / REMOTE_FINISH to override):
-#   inputs "lazy": its driver reads only small files and each task reads the unit folder task.source, so
-#                  shards are downloaded per task by the worker; "full": everything is mirrored up front.
-#   finish "shards": finish() reads the output's shards (hashes, verification): staged units are kept
-#                  locally after upload and missing ones are downloaded back before finish().
-LAZY_INPUTS = {"tokenize", "chunk", "finalize"}
-FINISH_READS_SHARDS = {"finalize"}
-
-
-def stage_policy(stage: Any) -> tuple[bool, bool]:
-    """(lazy inputs, finish reads output shards) for a stage module."""
-    name = getattr(stage, "NAME", "")
-    lazy = getattr(stage, "REMOTE_INPUTS", "lazy" if name in LAZY_INPUTS else "full") == "lazy"
-    shards = getattr(stage, "REMOTE_FINISH", "shards" if name in FINISH_READS_SHARDS else "small") == "shards"
-    return lazy, shards
-
-
-def involved(cfg: Any) -> bool:
-    """Does this config read or write object storage?"""
-    return is_remote(getattr(cfg, "output", "") or "") or any(is_remote(i) for i in getattr(cfg, "inputs", ()))
-
 
 # ---------------------------------------------------------------- inputs: mirror small files, shards on demand
 
@@ -175,107 +152,90 @@ def _ensure_staging(url: str, local: Path) -> None:
     marker.write_text(url)
 
 
-@dataclass
-class Session:
-    """A run against object storage, seen from the driver."""
+class RemoteWorkspace(Workspace):
+    """A run against object storage, seen from the driver: local mirrors of remote inputs and a local staging
+    folder for a remote output (``cfg``), the URLs as given (``given``)."""
 
-    orig: Any  # the config as the user gave it (URLs)
-    cfg: Any  # the same with local folders
-    output: Store | None
-    inputs: list[tuple[str, Path]] = field(default_factory=list)
-    done: set[str] = field(default_factory=set)
-    keys: list[str] = field(default_factory=list)
-    finish_shards: bool = False
+    def __init__(self, given: Any, cfg: Any, output: Store | None, inputs: list[tuple[str, Path]],
+                 finish_shards: bool):
+        super().__init__(given, cfg)
+        self.store = output
+        self.inputs = inputs
+        self.finish_shards = finish_shards
+        self.done: set[str] = set()
+        self.keys: list[str] = []
 
     def refresh(self) -> None:
         """Read which units are done remotely (``<unit>/.done`` exists)."""
-        self.keys = (self.output.list() or []) if self.output else []
+        self.keys = (self.store.list() or []) if self.store else []
         self.done = {k[: -len("/.done")] for k in self.keys if k.endswith("/.done")}
 
     def is_done(self, name: str) -> bool:
-        if self.output is None:
-            return (Path(self.cfg.output) / name / ".done").is_file()
-        return name in self.done
+        return super().is_done(name) if self.store is None else name in self.done
 
-    def wrap(self, fn: Callable[..., Any]) -> UnitIO:
-        out = (self.output.url, str(self.output.local)) if self.output else None
+    def unit_fn(self, fn: Callable[..., Any]) -> UnitIO:
+        out = (self.store.url, str(self.store.local)) if self.store else None
         return UnitIO(fn, out, tuple((u, str(p)) for u, p in self.inputs), keep=self.finish_shards)
 
-    def pull_settings(self, name: str) -> None:
-        if self.output:
-            (self.output.local / name).unlink(missing_ok=True)
-            if name in self.keys:
-                self.output.download(name, fresh=True)
+    def pull_run_files(self, names: tuple[str, ...]) -> None:
+        if self.store:
+            for name in names:
+                (self.store.local / name).unlink(missing_ok=True)
+                if name in self.keys:
+                    self.store.download(name, fresh=True)
 
-    def push(self, rels: Iterable[str]) -> None:
-        if self.output:
-            for r in rels:
-                self.output.upload(r)
-
-    def push_root_files(self, exclude: Iterable[str] = ()) -> None:
+    def push_run_files(self) -> None:
         """Upload the files at the staging root (tokenizer.json, settings, ...) so other nodes find them."""
-        if self.output:
-            skip = set(exclude)
-            rels = [p.name for p in sorted(self.output.local.iterdir())
-                    if p.is_file() and p.name not in skip and not p.name.startswith((_MIRRORED, _LOCK))]
-            self.push(rels)
-            (self.output.local / _MIRRORED).write_text(self.output.url)
+        if self.store:
+            skip = ("index.json", "ettin_meta.json")
+            for p in sorted(self.store.local.iterdir()):
+                if p.is_file() and p.name not in skip and not p.name.startswith((_MIRRORED, _LOCK)):
+                    self.store.upload(p.name)
+            (self.store.local / _MIRRORED).write_text(self.store.url)
 
-    def pull_unit_files(self, names: Iterable[str]) -> None:
-        """Before ``finish``: every task's small files (index.json, .done, stats) into the staging folder."""
-        if not self.output:
+    def pull_units(self, names: list[str]) -> None:
+        if not self.store:
             return
         prefixes = tuple(f"{n}/" for n in names if n)
         small = [k for k in self.keys if not is_shard(k) and k.startswith(prefixes)]
-        self.output.download_many(small, fresh=True)
+        self.store.download_many(small, fresh=True)
         if self.finish_shards:  # only those not staged here (written by another rank or Ray node)
-            self.output.download_many([k for k in self.keys if is_shard(k) and k.startswith(prefixes)])
+            self.store.download_many([k for k in self.keys if is_shard(k) and k.startswith(prefixes)])
 
-    def snapshot(self) -> dict[str, tuple[int, int]]:
-        """(mtime, size) of every staged file, to find what ``finish`` writes."""
-        if not self.output:
-            return {}
-        root = self.output.local
-        return {p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
-                for p in root.rglob("*") if p.is_file()}
-
-    def push_finished(self, task_names: Iterable[str], before: dict[str, tuple[int, int]],
-                      last: Iterable[str]) -> list[str]:
-        """Upload what ``finish`` wrote: files outside task folders, and files inside them that are new or
-        changed since ``before``; the files named in ``last`` go last, in that order (root index.json last)."""
-        if not self.output:
-            return []
-        root = self.output.local
-        prefixes = tuple(f"{n}/" for n in task_names if n)
+    def push_finished(self, names: list[str], last: tuple[str, ...]) -> None:
+        """Upload every staged file outside the unit folders (each unit was uploaded by its worker): nested
+        indexes before the root, the files named in ``last`` at the very end, in that order."""
+        if not self.store:
+            return
+        root = self.store.local
+        units = tuple(f"{n}/" for n in names if n)
         picked = []
         for p in sorted(root.rglob("*")):
-            if not p.is_file():
-                continue
             rel = p.relative_to(root).as_posix()
-            if rel.startswith((_MIRRORED, _LOCK)) or any(part.endswith((".partial", ".download"))
-                                                         for part in rel.split("/")):
+            if not p.is_file() or rel.startswith(units) or rel.startswith((_MIRRORED, _LOCK)) or any(
+                    part.endswith((".partial", ".download", ".tmp")) or part.startswith(".ettin_logs")
+                    for part in rel.split("/")):
                 continue
-            if not rel.startswith(prefixes) or before.get(rel) != (p.stat().st_mtime_ns, p.stat().st_size):
-                picked.append(rel)
+            picked.append(rel)
         tail = [r for r in last if r in picked]
-        first = [r for r in picked if r not in tail]
-        first.sort(key=lambda r: (r.endswith("index.json"), -r.count("/"), r))  # nested indexes before the root
-        self.push(first + tail)
-        return first + tail
+        first = sorted((r for r in picked if r not in tail),
+                       key=lambda r: (r.endswith("index.json"), -r.count("/"), r))
+        for r in first + tail:
+            self.store.upload(r)
 
 
 @contextmanager
-def localize(cfg: Any, stage: Any = None) -> Iterator[Any]:
-    """Map a config's remote INPUTs and OUTPUT to local folders for the duration of a run; yields the
-    local config. Remote inputs' small files are mirrored now (all files unless the stage reads lazily,
-    see :func:`stage_policy`); a remote output's bucket is checked now."""
-    lazy, finish_shards = stage_policy(stage)
+def open_remote(cfg: Any, command: Any) -> Iterator[RemoteWorkspace]:
+    """Map a config's remote INPUTs and OUTPUT to local folders for the duration of a run. Remote inputs'
+    small files are mirrored now (all their files unless the stage reads lazily: ``Stage.lazy_inputs``);
+    a remote output's bucket is checked now and its local staging folder emptied."""
+    lazy = bool(getattr(command, "lazy_inputs", False))
     update: dict[str, Any] = {}
     inputs: list[tuple[str, Path]] = []
     new_inputs = []
     for i in getattr(cfg, "inputs", []):
         if is_remote(i):
-            local = local_path(i, cfg.cache_dir, "in")
+            local = local_path(i, getattr(cfg, "cache_dir", None), "in")
             mirror_small_files(i.rstrip("/"), local, fresh=True)
             if not lazy:
                 fetch_shards(i.rstrip("/"), local, None)
@@ -295,31 +255,4 @@ def localize(cfg: Any, stage: Any = None) -> Iterator[Any]:
         local.mkdir(parents=True, exist_ok=True)
         update["output"] = str(local)
     lcfg = cfg.model_copy(update=update) if update else cfg
-    sess = Session(cfg, lcfg, out_store, inputs, finish_shards=finish_shards)
-    key = str(Path(lcfg.output)) if hasattr(lcfg, "output") else ""
-    prev = _ACTIVE.get(key)
-    _ACTIVE[key] = sess
-    try:
-        yield lcfg
-    finally:
-        if prev is None:
-            _ACTIVE.pop(key, None)
-        else:
-            _ACTIVE[key] = prev
-
-
-def session(cfg: Any) -> Session | None:
-    """The active remote session whose local output folder is ``cfg.output`` (None for local runs)."""
-    out = getattr(cfg, "output", None)
-    return _ACTIVE.get(str(Path(out))) if out and not is_remote(out) else None
-
-
-def run_module(mod: Any, cfg: Any, quiet: bool = True) -> dict[str, Any]:
-    """``mod.run(cfg, quiet)`` with remote INPUTs/OUTPUT mapped to local folders (what the CLI calls)."""
-    if not involved(cfg):
-        return mod.run(cfg, quiet=quiet)
-    with localize(cfg, mod) as lcfg:
-        summary = mod.run(lcfg, quiet=quiet)
-    if isinstance(summary, dict) and is_remote(getattr(cfg, "output", "") or ""):
-        summary["output"] = cfg.output
-    return summary
+    yield RemoteWorkspace(cfg, lcfg, out_store, inputs, bool(getattr(command, "finish_reads_shards", False)))

@@ -52,9 +52,9 @@ def _copies(tokens: int) -> int:
 
 def build_corpus(out: Path, copies: int) -> Path:
     """A text MDS dataset of ``copies`` varied copies of the built-in corpus (cached)."""
+    from ettin_data import run
     from ettin_data.config import ConvertConfig
     from ettin_data.corpus import python_docs
-    from ettin_data.stages import convert
 
     name = f"python-docs-x{copies}"
     root = out / "corpus" / name
@@ -71,7 +71,7 @@ def build_corpus(out: Path, copies: int) -> Path:
                     random.Random(k * 1_000_003 + i).shuffle(paras)
                 f.write(json.dumps({"id": f"{d['id']}#{k}", "text": "\n\n".join(paras)}) + "\n")
     shutil.rmtree(root, ignore_errors=True)
-    convert.run(ConvertConfig(inputs=[str(jsonl)], output=str(root), docs_per_shard=DOCS_PER_UNIT, workers=1))
+    run(ConvertConfig(inputs=[str(jsonl)], output=str(root), docs_per_shard=DOCS_PER_UNIT, workers=1))
     jsonl.unlink()
     return root
 

@@ -22,8 +22,8 @@ def modernbert_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def text_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ettin_data import run
     from ettin_data.config import ConvertConfig
-    from ettin_data.stages.convert import run
 
     out = tmp_path_factory.mktemp("datasets") / "text"
     run(ConvertConfig(inputs=["builtin:python-docs"], output=str(out), docs_per_shard=50, workers=1))
@@ -32,8 +32,8 @@ def text_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def token_dataset(tmp_path_factory: pytest.TempPathFactory, text_dataset: Path) -> Path:
+    from ettin_data import run
     from ettin_data.config import TokenizeConfig
-    from ettin_data.stages.tokenize import run
 
     out = tmp_path_factory.mktemp("datasets") / "tokens"
     run(TokenizeConfig(inputs=[str(text_dataset)], output=str(out), tokenizer="builtin:modernbert", workers=1))

@@ -13,7 +13,7 @@ import numpy as np
 
 from ettin_data import units as U
 from ettin_data.mds import TOKEN_COLUMNS, ShardWriter, UnitReader, write_json_atomic, write_root_index
-from ettin_data.sampling.common import unit_stats
+from ettin_data.sampling import unit_stats
 from ettin_data.stats import Stats
 
 BOS, EOS = 50281, 50282

@@ -3,8 +3,9 @@
 it starts, so that a signal sent by a test lands mid-run, at a moment the test chooses; and
 :func:`interrupted_run`, which does that and checks that no process of the run is left.
 
-The slow units are this module's functions (pool workers import it by name, Ray pickles them), each
-calling the real ``process_unit``: the output bytes are the real stage's.
+The slow stages are this module's subclasses of the real ones, put in the command registry (pool workers
+import this module by name, Ray pickles them); each calls the real ``process_unit``: the output bytes are
+the real stage's.
 """
 
 from __future__ import annotations
@@ -23,25 +24,31 @@ from ettin_data.stages import chunk, tokenize
 
 SLEEP = 1.0  # seconds each unit sleeps in the tests' runs: longer than any delay they wait after a unit
 GONE_WITHIN = 4.0  # seconds in which every process of a stopped run must be gone
-_REAL = {"tokenize": tokenize.process_unit, "chunk": chunk.process_unit}
 
 
-def _slow(stage: str, task, cfg):
+def _sleep() -> None:
     time.sleep(float(os.environ.get("SLEEPY_SECONDS", "0.5")))
-    return _REAL[stage](task, cfg)
 
 
-def tokenize_unit(task, cfg):
-    return _slow("tokenize", task, cfg)
+class SlowTokenize(tokenize.Tokenize):
+    def process_unit(self, task, cfg):
+        _sleep()
+        return super().process_unit(task, cfg)
 
 
-def chunk_unit(task, cfg):
-    return _slow("chunk", task, cfg)
+class SlowChunk(chunk.Chunk):
+    def process_unit(self, task, cfg):
+        _sleep()
+        return super().process_unit(task, cfg)
 
 
 def main() -> None:
-    tokenize.process_unit = tokenize_unit
-    chunk.process_unit = chunk_unit
+    import dataclasses
+
+    from ettin_data import stages
+
+    slow = {"tokenize": "sleepy_stage:SlowTokenize", "chunk": "sleepy_stage:SlowChunk"}
+    stages.COMMANDS = tuple(dataclasses.replace(e, target=slow.get(e.name, e.target)) for e in stages.COMMANDS)
     from ettin_data.cli import main as cli_main
 
     cli_main()

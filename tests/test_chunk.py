@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from ettin_data import run
 from ettin_data.chunking import ChunkParams, backfill_draw, chunk_document, content_tokens, piece_bounds, window
 from ettin_data.cli import app
 from ettin_data.config import ChunkConfig
@@ -246,7 +247,7 @@ def _token_dataset(root: Path, tok_path: Path, texts: list[str], units: int = 2,
 
 def _run(inp: Path, out: Path, **kw):
     kw.setdefault("workers", 1)
-    return chunk.run(ChunkConfig(inputs=[str(inp)], output=str(out), **kw))
+    return run(ChunkConfig(inputs=[str(inp)], output=str(out), **kw))
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -479,10 +480,10 @@ def test_two_inputs(dataset, tiny_tokenizer, tmp_path):
     import shutil
 
     shutil.copytree(dataset, tmp_path / "b")
-    s = chunk.run(ChunkConfig(inputs=[str(dataset), str(tmp_path / "b")], output=str(tmp_path / "o"), workers=1,
+    s = run(ChunkConfig(inputs=[str(dataset), str(tmp_path / "b")], output=str(tmp_path / "o"), workers=1,
                               **SETTINGS_1024))
     assert s["units"] == 6 and s["documents"] == 2 * len(_docs(dataset))
     assert (tmp_path / "o" / "b" / "docs" / "split_00002" / ".done").is_file()
     other = _token_dataset(tmp_path / "c", tiny_tokenizer, TEXTS[:4], units=1, special=False)
     with pytest.raises(InputError, match="tokenized differently"):
-        chunk.run(ChunkConfig(inputs=[str(dataset), str(other)], output=str(tmp_path / "p"), workers=1))
+        run(ChunkConfig(inputs=[str(dataset), str(other)], output=str(tmp_path / "p"), workers=1))

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ettin_data.cli import COMMANDS, app
+from ettin_data.cli import app
+from ettin_data.config import StageConfig
 from ettin_data.logs import LOG_DIR
 from ettin_data.mds import find_units
+from ettin_data.stages import COMMANDS
 
 runner = CliRunner()
 
@@ -107,7 +109,7 @@ def test_dry_run_of_an_export(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _convert(tmp_path, out).exit_code == 0
     before = _tree(tmp_path)
-    res = _invoke(["convert", str(out), "-o", str(tmp_path / "x.jsonl"), "--to", "jsonl", "--dry-run", "--json"])
+    res = _invoke(["export", str(out), "-o", str(tmp_path / "x.jsonl"), "--dry-run", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["plan"] == {"export": {"inputs": [str(out)], "output": str(tmp_path / "x.jsonl"),
                                                          "output_exists": False}}
@@ -145,7 +147,8 @@ def test_failed_unit_exit_1_others_kept(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["convert", "x.jsonl", "-o", "o", "--no-such-option"], "No such option"),
     (["convert", "x.jsonl", "-o", "o", "-w", "0"], "--workers"),
-    (["convert", "x.jsonl", "-o", "o", "--to", "csv"], "--to"),
+    (["finalize", "x", "-o", "o", "--for", "csv"], "--for"),
+    (["export", "x", "-o", "s3://b/x.jsonl"], "export writes a local file"),
     (["convert", "x.jsonl"], "missing --output"),
     (["convert", "x.jsonl", "-o", "o", "--rank", "2", "--world", "2"], "rank 2 must be smaller than world 2"),
     (["stats", "x", "--plot", "a.jpg"], ".png"),
@@ -186,7 +189,8 @@ def test_stats_exit_codes_and_json(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "not an MDS dataset" in res.stderr
 
 
-STAGE_COMMANDS = [(group, name) for name, group, model, *_ in COMMANDS if "output" in model.model_fields]
+STAGE_COMMANDS = [tuple(e.name.split()) if " " in e.name else (None, e.name) for e in COMMANDS
+                  if issubclass(e.Config, StageConfig)]
 
 
 def _argv(group: str | None, name: str) -> list[str]:
@@ -207,7 +211,7 @@ def test_every_stage_bad_usage_is_exit_2(tmp_path: Path, group: str | None, name
 def test_every_stage_missing_input_is_one_line_exit_1(tmp_path: Path, group: str | None, name: str) -> None:
     from ettin_data import config as C
 
-    model = next(m for n, g, m, *_ in COMMANDS if n == name and g == group)
+    model = next(e.Config for e in COMMANDS if e.name == " ".join(_argv(group, name)))
     required = {
         k: {int: "5", float: "0.1", str: "x"}.get(f.annotation, "x")
         for k, f in model.model_fields.items() if f.is_required() and k not in C.StageConfig.model_fields

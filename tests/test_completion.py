@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ettin_data.cli import COMMANDS
+from ettin_data.stages import COMMANDS
 
 BIN = Path(sys.executable).parent
 SCRIPT = BIN / "ettin-data"
@@ -45,7 +45,7 @@ def test_bash_completes_commands(tmp_path: Path) -> None:
     assert _bash_complete(tmp_path, ["ettin-data", "co"]) == ["convert"]
     assert _bash_complete(tmp_path, ["ettin-data", "ch"]) == ["chunk"]
     everything = set(_bash_complete(tmp_path, ["ettin-data", ""]))
-    assert {name for name, group, *_ in COMMANDS if group is None} | {"sample"} <= everything
+    assert {e.name for e in COMMANDS if " " not in e.name} | {"sample"} <= everything
 
 
 def test_to_completes_to_tokenize(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_to_completes_to_tokenize(tmp_path: Path) -> None:
 
 
 def test_sample_subcommands_complete(tmp_path: Path) -> None:
-    subs = sorted(name for name, group, *_ in COMMANDS if group == "sample")
+    subs = sorted(e.name.split()[1] for e in COMMANDS if e.name.startswith("sample "))
     assert subs == ["budget", "context", "mix", "split"]
     assert sorted(_bash_complete(tmp_path, ["ettin-data", "sample", ""])) == subs
 
@@ -62,7 +62,8 @@ def test_sample_subcommands_complete(tmp_path: Path) -> None:
 def test_bash_completes_options_and_choices(tmp_path: Path) -> None:
     assert _bash_complete(tmp_path, ["ettin-data", "chunk", "--back"]) == ["--backfill", "--backfill-no-duplicates"]
     assert _bash_complete(tmp_path, ["ettin-data", "convert", "--docs"]) == ["--docs-per-shard"]
-    assert _bash_complete(tmp_path, ["ettin-data", "convert", "--to", ""]) == ["mds", "jsonl"]
+    assert _bash_complete(tmp_path, ["ettin-data", "finalize", "--for", ""]) == [
+        "modernbert", "modernbert-streaming", "llm-foundry", "numpy"]
     assert _bash_complete(tmp_path, ["ettin-data", "convert", "--executor", ""]) == ["local", "ray"]
     assert "--dry-run" in _bash_complete(tmp_path, ["ettin-data", "stats", "--"])
 

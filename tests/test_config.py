@@ -160,10 +160,10 @@ def test_recorded_settings_leave_runtime_options_out() -> None:
 
 def test_example_config_file_is_valid_for_every_stage() -> None:
     """examples/phase1.toml stays in sync with the option models."""
-    from ettin_data.cli import COMMANDS
+    from ettin_data.stages import COMMANDS
 
     example = Path(__file__).resolve().parent.parent / "examples" / "phase1.toml"
-    tables = {name if group is None else f"{group}.{name}": model for name, group, model, *_ in COMMANDS}
+    tables = {e.table: e.Config for e in COMMANDS}
     seen = 0
     for table in ("convert", "tokenize", "chunk", "sample.split", "finalize"):
         values = C.load_config_file(example, table)

@@ -11,7 +11,7 @@ import pytest
 import zstandard
 from typer.testing import CliRunner
 
-from ettin_data import sources
+from ettin_data import run, sources
 from ettin_data.cli import app
 from ettin_data.config import ConvertConfig
 from ettin_data.corpus import python_docs
@@ -33,7 +33,7 @@ def _write_jsonl(path: Path, records: list[dict]) -> Path:
 
 def _run(inputs, out, **kw):
     kw.setdefault("workers", 1)
-    return convert.run(ConvertConfig(inputs=[str(i) for i in inputs], output=str(out), **kw))
+    return run(ConvertConfig(inputs=[str(i) for i in inputs], output=str(out), **kw))
 
 
 def _read_back(root: Path) -> list[dict]:
@@ -173,4 +173,4 @@ def test_hub_dataset_without_network_is_one_line(tmp_path, monkeypatch):
 def test_unknown_input_type(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(InputError, match="unknown input type"):
-        convert.plan(ConvertConfig(inputs=[str(tmp_path / "x.csv")], output=str(tmp_path / "o")))
+        convert.Convert().plan(ConvertConfig(inputs=[str(tmp_path / "x.csv")], output=str(tmp_path / "o")))

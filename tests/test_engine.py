@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from ettin_data import engines
+from ettin_data import engines, run
 from ettin_data import tokenizer as T
 from ettin_data.config import TokenizeConfig
 from ettin_data.corpus import python_docs
@@ -162,7 +162,7 @@ def test_verification_sample_is_fixed_by_unit_and_ids() -> None:
 
 
 def _tokenize(src: Path, out: Path, **kw) -> dict:
-    return stage.run(TokenizeConfig(inputs=[str(src)], output=str(out), tokenizer="builtin:modernbert",
+    return run(TokenizeConfig(inputs=[str(src)], output=str(out), tokenizer="builtin:modernbert",
                                     workers=kw.pop("workers", 1), **kw))
 
 
@@ -213,11 +213,11 @@ def test_prepare_redoes_a_diverging_unit_too(tmp_path: Path, monkeypatch: pytest
     from ettin_data.config import PrepareConfig
     from ettin_data.stages import prepare
 
-    def run(out: Path, engine: str) -> dict:
-        return prepare.run(PrepareConfig(inputs=["builtin:python-docs"], output=str(out), workers=1,
-                                         tokenizer="builtin:modernbert", docs_per_shard=100, engine=engine))
+    def prep(out: Path, engine: str) -> dict:
+        return run(PrepareConfig(inputs=["builtin:python-docs"], output=str(out), workers=1,
+                                 tokenizer="builtin:modernbert", docs_per_shard=100, engine=engine))
 
-    ref = run(tmp_path / "ref", "tokenizers")
+    ref = prep(tmp_path / "ref", "tokenizers")
     real = tokie_engine.TokieEngine.encode
 
     def broken(self, texts, add_special_tokens=True):
@@ -228,7 +228,7 @@ def test_prepare_redoes_a_diverging_unit_too(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(engines, "_probe", lambda *a: None)
     stage._WORKER.clear()
     prepare._WORKER.clear()
-    s = run(tmp_path / "auto", "auto")
+    s = prep(tmp_path / "auto", "auto")
     stage._WORKER.clear()
     prepare._WORKER.clear()
     assert _files(tmp_path / "auto") == _files(tmp_path / "ref")

@@ -1,4 +1,4 @@
-"""Inspection: ``convert MDS -o FILE.jsonl --to jsonl`` (text and token data), ``stats --show N`` and
+"""Inspection: ``export MDS -o FILE.jsonl`` (text and token data), ``stats --show N`` and
 ``stats --plot FILE.png``."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ettin_data import run
 from ettin_data.cli import app
 from ettin_data.config import ConvertConfig, TokenizeConfig
 from ettin_data.mds import TOKEN_COLUMNS, ShardWriter
-from ettin_data.stages import convert, tokenize
 
 runner = CliRunner()
 
@@ -42,42 +42,42 @@ def small_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = root / "docs.jsonl"
     src.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in DOCS), encoding="utf-8")
     out = root / "text"
-    convert.run(ConvertConfig(inputs=[str(src)], output=str(out), docs_per_shard=8, domain_field="domain", workers=1))
+    run(ConvertConfig(inputs=[str(src)], output=str(out), docs_per_shard=8, domain_field="domain", workers=1))
     return out
 
 
 @pytest.fixture(scope="module")
 def small_tokens(small_text: Path) -> Path:
     out = small_text.parent / "tokens"
-    tokenize.run(TokenizeConfig(inputs=[str(small_text)], output=str(out), tokenizer="builtin:modernbert", workers=1))
+    run(TokenizeConfig(inputs=[str(small_text)], output=str(out), tokenizer="builtin:modernbert", workers=1))
     return out
 
 
 def test_round_trip_jsonl_mds_jsonl(small_text: Path, tmp_path: Path) -> None:
     dst = tmp_path / "back.jsonl"
-    res = runner.invoke(app, ["convert", str(small_text), "-o", str(dst), "--to", "jsonl", "--json"])
+    res = runner.invoke(app, ["export", str(small_text), "-o", str(dst), "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["records"] == len(DOCS) and summary["format"] == "jsonl"
     back = _read_jsonl(dst)
     assert back == [{"id": str(d["id"]), "text": d["text"], "domain": d["domain"]} for d in DOCS]
     # exporting again needs --overwrite; then the file is identical
-    res = runner.invoke(app, ["convert", str(small_text), "-o", str(dst), "--to", "jsonl"])
+    res = runner.invoke(app, ["export", str(small_text), "-o", str(dst)])
     assert res.exit_code == 2 and "--overwrite" in res.stderr
     first = dst.read_bytes()
-    res = runner.invoke(app, ["convert", str(small_text), "-o", str(dst), "--to", "jsonl", "--overwrite", "-q"])
+    res = runner.invoke(app, ["export", str(small_text), "-o", str(dst), "--overwrite", "-q"])
     assert res.exit_code == 0 and dst.read_bytes() == first
     # compressed by extension, same content; gzip without a timestamp, so the same bytes every time
     import zstandard
 
     for name in ("back.jsonl.zst", "back.jsonl.gz"):
-        res = runner.invoke(app, ["convert", str(small_text), "-o", str(tmp_path / name), "--to", "jsonl", "-q"])
+        res = runner.invoke(app, ["export", str(small_text), "-o", str(tmp_path / name), "-q"])
         assert res.exit_code == 0, res.output
     zst = (tmp_path / "back.jsonl.zst").read_bytes()
     assert zstandard.ZstdDecompressor().decompressobj().decompress(zst) == first
     assert gzip.decompress((tmp_path / "back.jsonl.gz").read_bytes()) == first
     gz = (tmp_path / "back.jsonl.gz").read_bytes()
-    runner.invoke(app, ["convert", str(small_text), "-o", str(tmp_path / "back.jsonl.gz"), "--to", "jsonl", "-q",
+    runner.invoke(app, ["export", str(small_text), "-o", str(tmp_path / "back.jsonl.gz"), "-q",
                         "--overwrite"])
     assert (tmp_path / "back.jsonl.gz").read_bytes() == gz
     # and the export converts back to the same MDS bytes
@@ -95,7 +95,7 @@ def test_round_trip_jsonl_mds_jsonl(small_text: Path, tmp_path: Path) -> None:
 def test_token_data_decodes_with_the_datasets_own_tokenizer(small_tokens: Path, tmp_path: Path) -> None:
     assert (small_tokens / "tokenizer.json").is_file()
     dst = tmp_path / "decoded.jsonl.gz"  # compressed by extension
-    res = runner.invoke(app, ["convert", str(small_tokens), "-o", str(dst), "--to", "jsonl", "-q"])
+    res = runner.invoke(app, ["export", str(small_tokens), "-o", str(dst), "-q"])
     assert res.exit_code == 0, res.output
     back = _read_jsonl(dst)
     assert [r["id"] for r in back] == [str(d["id"]) for d in DOCS]
@@ -113,21 +113,21 @@ def test_explicit_tokenizer_and_missing_tokenizer(small_tokens: Path, modernbert
     bare = tmp_path / "bare"  # token MDS without a tokenizer.json (another tool's data)
     with ShardWriter(bare, TOKEN_COLUMNS) as w:
         w.write({"id": "x", "input_ids": __import__("numpy").array([50281, 510, 5347, 50282], "uint32"), "len": 4})
-    res = runner.invoke(app, ["convert", str(bare), "-o", str(tmp_path / "a.jsonl"), "--to", "jsonl"])
+    res = runner.invoke(app, ["export", str(bare), "-o", str(tmp_path / "a.jsonl")])
     assert res.exit_code == 1 and "--tokenizer" in res.stderr
     assert not (tmp_path / "a.jsonl").exists()
     for spec in (str(modernbert_json), str(modernbert_json.parent), "builtin:modernbert"):
         out = tmp_path / "b.jsonl"
-        res = runner.invoke(app, ["convert", str(bare), "-o", str(out), "--to", "jsonl", "--tokenizer", spec,
+        res = runner.invoke(app, ["export", str(bare), "-o", str(out), "--tokenizer", spec,
                                   "--overwrite", "-q"])
         assert res.exit_code == 0, res.output
         assert _read_jsonl(out) == [{"id": "x", "text": "The capital"}]
 
 
 def test_export_refuses_bad_targets(small_text: Path, tmp_path: Path) -> None:
-    res = runner.invoke(app, ["convert", str(small_text), "-o", str(tmp_path), "--to", "jsonl"])
+    res = runner.invoke(app, ["export", str(small_text), "-o", str(tmp_path)])
     assert res.exit_code == 2 and "is a folder" in res.stderr
-    res = runner.invoke(app, ["convert", str(tmp_path / "nope"), "-o", str(tmp_path / "x.jsonl"), "--to", "jsonl"])
+    res = runner.invoke(app, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.jsonl")])
     assert res.exit_code == 1 and "does not exist" in res.stderr
     assert not (tmp_path / "x.jsonl").exists() and not list(tmp_path.glob(".*partial"))
 

@@ -15,11 +15,11 @@ import pytest
 from helpers_chunks import BOS, EOS, load_json, make_chunks, read_chunks, tokenizer_identity
 from typer.testing import CliRunner
 
+from ettin_data import run
 from ettin_data.cli import app
 from ettin_data.config import FinalizeConfig, SplitConfig
 from ettin_data.errors import ConfigError, InputError
 from ettin_data.mds import TOKEN_COLUMNS, ShardWriter, write_json_atomic, write_root_index
-from ettin_data.sampling import split
 from ettin_data.stages import finalize
 from ettin_data.verify import verify
 
@@ -31,9 +31,9 @@ def final(tmp_path_factory):
     chunks = {}
     for name, seed in (("web", 1), ("books", 2)):
         chunks[name] = make_chunks(base / "chunks" / name, n_units=3, docs_per_unit=25, seed=seed, source=name)
-        split.run(SplitConfig(inputs=[str(base / "chunks" / name)], output=str(base / "split" / name),
+        run(SplitConfig(inputs=[str(base / "chunks" / name)], output=str(base / "split" / name),
                               validation_fraction=0.2, workers=1))
-    summary = finalize.run(FinalizeConfig(inputs=[str(base / "split" / "web"), str(base / "split" / "books")],
+    summary = run(FinalizeConfig(inputs=[str(base / "split" / "web"), str(base / "split" / "books")],
                                           output=str(base / "out"), workers=1))
     return base, chunks, summary
 
@@ -123,14 +123,14 @@ def test_manifest_records_counts_stages_tokenizer_and_hashes(final):
 def test_keep_compressed_links_and_dtype_columns_narrow(final, tmp_path):
     base, chunks, _ = final
     src = base / "split" / "web"
-    finalize.run(FinalizeConfig(inputs=[str(src)], output=str(tmp_path / "kc"), keep_compressed=True, workers=1))
+    run(FinalizeConfig(inputs=[str(src)], output=str(tmp_path / "kc"), keep_compressed=True, workers=1))
     index = load_json(tmp_path / "kc" / "train" / "index.json")
     assert all(sh["compression"] == "zstd" for sh in index["shards"])
     for sh in index["shards"]:
         name = sh["zip_data"]["basename"]  # web/<unit>/shard...
         assert os.stat(tmp_path / "kc" / "train" / name).st_ino == os.stat(src / "train" / name.split("/", 1)[1]).st_ino
     assert verify(tmp_path / "kc") == []
-    s = finalize.run(FinalizeConfig(inputs=[str(src)], output=str(tmp_path / "narrow"), dtype="uint16",
+    s = run(FinalizeConfig(inputs=[str(src)], output=str(tmp_path / "narrow"), dtype="uint16",
                                     columns=["input_ids", "len"], name=["w"], workers=1))
     assert s["problems"] == []
     index = load_json(tmp_path / "narrow" / "train" / "index.json")
@@ -143,16 +143,17 @@ def test_keep_compressed_links_and_dtype_columns_narrow(final, tmp_path):
 def test_finalize_option_errors(final, tmp_path):
     base, _, _ = final
     with pytest.raises(ConfigError, match="one per INPUT"):
-        finalize.plan(FinalizeConfig(inputs=[str(base / "split" / "web")], output=str(tmp_path / "o"), name=["a", "b"]))
+        finalize.Finalize().plan(FinalizeConfig(inputs=[str(base / "split" / "web")], output=str(tmp_path / "o"),
+                                                name=["a", "b"]))
     with pytest.raises(ConfigError, match="both named"):
-        finalize.plan(FinalizeConfig(inputs=[str(base / "split" / "web")] * 2, output=str(tmp_path / "o")))
+        finalize.Finalize().plan(FinalizeConfig(inputs=[str(base / "split" / "web")] * 2, output=str(tmp_path / "o")))
     with pytest.raises(InputError, match="no train/"):
-        finalize.plan(FinalizeConfig(inputs=[str(base / "chunks" / "web")], output=str(tmp_path / "o")))
+        finalize.Finalize().plan(FinalizeConfig(inputs=[str(base / "chunks" / "web")], output=str(tmp_path / "o")))
     big = tmp_path / "big"
     with ShardWriter(big / "train" / "u", TOKEN_COLUMNS) as w:
         w.write({"id": "d", "input_ids": np.array([BOS, 70000, EOS], np.uint32), "len": 3})
     with pytest.raises(Exception, match="does not fit --dtype uint16"):
-        finalize.run(FinalizeConfig(inputs=[str(big)], output=str(tmp_path / "b"), dtype="uint16", workers=1))
+        run(FinalizeConfig(inputs=[str(big)], output=str(tmp_path / "b"), dtype="uint16", workers=1))
 
 
 # ---------------------------------------------------------------- verification
@@ -211,14 +212,13 @@ def test_verify_checks_chunk_invariants_and_stats(tmp_path):
 
 def test_end_to_end_tokenize_chunk_split_finalize(token_dataset, tmp_path):
     from ettin_data.config import ChunkConfig
-    from ettin_data.stages import chunk
 
-    chunk.run(ChunkConfig(inputs=[str(token_dataset)], output=str(tmp_path / "chunks"), chunk_size=256,
+    run(ChunkConfig(inputs=[str(token_dataset)], output=str(tmp_path / "chunks"), chunk_size=256,
                           min_chunk_size=64, always_skip_size=16, workers=1))
     chunked = read_chunks(tmp_path / "chunks")
-    split.run(SplitConfig(inputs=[str(tmp_path / "chunks")], output=str(tmp_path / "docs"), validation_fraction=0.1,
+    run(SplitConfig(inputs=[str(tmp_path / "chunks")], output=str(tmp_path / "docs"), validation_fraction=0.1,
                           workers=1))
-    s = finalize.run(FinalizeConfig(inputs=[str(tmp_path / "docs")], output=str(tmp_path / "final"), workers=1))
+    s = run(FinalizeConfig(inputs=[str(tmp_path / "docs")], output=str(tmp_path / "final"), workers=1))
     assert s["problems"] == []
     got = {sp: _modernbert_read(tmp_path / "final", sp) for sp in ("train", "validation")}
     assert Counter(tuple(a.tolist()) for sp in got for a in got[sp]) == Counter(ids for _, ids in chunked)

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from ettin_data import run
 from ettin_data.mds import TEXT_COLUMNS, TOKEN_COLUMNS, ShardWriter, UnitReader, write_root_index
 
 BOS, EOS = 50281, 50282
@@ -74,12 +75,11 @@ def _text_dataset(root: Path, texts: list[str]) -> Path:
 @given(st.lists(documents, min_size=1, max_size=6))
 def test_tokenize_stage_round_trip(tok, texts):
     from ettin_data.config import TokenizeConfig
-    from ettin_data.stages import tokenize
 
     _no_special(tok, texts)
     with tempfile.TemporaryDirectory() as d:
         src = _text_dataset(Path(d) / "text", texts)
-        s = tokenize.run(TokenizeConfig(inputs=[str(src)], output=str(Path(d) / "tok"),
+        s = run(TokenizeConfig(inputs=[str(src)], output=str(Path(d) / "tok"),
                                         tokenizer="builtin:modernbert", workers=1))
         got = list(UnitReader(Path(d) / "tok" / "u").iter_samples())
     kept = [(f"d{i}", t) for i, t in enumerate(texts) if t]  # "" alone has no content tokens
@@ -131,7 +131,6 @@ def meta_source(token_dataset):
 @given(cfg=chunk_settings(), lengths=token_docs, seed=st.integers(0, 1000))
 def test_chunk_stage_invariants(meta_source, cfg, lengths, seed):
     from ettin_data.config import ChunkConfig
-    from ettin_data.stages import chunk
 
     rng = np.random.default_rng(seed)
     docs = [np.concatenate([[BOS], rng.integers(300, 50_000, n), [EOS]]).astype(np.uint32) for n in lengths]
@@ -144,7 +143,7 @@ def test_chunk_stage_invariants(meta_source, cfg, lengths, seed):
             for i, ids in enumerate(docs):
                 w.write({"id": f"d{i}", "input_ids": ids, "len": len(ids)})
         write_root_index(src, ["u"])
-        s = chunk.run(ChunkConfig(inputs=[str(src)], output=str(Path(d) / "ch"), workers=1, **cfg))
+        s = run(ChunkConfig(inputs=[str(src)], output=str(Path(d) / "ch"), workers=1, **cfg))
         chunks = list(UnitReader(Path(d) / "ch" / "u").iter_samples())
     size = cfg["chunk_size"]
     assert s["documents"] == len(docs) and s["samples"] == len(chunks)

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from helpers_faults import cli, run_killed_after
 
+from ettin_data import run
 from ettin_data.config import ConvertConfig
 from ettin_data.errors import UnitFailure
 from ettin_data.mds import UnitReader, find_units
 from ettin_data.parts import grouped_parts, jsonl_parts
-from ettin_data.stages import convert
 
 MIB = 1 << 20
 
@@ -39,7 +39,7 @@ def _jsonl(path: Path, docs: list[dict], blank_every: int = 0) -> Path:
 
 def _run(inputs, out: Path, **kw) -> dict:
     kw.setdefault("docs_per_shard", 500)
-    return convert.run(ConvertConfig(inputs=[str(i) for i in inputs], output=str(out), **kw))
+    return run(ConvertConfig(inputs=[str(i) for i in inputs], output=str(out), **kw))
 
 
 def _read(out: Path) -> list[tuple[str, str]]:

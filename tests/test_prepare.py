@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from helpers_faults import cli, run_killed_after
 
+from ettin_data import run
 from ettin_data.config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig
-from ettin_data.stages import chunk, convert, prepare, tokenize
 from ettin_data.verify import stage_chain
 
 CHUNK = dict(chunk_size=256, min_chunk_size=64, always_skip_size=16, backfill=True, backfill_no_duplicates=True)
@@ -27,15 +27,15 @@ def _staged(inputs: list[str], out: Path, workers: int = 1, **kw) -> Path:
     conv = {k: v for k, v in kw.items() if k in ConvertConfig.model_fields}
     tok = {k: v for k, v in kw.items() if k in TokenizeConfig.model_fields}
     ch = {k: v for k, v in kw.items() if k in ChunkConfig.model_fields}
-    convert.run(ConvertConfig(inputs=inputs, output=str(out / "text"), workers=workers, **conv))
-    tokenize.run(TokenizeConfig(inputs=[str(out / "text")], output=str(out / "tokens"), workers=workers,
+    run(ConvertConfig(inputs=inputs, output=str(out / "text"), workers=workers, **conv))
+    run(TokenizeConfig(inputs=[str(out / "text")], output=str(out / "tokens"), workers=workers,
                                 tokenizer="builtin:modernbert", **tok))
-    chunk.run(ChunkConfig(inputs=[str(out / "tokens")], output=str(out / "chunks"), workers=workers, **ch))
+    run(ChunkConfig(inputs=[str(out / "tokens")], output=str(out / "chunks"), workers=workers, **ch))
     return out / "chunks"
 
 
 def _fused(inputs: list[str], out: Path, workers: int = 1, **kw) -> dict:
-    return prepare.run(PrepareConfig(inputs=inputs, output=str(out), workers=workers,
+    return run(PrepareConfig(inputs=inputs, output=str(out), workers=workers,
                                      tokenizer="builtin:modernbert", **kw))
 
 

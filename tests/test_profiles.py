@@ -17,10 +17,9 @@ from pydantic import ValidationError
 from test_finalize import _modernbert_read
 from typer.testing import CliRunner
 
+from ettin_data import run
 from ettin_data.cli import app
 from ettin_data.config import FinalizeConfig, SplitConfig
-from ettin_data.sampling import split
-from ettin_data.stages import finalize
 from ettin_data.verify import verify
 
 SPLITS = ("train", "validation")
@@ -37,7 +36,7 @@ def data(tmp_path_factory):
     for name, seed in (("web", 3), ("books", 4)):
         chunks[name] = make_chunks(base / "chunks" / name, n_units=3, docs_per_unit=20, seed=seed, source=name,
                                    chunk_size=CHUNK)
-        split.run(SplitConfig(inputs=[str(base / "chunks" / name)], output=str(base / "split" / name),
+        run(SplitConfig(inputs=[str(base / "chunks" / name)], output=str(base / "split" / name),
                               validation_fraction=0.25, workers=1))
     expected = {}
     for s in SPLITS:
@@ -52,7 +51,7 @@ def data(tmp_path_factory):
 
 def _finalize(data, out: Path, **kw) -> dict:
     base, _ = data
-    return finalize.run(FinalizeConfig(inputs=[str(base / "split" / "web"), str(base / "split" / "books")],
+    return run(FinalizeConfig(inputs=[str(base / "split" / "web"), str(base / "split" / "books")],
                                        output=str(out), workers=1, **kw))
 
 
@@ -186,7 +185,7 @@ def test_numpy_output_is_identical_for_any_worker_count_and_uint32_for_big_vocab
     a, b = tmp_path / "a", tmp_path / "b"
     _finalize(data, a, loader="numpy")
     base, _ = data
-    finalize.run(FinalizeConfig(inputs=[str(base / "split" / "web"), str(base / "split" / "books")],
+    run(FinalizeConfig(inputs=[str(base / "split" / "web"), str(base / "split" / "books")],
                                 output=str(b), workers=2, loader="numpy"))
     for sp in SPLITS:
         for f in ("tokens.npy", "offsets.npy", "metadata.csv.gz"):
@@ -194,9 +193,9 @@ def test_numpy_output_is_identical_for_any_worker_count_and_uint32_for_big_vocab
     big = tmp_path / "big"
     tok = dict(tokenizer_identity(), vocab_size=100_000)
     chunks = make_chunks(big / "chunks", n_units=2, docs_per_unit=8, seed=9, tokenizer=tok)
-    split.run(SplitConfig(inputs=[str(big / "chunks")], output=str(big / "split"), validation_fraction=0.3,
+    run(SplitConfig(inputs=[str(big / "chunks")], output=str(big / "split"), validation_fraction=0.3,
                           workers=1))
-    s = finalize.run(FinalizeConfig(inputs=[str(big / "split")], output=str(big / "out"), workers=1, loader="numpy"))
+    s = run(FinalizeConfig(inputs=[str(big / "split")], output=str(big / "out"), workers=1, loader="numpy"))
     assert s["problems"] == []
     got = []
     for sp in SPLITS:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from ettin_data import run
 from ettin_data.config import ConvertConfig
 from ettin_data.corpus import python_docs
 from ettin_data.errors import ConfigError
 from ettin_data.mds import find_units, read_index
-from ettin_data.stages import convert
 
 ROOT_FILES = ("index.json", "ettin_meta.json", "convert_stats.json")
 
@@ -32,7 +32,7 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
             for doc in docs[k::4]:
                 f.write(json.dumps(doc) + "\n")
     plain = src.parent / "plain"
-    convert.run(ConvertConfig(inputs=[str(src)], output=str(plain), docs_per_shard=25, workers=1))
+    run(ConvertConfig(inputs=[str(src)], output=str(plain), docs_per_shard=25, workers=1))
     return src, plain
 
 
@@ -46,7 +46,7 @@ def test_ranks_in_any_order_equal_a_plain_run(corpus, tmp_path):
     out = tmp_path / "ranked"
     seen: list[str] = []
     for step, rank in enumerate((2, 0, 1)):
-        s = convert.run(_cfg(src, out, rank=rank, world=3, workers=2 if rank == 0 else 1))
+        s = run(_cfg(src, out, rank=rank, world=3, workers=2 if rank == 0 else 1))
         mine = [f"part{k}" for k in range(4)][rank::3]
         assert s["units_run"] == len(mine) and s["units_skipped"] == 0
         seen += mine
@@ -68,10 +68,10 @@ def test_later_plain_run_writes_the_root_files(corpus, tmp_path):
     src, plain = corpus
     out = tmp_path / "ranked"
     for rank in (0, 1):
-        convert.run(_cfg(src, out, rank=rank, world=2))
+        run(_cfg(src, out, rank=rank, world=2))
     for f in ROOT_FILES:  # as if the completing rank was killed before it wrote the dataset files
         (out / f).unlink()
-    s = convert.run(_cfg(src, out))
+    s = run(_cfg(src, out))
     assert s["complete"] and s["units_run"] == 0 and s["units_skipped"] == 4
     assert tree(out) == tree(plain)
 
@@ -79,9 +79,9 @@ def test_later_plain_run_writes_the_root_files(corpus, tmp_path):
 def test_a_rank_with_other_settings_is_refused(corpus, tmp_path):
     src, _ = corpus
     out = tmp_path / "ranked"
-    convert.run(_cfg(src, out, rank=0, world=2))
+    run(_cfg(src, out, rank=0, world=2))
     with pytest.raises(ConfigError, match="other settings.*docs_per_shard: 25 -> 26"):
-        convert.run(ConvertConfig(inputs=[str(src)], output=str(out), docs_per_shard=26, rank=1, world=2, workers=1))
+        run(ConvertConfig(inputs=[str(src)], output=str(out), docs_per_shard=26, rank=1, world=2, workers=1))
 
 
 def test_cli_rank_world_flags(corpus, tmp_path):

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from ettin_data import driver, run
 from ettin_data import units as U
 from ettin_data.config import ConvertConfig
 from ettin_data.corpus import python_docs
 from ettin_data.errors import InputError, UnitFailure
-from ettin_data.executor import WORKER_DIED
-from ettin_data.pipeline import run_stage
-from ettin_data.ray_executor import RAY_ENV
-from ettin_data.stages import convert
+from ettin_data.executors import WORKER_DIED
+from ettin_data.executors.ray import RAY_ENV
+from ettin_data.stage import Stage
 from ettin_data.stats import Stats
 
 os.environ.update(RAY_ENV)  # read by Ray when it is imported: keep everything on 127.0.0.1
@@ -121,25 +121,24 @@ def test_ray_convert_matches_local_byte_for_byte(ray_head, tmp_path):
     def cfg(name: str, **kw) -> ConvertConfig:
         return ConvertConfig(inputs=inputs, output=str(tmp_path / name), docs_per_shard=40, **kw)
 
-    local = convert.run(cfg("local", workers=1))
-    on_ray = convert.run(cfg("ray", workers=2, executor="ray", ray_address=ray_head))
+    local = run(cfg("local", workers=1))
+    on_ray = run(cfg("ray", workers=2, executor="ray", ray_address=ray_head))
     assert on_ray["complete"] and on_ray["units_run"] == 3 == local["units_run"]
     assert on_ray["documents"] == local["documents"] == n
     a, b = tree(tmp_path / "local"), tree(tmp_path / "ray")
     assert sorted(a) == sorted(b) and len(a) > 20
     assert [k for k in a if a[k] != b[k]] == []
     # Rerun on Ray: every unit is skipped, nothing changes.
-    again = convert.run(cfg("ray", workers=2, executor="ray", ray_address=ray_head))
+    again = run(cfg("ray", workers=2, executor="ray", ray_address=ray_head))
     assert again["units_run"] == 0 and again["units_skipped"] == 3
     assert tree(tmp_path / "ray") == b
 
 
 def test_ray_tokenize_matches_local_byte_for_byte(ray_head, tmp_path, text_dataset, token_dataset):
     from ettin_data.config import TokenizeConfig
-    from ettin_data.stages import tokenize
 
     out = tmp_path / "tokens"
-    summary = tokenize.run(TokenizeConfig(inputs=[str(text_dataset)], output=str(out), tokenizer="builtin:modernbert",
+    summary = run(TokenizeConfig(inputs=[str(text_dataset)], output=str(out), tokenizer="builtin:modernbert",
                                           workers=2, executor="ray", ray_address=ray_head))
     assert summary["complete"] and summary["units_run"] == 5
     a, b = tree(token_dataset), tree(out)
@@ -148,8 +147,20 @@ def test_ray_tokenize_matches_local_byte_for_byte(ray_head, tmp_path, text_datas
 
 # --- a test-only stage: one unit raises, one unit kills its worker process, the others succeed ---
 
-def plan(cfg):
-    return [U.Task(n) for n in ("u0", "boom", "u2", "die", "u4")]
+class Flaky(Stage):
+    """A stage whose unit "boom" raises and whose unit "die" kills its worker."""
+
+    name = "flaky"
+    Config = ConvertConfig
+
+    def plan(self, cfg):
+        return [U.Task(n) for n in ("u0", "boom", "u2", "die", "u4")]
+
+    def process_unit(self, task, cfg):
+        return process_unit(task, cfg)
+
+    def finish(self, cfg, stats, tasks):  # pragma: no cover - never reached: two units fail
+        return {}
 
 
 def process_unit(task, cfg):
@@ -168,16 +179,12 @@ def process_unit(task, cfg):
     return st
 
 
-def finish(cfg, stats, tasks):  # pragma: no cover - never reached: two units fail
-    return {}
-
-
 def test_raise_and_dead_worker_reported_per_unit(ray_head, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test file
     cfg = ConvertConfig(inputs=["x"], output=str(tmp_path / "out"), workers=2, executor="ray",
                         ray_address=ray_head, max_retries=1)
     with pytest.raises(UnitFailure) as info:
-        run_stage(sys.modules[__name__], cfg, quiet=True)
+        driver.run(cfg, command=Flaky())
     err = info.value
     assert err.failures == [("boom", "u-boom.jsonl: line 3 is broken"), ("die", WORKER_DIED)]
     assert str(err).startswith("2 of 5 units failed: boom: u-boom.jsonl: line 3 is broken; die: worker")
@@ -193,7 +200,7 @@ def test_raise_and_dead_worker_reported_per_unit(ray_head, tmp_path):
 
 def test_unreachable_cluster_is_one_config_error(tmp_path):
     from ettin_data.errors import ConfigError
-    from ettin_data.executor import run_tasks
+    from ettin_data.executors import run_tasks
 
     port = _free_port()  # nothing listens there
     with pytest.raises(ConfigError, match=rf"^no Ray cluster at 127.0.0.1:{port} \(.*\); start one with `ray start"):

@@ -29,6 +29,7 @@ from helpers_faults import (
 )
 from typer.testing import CliRunner
 
+from ettin_data import run
 from ettin_data.cli import app
 from ettin_data.errors import EttinError, UnitFailure
 from ettin_data.mds import ShardWriter, UnitReader, find_units
@@ -177,16 +178,14 @@ def test_broken_unit_index_fails_that_unit_only(stage, text_copy, token_copy, tm
 def chain(token_dataset, tmp_path_factory):
     """chunk -> sample split -> finalize on the shared token dataset; (paths, summaries)."""
     from ettin_data.config import ChunkConfig, FinalizeConfig, SplitConfig
-    from ettin_data.sampling import split
-    from ettin_data.stages import chunk, finalize
 
     root = tmp_path_factory.mktemp("chain")
     p = {"tokens": token_dataset, "chunks": root / "chunks", "split": root / "split", "final": root / "final"}
-    s = {"chunk": chunk.run(ChunkConfig(inputs=[str(token_dataset)], output=str(p["chunks"]), workers=1,
+    s = {"chunk": run(ChunkConfig(inputs=[str(token_dataset)], output=str(p["chunks"]), workers=1,
                                         **CHUNK_SETTINGS))}
-    s["split"] = split.run(SplitConfig(inputs=[str(p["chunks"])], output=str(p["split"]), workers=1,
+    s["split"] = run(SplitConfig(inputs=[str(p["chunks"])], output=str(p["split"]), workers=1,
                                        validation_fraction=0.1))
-    s["finalize"] = finalize.run(FinalizeConfig(inputs=[str(p["split"])], output=str(p["final"]), workers=1))
+    s["finalize"] = run(FinalizeConfig(inputs=[str(p["split"])], output=str(p["final"]), workers=1))
     return p, s
 
 
@@ -259,21 +258,16 @@ def drop_third_write(monkeypatch):
 @pytest.mark.parametrize("stage", ["convert", "tokenize", "chunk", "split", "finalize"])
 def test_a_lost_sample_fails_the_unit(stage, drop_third_write, text_dataset, chain, tmp_path):
     from ettin_data import config as C
-    from ettin_data.sampling import split
-    from ettin_data.stages import chunk, convert, finalize, tokenize
 
     paths, _ = chain
     out = str(tmp_path / "out")
-    run, cfg = {
-        "convert": (convert.run, lambda: C.ConvertConfig(inputs=["builtin:python-docs"], output=out,
-                                                          docs_per_shard=50, workers=1)),
-        "tokenize": (tokenize.run, lambda: C.TokenizeConfig(inputs=[str(text_dataset)], output=out,
-                                                            tokenizer="builtin:modernbert", workers=1)),
-        "chunk": (chunk.run, lambda: C.ChunkConfig(inputs=[str(paths["tokens"])], output=out, workers=1,
-                                                   **CHUNK_SETTINGS)),
-        "split": (split.run, lambda: C.SplitConfig(inputs=[str(paths["chunks"])], output=out, workers=1,
-                                                   validation_fraction=0.1)),
-        "finalize": (finalize.run, lambda: C.FinalizeConfig(inputs=[str(paths["split"])], output=out, workers=1)),
+    cfg = {
+        "convert": lambda: C.ConvertConfig(inputs=["builtin:python-docs"], output=out, docs_per_shard=50, workers=1),
+        "tokenize": lambda: C.TokenizeConfig(inputs=[str(text_dataset)], output=out, tokenizer="builtin:modernbert",
+                                             workers=1),
+        "chunk": lambda: C.ChunkConfig(inputs=[str(paths["tokens"])], output=out, workers=1, **CHUNK_SETTINGS),
+        "split": lambda: C.SplitConfig(inputs=[str(paths["chunks"])], output=out, workers=1, validation_fraction=0.1),
+        "finalize": lambda: C.FinalizeConfig(inputs=[str(paths["split"])], output=out, workers=1),
     }[stage]
     with pytest.raises(UnitFailure, match="accounting does not close") as e:
         run(cfg())
@@ -289,10 +283,9 @@ def test_a_lost_sample_fails_the_unit(stage, drop_third_write, text_dataset, cha
 @pytest.fixture(scope="module")
 def convert_ref(tmp_path_factory) -> Path:
     from ettin_data.config import ConvertConfig
-    from ettin_data.stages import convert
 
     out = tmp_path_factory.mktemp("convert_ref") / "out"
-    convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=str(out), docs_per_shard=10, workers=1))
+    run(ConvertConfig(inputs=["builtin:python-docs"], output=str(out), docs_per_shard=10, workers=1))
     return out
 
 
@@ -366,7 +359,6 @@ def test_output_folder_that_cannot_be_created(tmp_path):
 @pytest.mark.slow
 def test_overwrite_with_fewer_units_leaves_no_stale_units_or_index(tmp_path, monkeypatch, convert_ref):
     from ettin_data.config import ConvertConfig
-    from ettin_data.stages import convert
 
     out = tmp_path / "out"
     shutil.copytree(convert_ref, out)  # a finished run with 25 units of 10 documents
@@ -382,15 +374,15 @@ def test_overwrite_with_fewer_units_leaves_no_stale_units_or_index(tmp_path, mon
 
     monkeypatch.setattr(ShardWriter, "write", failing_write)
     with pytest.raises(UnitFailure, match="no space left on the device of"):
-        convert.run(cfg)
+        run(cfg)
     assert not (out / "index.json").exists()  # the old root index named units that are being replaced
     monkeypatch.setattr(ShardWriter, "write", orig)
-    s = convert.run(cfg)
+    s = run(cfg)
     assert s["units"] == 13 and s["documents"] == 247
     assert find_units(out) == [f"python-docs/split_{i:05d}" for i in range(13)]
     assert len(_read(out)) == 247
     fresh = tmp_path / "fresh"
-    convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=str(fresh), docs_per_shard=20, workers=1))
+    run(ConvertConfig(inputs=["builtin:python-docs"], output=str(fresh), docs_per_shard=20, workers=1))
     assert not tree_diff(tree(fresh), tree(out))
 
 
@@ -398,7 +390,7 @@ def test_overwrite_with_fewer_units_leaves_no_stale_units_or_index(tmp_path, mon
 def test_a_document_lost_while_reading_fails_the_unit(stage, monkeypatch, text_dataset, chain, tmp_path):
     """documents in (the input unit's index) = written + skipped: a reader that loses one is caught."""
     from ettin_data import config as C
-    from ettin_data.stages import chunk, tokenize
+    from ettin_data.stages import chunk
 
     paths, _ = chain
     if stage == "tokenize":
@@ -423,5 +415,5 @@ def test_a_document_lost_while_reading_fails_the_unit(stage, monkeypatch, text_d
         monkeypatch.setattr(chunk, "_documents", lossy_docs)
         cfg = C.ChunkConfig(inputs=[str(paths["tokens"])], output=str(tmp_path / "o"), workers=1, **CHUNK_SETTINGS)
     with pytest.raises(UnitFailure, match="accounting does not close"):
-        (tokenize if stage == "tokenize" else chunk).run(cfg)
+        run(cfg)
     assert not list((tmp_path / "o").rglob(".done"))

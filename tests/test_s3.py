@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import server as moto_server
 
-from ettin_data import remote, storage
+from ettin_data import remote, run, storage
 from ettin_data.config import ConvertConfig
 from ettin_data.errors import ConfigError, InputError
 from ettin_data.mds import UnitReader, find_units
@@ -74,7 +74,7 @@ def test_convert_to_s3_is_the_local_dataset(s3, tmp_path, text_dataset, monkeypa
 
     monkeypatch.setattr(storage.Store, "upload", recording)
     url = f"s3://{BUCKET}/text"
-    summary = convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=url, docs_per_shard=50, workers=1,
+    summary = run(ConvertConfig(inputs=["builtin:python-docs"], output=url, docs_per_shard=50, workers=1,
                                         cache_dir=str(tmp_path / "cache")))
     assert summary["complete"] and summary["output"] == url and summary["documents"] == 247
     # Every object equals the local run's file, byte for byte; nothing else was uploaded.
@@ -99,7 +99,7 @@ def test_convert_to_s3_is_the_local_dataset(s3, tmp_path, text_dataset, monkeypa
 
     # Rerun: every unit's marker exists remotely, so nothing is redone or re-uploaded but the root files.
     uploads.clear()
-    again = convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=url, docs_per_shard=50, workers=1,
+    again = run(ConvertConfig(inputs=["builtin:python-docs"], output=url, docs_per_shard=50, workers=1,
                                       cache_dir=str(tmp_path / "cache2")))
     assert again["units_run"] == 0 and again["units_skipped"] == 1 and again["complete"]
     assert not any(r.startswith("python-docs/") for r in uploads)
@@ -113,17 +113,17 @@ def test_unit_without_remote_marker_is_redone(s3, tmp_path):
         (src / f"part{k}.jsonl").write_text("".join(json.dumps({"id": f"{k}-{i}", "text": f"doc {k} {i} " * 20}) + "\n"
                                                     for i in range(30)))
     plain = tmp_path / "plain"
-    convert.run(ConvertConfig(inputs=[str(src)], output=str(plain), docs_per_shard=10, workers=1))
+    run(ConvertConfig(inputs=[str(src)], output=str(plain), docs_per_shard=10, workers=1))
     url = f"s3://{BUCKET}/parts"
 
-    def run(workers):
-        return convert.run(ConvertConfig(inputs=[str(src)], output=url, docs_per_shard=10, workers=workers,
-                                         cache_dir=str(tmp_path / "cache")))
+    def run_to_s3(workers):
+        return run(ConvertConfig(inputs=[str(src)], output=url, docs_per_shard=10, workers=workers,
+                                 cache_dir=str(tmp_path / "cache")))
 
-    assert run(1)["units_run"] == 3  # (workers > 1: each pool process imports streaming+torch, ~10 s here)
+    assert run_to_s3(1)["units_run"] == 3  # (workers > 1: each pool process imports streaming+torch, ~10 s here)
     assert remote_tree(s3, "parts") == tree(plain)
     s3.delete_object(Bucket=BUCKET, Key="parts/part1/.done")  # as if killed before its marker was uploaded
-    s = run(1)
+    s = run_to_s3(1)
     assert s["units_run"] == 1 and s["units_skipped"] == 2 and s["complete"]
     assert remote_tree(s3, "parts") == tree(plain)
 
@@ -161,7 +161,7 @@ def test_missing_bucket_and_missing_credentials_are_one_line(s3, tmp_path, monke
     cfg = ConvertConfig(inputs=["builtin:python-docs"], output="s3://no-such-bucket/x", workers=1,
                         cache_dir=str(tmp_path))
     with pytest.raises(InputError) as e:
-        convert.run(cfg)
+        run(cfg)
     assert str(e.value) == ("s3://no-such-bucket/x: bucket 'no-such-bucket' does not exist (or is not visible "
                             "with these credentials); create it or fix the URL")
     from typer.testing import CliRunner
@@ -177,7 +177,7 @@ def test_missing_bucket_and_missing_credentials_are_one_line(s3, tmp_path, monke
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     storage._STORES.clear()
     with pytest.raises(ConfigError, match=r"^s3://ettin/y: no credentials for the object store .*AWS_ACCESS_KEY_ID"):
-        convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=f"s3://{BUCKET}/y", workers=1,
+        run(ConvertConfig(inputs=["builtin:python-docs"], output=f"s3://{BUCKET}/y", workers=1,
                                   cache_dir=str(tmp_path)))
     storage._STORES.clear()
 
@@ -185,6 +185,8 @@ def test_missing_bucket_and_missing_credentials_are_one_line(s3, tmp_path, monke
 def test_unit_wrapper_pickles_for_process_pools_and_ray():
     import pickle
 
-    io = remote.UnitIO(convert.process_unit, ("s3://b/out", "/tmp/x/out"), (("s3://b/in", "/tmp/x/in"),))
+    io = remote.UnitIO(convert.Convert().process_unit, ("s3://b/out", "/tmp/x/out"),
+                       (("s3://b/in", "/tmp/x/in"),))
     back = pickle.loads(pickle.dumps(io))
-    assert back == io and back.fn is convert.process_unit
+    assert (back.output, back.inputs, back.keep) == (io.output, io.inputs, io.keep)
+    assert back.fn.__func__ is convert.Convert.process_unit and type(back.fn.__self__) is convert.Convert

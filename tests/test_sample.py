@@ -15,10 +15,12 @@ import pytest
 from helpers_chunks import doc_tokens, inodes, load_json, make_chunks, new_bytes, read_chunks, tokenizer_identity
 from typer.testing import CliRunner
 
+from ettin_data import run
 from ettin_data.cli import app
 from ettin_data.config import BudgetConfig, ContextConfig, MixConfig, SplitConfig
 from ettin_data.errors import ConfigError, InputError
-from ettin_data.sampling import budget, context, mix, split
+from ettin_data.stages import sample_mix as mix
+from ettin_data.stages import sample_split as split
 from ettin_data.verify import verify
 
 
@@ -29,7 +31,7 @@ def chunks(tmp_path_factory):
 
 
 def _split(src, out, fraction=0.2, seed=42, workers=1):
-    return split.run(SplitConfig(inputs=[str(src)], output=str(out), validation_fraction=fraction, seed=seed,
+    return run(SplitConfig(inputs=[str(src)], output=str(out), validation_fraction=fraction, seed=seed,
                                  workers=workers))
 
 
@@ -147,7 +149,7 @@ def test_budget_downsamples_whole_units_within_one_unit(chunks, tmp_path):
     unit_tokens = _units_tokens(src)
     total = sum(unit_tokens.values())
     target = total // 2
-    s = budget.run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "out"), target_tokens=target, workers=1))
+    s = run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "out"), target_tokens=target, workers=1))
     got = read_chunks(tmp_path / "out")
     assert s["achieved_tokens"] == sum(len(ids) for _, ids in got)
     assert target <= s["achieved_tokens"] < target + max(unit_tokens.values())
@@ -157,7 +159,7 @@ def test_budget_downsamples_whole_units_within_one_unit(chunks, tmp_path):
         assert u["tokens"] == unit_tokens[u["unit"]]
         for shard in (tmp_path / "out" / u["output"]).glob("shard.*"):
             assert os.stat(shard).st_ino == os.stat(src / u["unit"] / shard.name).st_ino
-    again = budget.run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "again"), target_tokens=target,
+    again = run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "again"), target_tokens=target,
                                     workers=2))
     assert read_chunks(tmp_path / "again") == got and again["achieved_tokens"] == s["achieved_tokens"]
 
@@ -165,7 +167,7 @@ def test_budget_downsamples_whole_units_within_one_unit(chunks, tmp_path):
 def test_budget_exact_trims_the_last_unit_to_within_one_sample(chunks, tmp_path):
     src, all_chunks = chunks
     target = 12_345
-    s = budget.run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "out"), target_tokens=target, exact=True,
+    s = run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "out"), target_tokens=target, exact=True,
                                 workers=1))
     got = read_chunks(tmp_path / "out")
     longest = max(len(ids) for _, ids in all_chunks)
@@ -180,8 +182,8 @@ def test_budget_upsamples_with_hard_links_and_records_repeats(chunks, tmp_path):
     total = sum(len(ids) for _, ids in all_chunks)
     target = int(2.5 * total)
     with pytest.raises(InputError, match="--upsample"):
-        budget.run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "no"), target_tokens=target, workers=1))
-    s = budget.run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "out"), target_tokens=target,
+        run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "no"), target_tokens=target, workers=1))
+    s = run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "out"), target_tokens=target,
                                 upsample=True, workers=1))
     got = Counter(read_chunks(tmp_path / "out"))
     assert target <= s["achieved_tokens"] < target + max(_units_tokens(src).values())
@@ -217,7 +219,7 @@ def test_context_draws_long_chunks_until_n_tokens(tmp_path):
     for shard in short.glob("shard.*"):
         shard.write_bytes(b"unreadable")
     n = 40_000
-    s = context.run(ContextConfig(inputs=[str(src)], output=str(tmp_path / "out"), num_tokens=n, min_length=2000,
+    s = run(ContextConfig(inputs=[str(src)], output=str(tmp_path / "out"), num_tokens=n, min_length=2000,
                                   workers=1))
     got = read_chunks(tmp_path / "out")
     assert all(len(ids) >= 2000 for _, ids in got)
@@ -225,7 +227,7 @@ def test_context_draws_long_chunks_until_n_tokens(tmp_path):
     assert not Counter(got) - Counter(all_chunks)  # drawn without replacement from the input
     assert not (tmp_path / "out" / "zshort").exists()
     with pytest.raises(InputError, match="fewer than --num-tokens"):
-        context.run(ContextConfig(inputs=[str(src)], output=str(tmp_path / "x"), num_tokens=10**8, min_length=2000,
+        run(ContextConfig(inputs=[str(src)], output=str(tmp_path / "x"), num_tokens=10**8, min_length=2000,
                                   workers=1))
 
 
@@ -240,7 +242,7 @@ def test_mix_plans_and_achieves_each_source_share(tmp_path):
     (tmp_path / "mix.toml").write_text(
         f'total_tokens = {total}\n[sources.web]\npath = "a"\nproportion = 0.6\n'
         f'[sources.code]\npath = "{b}"\nproportion = 0.4\n')
-    s = mix.run(MixConfig(inputs=[str(tmp_path / "mix.toml")], output=str(tmp_path / "out"), workers=1))
+    s = run(MixConfig(inputs=[str(tmp_path / "mix.toml")], output=str(tmp_path / "out"), workers=1))
     unit_max = {n: max(_units_tokens(p).values()) for n, p in (("web", a), ("code", b))}
     for name, share in (("web", 0.6), ("code", 0.4)):
         src = s["sources"][name]
@@ -268,10 +270,10 @@ def test_mix_file_errors(tmp_path):
     for i, (text, msg) in enumerate(cases.items()):
         (tmp_path / f"m{i}.toml").write_text(text)
         with pytest.raises(ConfigError, match=msg):
-            mix.plan(MixConfig(inputs=[str(tmp_path / f"m{i}.toml")], output=str(tmp_path / "o"), workers=1))
+            mix.Mix().plan(MixConfig(inputs=[str(tmp_path / f"m{i}.toml")], output=str(tmp_path / "o"), workers=1))
     (tmp_path / "tok.toml").write_text("[sources.a]\npath='a'\ntokens=100\n[sources.b]\npath='b'\ntokens=100\n")
     with pytest.raises(InputError, match="share a tokenizer"):
-        mix.plan(MixConfig(inputs=[str(tmp_path / "tok.toml")], output=str(tmp_path / "o"), workers=1))
+        mix.Mix().plan(MixConfig(inputs=[str(tmp_path / "tok.toml")], output=str(tmp_path / "o"), workers=1))
 
 
 # ---------------------------------------------------------------- CLI
@@ -306,15 +308,15 @@ def test_rerun_resumes_and_changed_settings_are_refused(chunks, tmp_path):
         _split(src, tmp_path / "out", 0.3)
     mixfile = tmp_path / "mix.toml"
     mixfile.write_text(f'[sources.a]\npath = "{src}"\ntokens = 5000\n')
-    mix.run(MixConfig(inputs=[str(mixfile)], output=str(tmp_path / "mix"), workers=1))
+    run(MixConfig(inputs=[str(mixfile)], output=str(tmp_path / "mix"), workers=1))
     mixfile.write_text(f'[sources.a]\npath = "{src}"\ntokens = 9000\n')
     with pytest.raises(ConfigError, match="another mix"):
-        mix.run(MixConfig(inputs=[str(mixfile)], output=str(tmp_path / "mix"), workers=1))
-    s = mix.run(MixConfig(inputs=[str(mixfile)], output=str(tmp_path / "mix"), workers=1, overwrite=True))
+        run(MixConfig(inputs=[str(mixfile)], output=str(tmp_path / "mix"), workers=1))
+    s = run(MixConfig(inputs=[str(mixfile)], output=str(tmp_path / "mix"), workers=1, overwrite=True))
     assert 9000 <= s["sources"]["a"]["achieved"] == s["achieved_tokens"]
     # --overwrite with a smaller plan: units of the earlier plan are removed, the index covers the new plan only
-    budget.run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "b"), target_tokens=40_000, workers=1))
-    small = budget.run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "b"), target_tokens=5_000, workers=1,
+    run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "b"), target_tokens=40_000, workers=1))
+    small = run(BudgetConfig(inputs=[str(src)], output=str(tmp_path / "b"), target_tokens=5_000, workers=1,
                                     overwrite=True))
     got = sum(len(x) for _, x in read_chunks(tmp_path / "b"))
     assert got == small["achieved_tokens"] < 5_000 + max(_units_tokens(src).values())

@@ -23,7 +23,7 @@ import pytest
 from helpers_faults import check_partial_state, cli, count_done, tree, tree_diff
 from sleepy_stage import SLEEP, interrupted_run, kill_session, proc_stat, wait_gone
 
-from ettin_data import interrupt
+from ettin_data import interrupt, run
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,13 +35,12 @@ ONE_LINE = "error: terminated by {}; finished units are kept, rerun to resume"
 def refs(tmp_path_factory) -> dict[str, Path]:
     """Uninterrupted one-process runs: the built-in corpus as 10 text units, tokenized, chunked."""
     from ettin_data.config import ChunkConfig, ConvertConfig, TokenizeConfig
-    from ettin_data.stages import chunk, convert, tokenize
 
     root = tmp_path_factory.mktemp("signals")
-    convert.run(ConvertConfig(inputs=["builtin:python-docs"], output=str(root / "text"), docs_per_shard=25, workers=1))
-    tokenize.run(TokenizeConfig(inputs=[str(root / "text")], output=str(root / "tokens"),
+    run(ConvertConfig(inputs=["builtin:python-docs"], output=str(root / "text"), docs_per_shard=25, workers=1))
+    run(TokenizeConfig(inputs=[str(root / "text")], output=str(root / "tokens"),
                                 tokenizer="builtin:modernbert", workers=1))
-    chunk.run(ChunkConfig(inputs=[str(root / "tokens")], output=str(root / "chunks"), chunk_size=256, min_chunk_size=64,
+    run(ChunkConfig(inputs=[str(root / "tokens")], output=str(root / "chunks"), chunk_size=256, min_chunk_size=64,
                           workers=1))
     return {"text": root / "text", "tokenize": root / "tokens", "chunk": root / "chunks"}
 

@@ -15,14 +15,14 @@ import pytest
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
+from ettin_data import run
 from ettin_data import tokenizer as T
 from ettin_data.cli import app
 from ettin_data.config import TokenizeConfig
 from ettin_data.dataset import read_meta
 from ettin_data.errors import ConfigError, InputError
-from ettin_data.executor import worker_env
+from ettin_data.executors import worker_env
 from ettin_data.mds import ShardWriter, UnitReader, find_units, read_index
-from ettin_data.stages import tokenize as stage
 
 CLS, SEP, PAD, MASK = 50281, 50282, 50283, 50284
 
@@ -37,7 +37,7 @@ def _tok(path: Path) -> Tokenizer:
 
 
 def _run(inputs: list[Path], out: Path, tokenizer: str, **kw) -> dict:
-    return stage.run(TokenizeConfig(inputs=[str(i) for i in inputs], output=str(out), tokenizer=tokenizer,
+    return run(TokenizeConfig(inputs=[str(i) for i in inputs], output=str(out), tokenizer=tokenizer,
                                     workers=kw.pop("workers", 1), **kw))
 
 

@@ -25,14 +25,13 @@ from ..config import ChunkConfig
 from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
+from ..stage import Stage
 from ..stats import Stats
 
-NAME = "chunk"
 STATS_FILE = "stats.json"
 DECILE_FILE = "token_decile.json"
 
-__all__ = ["NAME", "plan", "process_unit", "chunk_into", "chunk_params", "finish", "run", "input_tokenizer",
-           "stats_json"]
+__all__ = ["Chunk", "chunk_into", "chunk_params", "input_tokenizer", "stats_json"]
 
 _DOC_KEYS = ("documents", "documents_empty", "content_tokens_in", "content_tokens_written", "total_tokens_skipped",
              "total_duplicated_tokens", "pieces_skipped", "pieces_backfilled", "cuts_moved")
@@ -86,25 +85,6 @@ def _check_special_ids(tok: dict[str, Any], path: Path, meta: Path) -> None:
 def _ids(ids: set[int]) -> str:
     shown = sorted(ids)
     return ", ".join(map(str, shown[:8])) + (", ..." if len(shown) > 8 else "")
-
-
-def plan(cfg: ChunkConfig) -> list[U.Task]:
-    tasks, first = [], None
-    many = len(cfg.inputs) > 1
-    for inp in cfg.inputs:
-        root = Path(inp)
-        if not root.is_dir():
-            raise InputError(f"{root} is not a folder (chunk reads a local token dataset)")
-        tok, _ = input_tokenizer(root)
-        ident = {k: tok.get(k) for k in ("sha256", "bos_id", "eos_id", "special_tokens_added")}
-        if first is None:
-            first = (root, ident)
-        elif ident != first[1]:
-            raise InputError(f"{root} and {first[0]} were tokenized differently ({ident} vs {first[1]}); "
-                             "chunk them separately")
-        for rel in find_units(root):
-            tasks.append(U.Task(U.output_name(root, rel, many), str(root / rel), (str(root),)))
-    return tasks
 
 
 def _params(cfg: ChunkConfig, root: str) -> tuple[ChunkParams, bool]:
@@ -166,26 +146,6 @@ def _documents(reader: UnitReader) -> Iterator[tuple[str, np.ndarray, str | None
                     domain = data[pos:pos + n].decode("utf-8")
                 pos += n
             yield doc_id, ids, domain, k
-
-
-def process_unit(task: U.Task, cfg: ChunkConfig) -> Stats:
-    (root,) = task.params
-    p, unavailable = _params(cfg, root)
-    reader = UnitReader(task.source)
-    dtype = reader.columns.get("input_ids", "ndarray:uint32")
-    has_domain = "domain" in reader.columns
-    columns = {"id": "str", "input_ids": dtype, "len": "int", **({"domain": "str"} if has_domain else {})}
-    final = Path(cfg.output) / task.name
-    with U.atomic_dir(final) as tmp:
-        docs = ((doc_id, ids, domain) for doc_id, ids, domain, _ in _documents(reader))
-        st = chunk_into(tmp, docs, p, columns, task.source)
-        if st["documents"] != reader.num_samples:  # documents in = documents chunked
-            raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
-                             f"index, {st['documents']} chunked); this is a bug")
-        if unavailable:
-            st.add("word_boundaries_unavailable")
-    U.mark_done(final, st)
-    return st
 
 
 def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p: ChunkParams,
@@ -250,35 +210,70 @@ def stats_json(st: Stats) -> dict[str, Any]:
     return {**{k: st[k] for k in keys}, "length_percentiles": st.percentiles()}
 
 
-def finish(cfg: ChunkConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
-    out = Path(cfg.output)
-    write_root_index(out, [t.name for t in tasks])
-    summary = stats_json(stats)
-    write_json_atomic(out / STATS_FILE, summary)
-    tok, path = input_tokenizer(cfg.inputs[0])
-    if path is not None:
-        shutil.copyfile(path, out / TOKENIZER_FILE)
-    if not cfg.word_boundaries:
-        wb = "off"
-    elif stats["word_boundaries_unavailable"]:
-        wb = "unavailable"
-    else:
-        wb = "on"
-    return {"tokenizer": tok, **summary, "word_boundaries": wb}
+class Chunk(Stage):
+    name = "chunk"
+    Config = ChunkConfig
+    lazy_inputs = True
 
+    def plan(self, cfg: ChunkConfig) -> list[U.Task]:
+        tasks, first = [], None
+        many = len(cfg.inputs) > 1
+        for inp in cfg.inputs:
+            root = Path(inp)
+            if not root.is_dir():
+                raise InputError(f"{root} is not a folder (chunk reads a local token dataset)")
+            tok, _ = input_tokenizer(root)
+            ident = {k: tok.get(k) for k in ("sha256", "bos_id", "eos_id", "special_tokens_added")}
+            if first is None:
+                first = (root, ident)
+            elif ident != first[1]:
+                raise InputError(f"{root} and {first[0]} were tokenized differently ({ident} vs {first[1]}); "
+                                 "chunk them separately")
+            for rel in find_units(root):
+                tasks.append(U.Task(U.output_name(root, rel, many), str(root / rel), (str(root),)))
+        return tasks
 
-def run(cfg: ChunkConfig, quiet: bool = True) -> dict[str, Any]:
-    from ..pipeline import run_stage
+    def process_unit(self, task: U.Task, cfg: ChunkConfig) -> Stats:
+        (root,) = task.params
+        p, unavailable = _params(cfg, root)
+        reader = UnitReader(task.source)
+        dtype = reader.columns.get("input_ids", "ndarray:uint32")
+        has_domain = "domain" in reader.columns
+        columns = {"id": "str", "input_ids": dtype, "len": "int", **({"domain": "str"} if has_domain else {})}
+        final = Path(cfg.output) / task.name
+        with U.atomic_dir(final) as tmp:
+            docs = ((doc_id, ids, domain) for doc_id, ids, domain, _ in _documents(reader))
+            st = chunk_into(tmp, docs, p, columns, task.source)
+            if st["documents"] != reader.num_samples:  # documents in = documents chunked
+                raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
+                                 f"index, {st['documents']} chunked); this is a bug")
+            if unavailable:
+                st.add("word_boundaries_unavailable")
+        U.mark_done(final, st)
+        return st
 
-    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
+    def finish(self, cfg: ChunkConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+        out = Path(cfg.output)
+        write_root_index(out, [t.name for t in tasks])
+        summary = stats_json(stats)
+        write_json_atomic(out / STATS_FILE, summary)
+        tok, path = input_tokenizer(cfg.inputs[0])
+        if path is not None:
+            shutil.copyfile(path, out / TOKENIZER_FILE)
+        if not cfg.word_boundaries:
+            wb = "off"
+        elif stats["word_boundaries_unavailable"]:
+            wb = "unavailable"
+        else:
+            wb = "on"
+        return {"tokenizer": tok, **summary, "word_boundaries": wb}
 
+    def render(self, summary: dict[str, Any]) -> None:
+        from ..report import print_summary
 
-def render(summary: dict[str, Any]) -> None:
-    from ..report import print_summary
-
-    shown = dict(summary)
-    tok = shown.pop("tokenizer", None)
-    if isinstance(tok, dict):
-        shown["tokenizer"] = f"{tok.get('name')} (bos {tok.get('bos_id')}, eos {tok.get('eos_id')})"
-    shown.pop("counts", None)
-    print_summary(shown)
+        shown = dict(summary)
+        tok = shown.pop("tokenizer", None)
+        if isinstance(tok, dict):
+            shown["tokenizer"] = f"{tok.get('name')} (bos {tok.get('bos_id')}, eos {tok.get('eos_id')})"
+        shown.pop("counts", None)
+        print_summary(shown)

@@ -21,19 +21,13 @@ from ..errors import InputError
 from ..mds import TEXT_COLUMNS, ShardWriter, write_json_atomic, write_root_index
 from ..parts import Part, part_name
 from ..sources import BadLine, Source, discover, read_records, source_parts
+from ..stage import Stage
 from ..stats import Stats
 
-NAME = "convert"
 STATS_FILE = "convert_stats.json"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
-__all__ = ["NAME", "plan", "process_unit", "finish", "run"]
-
-
-def plan(cfg: ConvertConfig) -> list[U.Task]:
-    part_bytes = cfg.part_size_mb << 20
-    return [U.Task(part_name(s.key, part), s.path, (s.kind, s.label, part)) for s in discover(cfg.inputs)
-            for part in source_parts(s, part_bytes, cfg.hf_config, cfg.hf_split)]
+__all__ = ["Convert"]
 
 
 def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, str, str | None] | None:
@@ -152,65 +146,63 @@ def close_accounting(total: Stats, label: str) -> None:
         )
 
 
-def process_unit(task: U.Task, cfg: ConvertConfig) -> Stats:
-    root = Path(cfg.output) / task.name
-    root.mkdir(parents=True, exist_ok=True)
-    columns = text_columns(cfg)
-    total, reading = Stats(), Stats()
-    k = 0
-    for k, docs in enumerate(read_units(task, cfg, reading), 1):
-        unit = root / unit_name(k - 1)
-        if not cfg.overwrite and U.is_done(unit):
-            st = U.read_done(unit)
-        else:
-            with U.atomic_dir(unit) as tmp:
-                st = write_text_unit(tmp, docs, columns)
-            U.mark_done(unit, st)
-        total = total + st
-        progress.advance(docs=len(docs))
-    clear_stale(root, k)
-    total = total + reading
-    total.add("units", k)
-    if k == 0:  # an empty input file: reported, never silently a 0-document dataset
-        total.add("empty_sources")
-    close_accounting(total, task.params[1])
-    U.mark_done(root, total)
-    return total
+class Convert(Stage):
+    name = "convert"
+    Config = ConvertConfig
 
+    def plan(self, cfg: ConvertConfig) -> list[U.Task]:
+        part_bytes = cfg.part_size_mb << 20
+        return [U.Task(part_name(s.key, part), s.path, (s.kind, s.label, part)) for s in discover(cfg.inputs)
+                for part in source_parts(s, part_bytes, cfg.hf_config, cfg.hf_split)]
 
-def finish(cfg: ConvertConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
-    out = Path(cfg.output)
-    units = []  # this run's own units only (never another dataset's units in the same folder)
-    empty = []
-    for t in tasks:
-        n = U.read_done(out / t.name)["units"]
-        units += [f"{t.name}/{unit_name(k)}" for k in range(n)]
-        if not n:
-            empty.append(t.source)
-    write_root_index(out, units)
-    skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
-    summary = {
-        "documents": stats["documents_written"],
-        "documents_in": stats["documents_in"],
-        "skipped": skipped,
-        "characters": stats["characters"],
-        "duplicate_ids": stats["duplicate_ids"],
-        "lone_surrogates_fixed": stats["fixed.lone_surrogates"],
-        "units": len(units),
-        "sources": len(tasks),
-        "empty_sources": len(empty),
-    }
-    if empty:
-        summary["warnings"] = [f"{src}: no documents (empty input file?)" for src in empty[:20]]
-    write_json_atomic(out / STATS_FILE, summary)
-    return summary
+    def process_unit(self, task: U.Task, cfg: ConvertConfig) -> Stats:
+        root = Path(cfg.output) / task.name
+        root.mkdir(parents=True, exist_ok=True)
+        columns = text_columns(cfg)
+        total, reading = Stats(), Stats()
+        k = 0
+        for k, docs in enumerate(read_units(task, cfg, reading), 1):
+            unit = root / unit_name(k - 1)
+            if not cfg.overwrite and U.is_done(unit):
+                st = U.read_done(unit)
+            else:
+                with U.atomic_dir(unit) as tmp:
+                    st = write_text_unit(tmp, docs, columns)
+                U.mark_done(unit, st)
+            total = total + st
+            progress.advance(docs=len(docs))
+        clear_stale(root, k)
+        total = total + reading
+        total.add("units", k)
+        if k == 0:  # an empty input file: reported, never silently a 0-document dataset
+            total.add("empty_sources")
+        close_accounting(total, task.params[1])
+        U.mark_done(root, total)
+        return total
 
-
-def run(cfg: ConvertConfig, quiet: bool = True) -> dict[str, Any]:
-    from ..pipeline import run_stage
-
-    if cfg.to == "jsonl":
-        from .export import export_jsonl
-
-        return export_jsonl(cfg)
-    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
+    def finish(self, cfg: ConvertConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+        out = Path(cfg.output)
+        units = []  # this run's own units only (never another dataset's units in the same folder)
+        empty = []
+        for t in tasks:
+            n = U.read_done(out / t.name)["units"]
+            units += [f"{t.name}/{unit_name(k)}" for k in range(n)]
+            if not n:
+                empty.append(t.source)
+        write_root_index(out, units)
+        skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
+        summary = {
+            "documents": stats["documents_written"],
+            "documents_in": stats["documents_in"],
+            "skipped": skipped,
+            "characters": stats["characters"],
+            "duplicate_ids": stats["duplicate_ids"],
+            "lone_surrogates_fixed": stats["fixed.lone_surrogates"],
+            "units": len(units),
+            "sources": len(tasks),
+            "empty_sources": len(empty),
+        }
+        if empty:
+            summary["warnings"] = [f"{src}: no documents (empty input file?)" for src in empty[:20]]
+        write_json_atomic(out / STATS_FILE, summary)
+        return summary

@@ -11,9 +11,10 @@ import numpy as np
 from ..config import StatsConfig
 from ..errors import InputError
 from ..mds import INDEX, UnitReader, find_units, shard_files
+from ..stage import Command
 from ..stats import Stats
 
-__all__ = ["describe", "run", "render"]
+__all__ = ["Describe", "describe"]
 
 
 def _readers(path: Path) -> tuple[list[UnitReader], int]:
@@ -73,61 +74,64 @@ def describe(path: str | Path) -> dict[str, Any]:
     }
 
 
-def run(cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
-    if cfg.verify:  # problems -> a summary with `problems` (the CLI exits 1); see verify.py
-        from ..verify import verify_paths
+class Describe(Command):
+    name = "stats"
+    Config = StatsConfig
 
-        problems = verify_paths(cfg.inputs)
-        if problems:
-            return {"path": ", ".join(cfg.inputs), "problems": problems, "length_percentiles": {}}
-    datasets = [dict(describe(p), **({"verified": "ok"} if cfg.verify else {})) for p in cfg.inputs]
-    if cfg.verify:  # columns a known loader would misread: shown, but not a failed verification
-        from ..profiles import loader_warnings
+    def run(self, cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
+        if cfg.verify:  # problems -> a summary with `problems` (the CLI exits 1); see verify.py
+            from ..verify import verify_paths
 
-        for d, p in zip(datasets, cfg.inputs, strict=True):
-            if warnings := loader_warnings(p):
-                d["warnings"] = warnings
-    hists = [d.pop("_hist") for d in datasets]
-    hist = sum((Stats(lengths=h) for h in hists), Stats())
-    if len(datasets) == 1:
-        summary = dict(datasets[0])
-    else:
-        tokens = [d["tokens"] for d in datasets]
-        summary = {
-            "samples": sum(d["samples"] for d in datasets),
-            "units": sum(d["units"] for d in datasets),
-            "shards": sum(d["shards"] for d in datasets),
-            "bytes": sum(d["bytes"] for d in datasets),
-            "tokens": None if any(t is None for t in tokens) else sum(tokens),
-            "max_length": hist.max_length,
-            "length_percentiles": hist.percentiles(),
-            "datasets": datasets,
-        }
-        if any(d.get("warnings") for d in datasets):
-            summary["warnings"] = [w for d in datasets for w in d.get("warnings") or []]
-    if cfg.plot:
-        from ..plot import plot_stats
+            problems = verify_paths(cfg.inputs)
+            if problems:
+                return {"path": ", ".join(cfg.inputs), "problems": problems, "length_percentiles": {}}
+        datasets = [dict(describe(p), **({"verified": "ok"} if cfg.verify else {})) for p in cfg.inputs]
+        if cfg.verify:  # columns a known loader would misread: shown, but not a failed verification
+            from ..profiles import loader_warnings
 
-        summary["plot"] = plot_stats(cfg.plot, datasets, hists)
-    if cfg.show:
-        from .export import show_samples
+            for d, p in zip(datasets, cfg.inputs, strict=True):
+                if warnings := loader_warnings(p):
+                    d["warnings"] = warnings
+        hists = [d.pop("_hist") for d in datasets]
+        hist = sum((Stats(lengths=h) for h in hists), Stats())
+        if len(datasets) == 1:
+            summary = dict(datasets[0])
+        else:
+            tokens = [d["tokens"] for d in datasets]
+            summary = {
+                "samples": sum(d["samples"] for d in datasets),
+                "units": sum(d["units"] for d in datasets),
+                "shards": sum(d["shards"] for d in datasets),
+                "bytes": sum(d["bytes"] for d in datasets),
+                "tokens": None if any(t is None for t in tokens) else sum(tokens),
+                "max_length": hist.max_length,
+                "length_percentiles": hist.percentiles(),
+                "datasets": datasets,
+            }
+            if any(d.get("warnings") for d in datasets):
+                summary["warnings"] = [w for d in datasets for w in d.get("warnings") or []]
+        if cfg.plot:
+            from ..plot import plot_stats
 
-        summary["shown"] = {p: show_samples(p, cfg.show, cfg.tokenizer) for p in cfg.inputs}
-    return summary
+            summary["plot"] = plot_stats(cfg.plot, datasets, hists)
+        if cfg.show:
+            from .export import show_samples
 
+            summary["shown"] = {p: show_samples(p, cfg.show, cfg.tokenizer) for p in cfg.inputs}
+        return summary
 
-def render(summary: dict[str, Any]) -> None:
-    from ..report import human_bytes, print_table
+    def render(self, summary: dict[str, Any]) -> None:
+        from ..report import human_bytes, print_table
 
-    for d in summary.get("datasets", [summary]):
-        rows = [(k, human_bytes(v) if k == "bytes" else v) for k, v in d.items()
-                if k not in ("length_percentiles", "shown", "warnings")]
-        rows += [("warning", w) for w in d.get("warnings") or []]
-        rows.append(("length percentiles", " ".join(f"p{q}={v:,}" for q, v in d["length_percentiles"].items())))
-        print_table(f"stats: {d['path']}", rows)
-    if "datasets" in summary:
-        print_table("total", [(k, v) for k, v in summary.items() if k not in ("datasets", "shown", "warnings")])
-    if summary.get("shown"):
-        from ..report import print_samples
+        for d in summary.get("datasets", [summary]):
+            rows = [(k, human_bytes(v) if k == "bytes" else v) for k, v in d.items()
+                    if k not in ("length_percentiles", "shown", "warnings")]
+            rows += [("warning", w) for w in d.get("warnings") or []]
+            rows.append(("length percentiles", " ".join(f"p{q}={v:,}" for q, v in d["length_percentiles"].items())))
+            print_table(f"stats: {d['path']}", rows)
+        if "datasets" in summary:
+            print_table("total", [(k, v) for k, v in summary.items() if k not in ("datasets", "shown", "warnings")])
+        if summary.get("shown"):
+            from ..report import print_samples
 
-        print_samples(summary["shown"])
+            print_samples(summary["shown"])

@@ -1,4 +1,4 @@
-"""Export MDS back to JSONL (``convert MDS_DIR -o FILE.jsonl --to jsonl``) and print samples
+"""Export MDS back to JSONL (``export MDS_DIR -o FILE.jsonl``) and print samples
 (``stats --show N``): the seed's ``mds_to_jsonl.py`` and ``decode_mds.py``.
 
 Text data is written as it is stored; token data is decoded with a tokenizer (special tokens dropped):
@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..config import ConvertConfig
+from ..config import ExportConfig
 from ..dataset import TOKENIZER_FILE
 from ..errors import ConfigError, InputError
 from ..mds import INDEX, UnitReader, find_units
+from ..stage import Command
 
-__all__ = ["export_jsonl", "iter_records", "dataset_readers", "load_decoder", "show_samples"]
+__all__ = ["Export", "export_jsonl", "iter_records", "dataset_readers", "load_decoder", "show_samples"]
 
 BATCH = 1000
 
@@ -131,11 +132,23 @@ def _open(path: Path, name: str) -> Any:
     return io.TextIOWrapper(raw, encoding="utf-8")
 
 
-def export_jsonl(cfg: ConvertConfig) -> dict[str, Any]:
+class Export(Command):
+    name = "export"
+    Config = ExportConfig
+
+    def run(self, cfg: ExportConfig) -> dict[str, Any]:
+        return export_jsonl(cfg)
+
+    def dry_run(self, cfg: ExportConfig) -> dict[str, Any]:
+        out = Path(cfg.output)
+        return {"export": {"inputs": list(cfg.inputs), "output": cfg.output, "output_exists": out.exists()}}
+
+
+def export_jsonl(cfg: ExportConfig) -> dict[str, Any]:
     """Write every sample of the MDS ``cfg.inputs`` to one JSONL file (.gz/.zst compressed by extension)."""
     out = Path(cfg.output)
     if out.is_dir():
-        raise ConfigError(f"--to jsonl writes one file, but {out} is a folder; pass -o FILE.jsonl")
+        raise ConfigError(f"export writes one file, but {out} is a folder; pass -o FILE.jsonl")
     if out.exists() and not cfg.overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
     for p in cfg.inputs:

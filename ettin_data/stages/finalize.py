@@ -24,7 +24,7 @@ from ..config import FinalizeConfig, recorded_settings
 from ..dataset import read_meta
 from ..errors import ConfigError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic
-from ..sampling.common import (
+from ..sampling import (
     UNIT_FILES,
     copy_tokenizer,
     finish_dataset,
@@ -34,14 +34,14 @@ from ..sampling.common import (
     unit_stats,
     write_split_meta,
 )
+from ..stage import Stage
 from ..stats import Stats
 from ..verify import MANIFEST, stage_chain, verify
 
-NAME = "finalize"
 SPLITS = ("train", "validation")
 _DTYPE_MAX = {"uint16": 2**16 - 1, "uint32": 2**32 - 1, "int32": 2**31 - 1, "int64": 2**63 - 1}
 
-__all__ = ["NAME", "plan", "process_unit", "finish", "run", "render", "dataset_names"]
+__all__ = ["Finalize", "dataset_names"]
 
 
 def dataset_names(cfg: FinalizeConfig) -> list[str]:
@@ -59,22 +59,6 @@ def dataset_names(cfg: FinalizeConfig) -> list[str]:
     if dup:
         raise ConfigError(f"two INPUTs are both named {dup[0]!r}; pass --name once per INPUT to tell them apart")
     return names
-
-
-def plan(cfg: FinalizeConfig) -> list[U.Task]:
-    tasks = []
-    for src, name in zip(cfg.inputs, dataset_names(cfg), strict=True):
-        root = Path(src)
-        if not (root / "train").is_dir():
-            raise InputError(f"{root}: no train/ folder (expected a `sample split` output with train/ and validation/)")
-        for split in SPLITS:
-            if not (root / split).is_dir():
-                continue
-            for unit in find_units(root / split):
-                path = root / split / unit if unit else root / split
-                tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), (split, name)))
-    same_tokenizer([Path(i) / s for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()])
-    return tasks
 
 
 def _columns(reader: UnitReader, cfg: FinalizeConfig) -> dict[str, str]:
@@ -115,22 +99,6 @@ def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None)
     return st
 
 
-def process_unit(task: U.Task, cfg: FinalizeConfig) -> Stats:
-    src = Path(task.source)
-    dst = Path(cfg.output) / task.name
-    index = read_index(src)
-    compressed = any(s.get("compression") for s in index["shards"])
-    same_columns = not cfg.columns or set(cfg.columns) >= set(index["shards"][0]["column_names"] if index["shards"]
-                                                                  else [])
-    with U.atomic_dir(dst) as tmp:
-        if not cfg.dtype and same_columns and profiles.can_link(cfg, compressed):
-            st = place_unit(src, tmp)
-        else:
-            st = _rewrite(src, tmp, cfg, profiles.compression(cfg, compressed))
-    U.mark_done(dst, st)
-    return st
-
-
 def _shard_hashes(root: Path) -> list[dict[str, Any]]:
     out = []
     for s in read_index(root)["shards"]:
@@ -141,81 +109,111 @@ def _shard_hashes(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def finish(cfg: FinalizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
-    out = Path(cfg.output)
-    inputs = [Path(i) for i in cfg.inputs]
-    names = dataset_names(cfg)
-    tok = same_tokenizer([i / s for i in inputs for s in SPLITS if (i / s).is_dir()])
-    splits: dict[str, Any] = {}
-    shards: dict[str, Any] = {}
-    for split in SPLITS:
-        mine = [t for t in tasks if t.params[0] == split]
-        if not mine:
-            continue
-        root = out / split
-        totals = finish_dataset(root, [t.name.split("/", 1)[1] for t in mine])
-        copy_tokenizer([i / split for i in inputs] + inputs, root)
-        meta = {"stage": NAME, "split": split, "settings": recorded_settings(cfg), "inputs": list(cfg.inputs),
-                "upstream": [m for m in (read_meta(i / split) or read_meta(i) for i in inputs) if m]}
-        if tok is not None:
-            meta["tokenizer"] = tok
-        write_split_meta(root, meta)
-        per_ds: dict[str, Any] = {}
-        for t in mine:
-            d = per_ds.setdefault(t.params[1], {"samples": 0, "tokens": 0, "units": 0})
-            done = U.read_done(out / t.name)
-            d["samples"] += done["samples"]
-            d["tokens"] += done["tokens"]
-            d["units"] += 1
-        shards[split] = profiles.to_numpy(root, tok, cfg.dtype, names) if cfg.loader == "numpy" \
-            else _shard_hashes(root)
-        splits[split] = {"samples": totals["samples"], "tokens": totals["total_tokens_written"],
-                         "shards": len(shards[split]), "bytes": sum(s["bytes"] for s in shards[split]),
-                         "datasets": per_ds}
-    manifest = {
-        "format": "ettin-data manifest v1",
-        "profile": profiles.name(cfg),
-        "splits": splits,
-        "tokenizer": tok,
-        "datasets": {n: {"input": str(i), "stages": stage_chain(read_meta(i) or read_meta(i / "train"))}
-                     for n, i in zip(names, inputs, strict=True)},
-        "finalize": recorded_settings(cfg),
-        "shards": shards,
-    }
-    write_json_atomic(out / MANIFEST, manifest)
-    summary: dict[str, Any] = {"profile": profiles.name(cfg),
-                               "splits": {s: {k: v for k, v in e.items()} for s, e in splits.items()},
-                               "tokenizer": tok, "bytes_linked": stats["bytes_linked"],
-                               "bytes_written": stats["bytes_written"]}
-    if cfg.verify:
-        summary["problems"] = verify(out)
-        summary["verified"] = not summary["problems"]
-    summary["warnings"] = profiles.loader_warnings(out)
-    return summary
+class Finalize(Stage):
+    name = "finalize"
+    Config = FinalizeConfig
+    lazy_inputs = True
+    finish_reads_shards = True
 
+    def plan(self, cfg: FinalizeConfig) -> list[U.Task]:
+        tasks = []
+        for src, name in zip(cfg.inputs, dataset_names(cfg), strict=True):
+            root = Path(src)
+            if not (root / "train").is_dir():
+                raise InputError(f"{root}: no train/ folder (expected a `sample split` output with train/ "
+                                 "and validation/)")
+            for split in SPLITS:
+                if not (root / split).is_dir():
+                    continue
+                for unit in find_units(root / split):
+                    path = root / split / unit if unit else root / split
+                    tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), (split, name)))
+        same_tokenizer([Path(i) / s for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()])
+        return tasks
 
-def run(cfg: FinalizeConfig, quiet: bool = True) -> dict[str, Any]:
-    from ..pipeline import run_stage
+    def process_unit(self, task: U.Task, cfg: FinalizeConfig) -> Stats:
+        src = Path(task.source)
+        dst = Path(cfg.output) / task.name
+        index = read_index(src)
+        compressed = any(s.get("compression") for s in index["shards"])
+        same_columns = not cfg.columns or set(cfg.columns) >= set(index["shards"][0]["column_names"] if index["shards"]
+                                                                      else [])
+        with U.atomic_dir(dst) as tmp:
+            if not cfg.dtype and same_columns and profiles.can_link(cfg, compressed):
+                st = place_unit(src, tmp)
+            else:
+                st = _rewrite(src, tmp, cfg, profiles.compression(cfg, compressed))
+        U.mark_done(dst, st)
+        return st
 
-    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
+    def finish(self, cfg: FinalizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+        out = Path(cfg.output)
+        inputs = [Path(i) for i in cfg.inputs]
+        names = dataset_names(cfg)
+        tok = same_tokenizer([i / s for i in inputs for s in SPLITS if (i / s).is_dir()])
+        splits: dict[str, Any] = {}
+        shards: dict[str, Any] = {}
+        for split in SPLITS:
+            mine = [t for t in tasks if t.params[0] == split]
+            if not mine:
+                continue
+            root = out / split
+            totals = finish_dataset(root, [t.name.split("/", 1)[1] for t in mine])
+            copy_tokenizer([i / split for i in inputs] + inputs, root)
+            meta = {"stage": self.name, "split": split, "settings": recorded_settings(cfg), "inputs": list(cfg.inputs),
+                    "upstream": [m for m in (read_meta(i / split) or read_meta(i) for i in inputs) if m]}
+            if tok is not None:
+                meta["tokenizer"] = tok
+            write_split_meta(root, meta)
+            per_ds: dict[str, Any] = {}
+            for t in mine:
+                d = per_ds.setdefault(t.params[1], {"samples": 0, "tokens": 0, "units": 0})
+                done = U.read_done(out / t.name)
+                d["samples"] += done["samples"]
+                d["tokens"] += done["tokens"]
+                d["units"] += 1
+            shards[split] = profiles.to_numpy(root, tok, cfg.dtype, names) if cfg.loader == "numpy" \
+                else _shard_hashes(root)
+            splits[split] = {"samples": totals["samples"], "tokens": totals["total_tokens_written"],
+                             "shards": len(shards[split]), "bytes": sum(s["bytes"] for s in shards[split]),
+                             "datasets": per_ds}
+        manifest = {
+            "format": "ettin-data manifest v1",
+            "profile": profiles.name(cfg),
+            "splits": splits,
+            "tokenizer": tok,
+            "datasets": {n: {"input": str(i), "stages": stage_chain(read_meta(i) or read_meta(i / "train"))}
+                         for n, i in zip(names, inputs, strict=True)},
+            "finalize": recorded_settings(cfg),
+            "shards": shards,
+        }
+        write_json_atomic(out / MANIFEST, manifest)
+        summary: dict[str, Any] = {"profile": profiles.name(cfg),
+                                   "splits": {s: {k: v for k, v in e.items()} for s, e in splits.items()},
+                                   "tokenizer": tok, "bytes_linked": stats["bytes_linked"],
+                                   "bytes_written": stats["bytes_written"]}
+        if cfg.verify:
+            summary["problems"] = verify(out)
+            summary["verified"] = not summary["problems"]
+        summary["warnings"] = profiles.loader_warnings(out)
+        return summary
 
+    def render(self, summary: dict[str, Any]) -> None:
+        from ..report import human_bytes, print_table
 
-def render(summary: dict[str, Any]) -> None:
-    from ..report import human_bytes, print_table
-
-    tok = summary.get("tokenizer") or {}
-    rows: list[tuple[str, Any]] = [("output", summary.get("output")), ("for", summary.get("profile")),
-                                   ("tokenizer", f"{tok.get('name')} (sha256 {str(tok.get('sha256'))[:12]}, "
-                                                 f"vocab {tok.get('vocab_size')})" if tok else "unknown")]
-    for split, e in (summary.get("splits") or {}).items():
-        rows.append((split, f"{e['samples']:,} samples, {e['tokens']:,} tokens, {e['shards']} shards, "
-                            f"{human_bytes(e['bytes'])}"))
-        for name, d in e["datasets"].items():
-            rows.append((f"  {name}", f"{d['samples']:,} samples, {d['tokens']:,} tokens, {d['units']} units"))
-    if "verified" in summary:
-        rows.append(("verified", "ok" if summary["verified"] else f"{len(summary['problems'])} problem(s)"))
-    for p in summary.get("problems") or []:
-        rows.append(("problem", p))
-    rows += [("warning", w) for w in summary.get("warnings") or []]
-    rows.append(("manifest", f"{summary.get('output')}/{MANIFEST}"))
-    print_table("ettin-data finalize: manifest summary", rows)
+        tok = summary.get("tokenizer") or {}
+        rows: list[tuple[str, Any]] = [("output", summary.get("output")), ("for", summary.get("profile")),
+                                       ("tokenizer", f"{tok.get('name')} (sha256 {str(tok.get('sha256'))[:12]}, "
+                                                     f"vocab {tok.get('vocab_size')})" if tok else "unknown")]
+        for split, e in (summary.get("splits") or {}).items():
+            rows.append((split, f"{e['samples']:,} samples, {e['tokens']:,} tokens, {e['shards']} shards, "
+                                f"{human_bytes(e['bytes'])}"))
+            for name, d in e["datasets"].items():
+                rows.append((f"  {name}", f"{d['samples']:,} samples, {d['tokens']:,} tokens, {d['units']} units"))
+        if "verified" in summary:
+            rows.append(("verified", "ok" if summary["verified"] else f"{len(summary['problems'])} problem(s)"))
+        for p in summary.get("problems") or []:
+            rows.append(("problem", p))
+        rows += [("warning", w) for w in summary.get("warnings") or []]
+        rows.append(("manifest", f"{summary.get('output')}/{MANIFEST}"))
+        print_table("ettin-data finalize: manifest summary", rows)

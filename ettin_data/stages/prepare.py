@@ -26,13 +26,12 @@ from ..dataset import META
 from ..engines import Mismatch
 from ..errors import ConfigError, EttinError
 from ..mds import find_units, write_json_atomic, write_root_index
+from ..stage import Stage
 from ..stats import Stats
 from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_identity
 from . import chunk, convert, tokenize
 
-NAME = "prepare"
-
-__all__ = ["NAME", "plan", "prepare", "process_unit", "finish", "run", "render"]
+__all__ = ["Prepare"]
 
 _WORKER: dict[str, Any] = {}  # per process: encoder, chunk parameters
 
@@ -41,33 +40,9 @@ def _configs(cfg: PrepareConfig) -> tuple[ConvertConfig, TokenizeConfig, ChunkCo
     return sub_config(ConvertConfig, cfg), sub_config(TokenizeConfig, cfg), sub_config(ChunkConfig, cfg)
 
 
-def plan(cfg: PrepareConfig) -> list[U.Task]:
-    return convert.plan(sub_config(ConvertConfig, cfg))
-
-
 def _identity(cfg: PrepareConfig, tok: Any, raw: bytes) -> dict[str, Any]:
     return tokenizer_identity(tok, cfg.tokenizer, raw, special_tokens_added=cfg.special_tokens,
                               prefix_space=cfg.prefix_space)
-
-
-def prepare(cfg: PrepareConfig) -> None:
-    """Resolve the tokenizer, check that chunks can be made with it, then write ``OUTPUT/tokenizer.json``."""
-    folders = [Path(f).resolve() for f in (cfg.output, cfg.keep_text, cfg.keep_tokens) if f]
-    for i, a in enumerate(folders):
-        for b in folders[i + 1:]:
-            if a == b or a.is_relative_to(b) or b.is_relative_to(a):
-                raise ConfigError(f"--output, --keep-text and --keep-tokens must be separate folders ({a} and {b} "
-                                  "overlap); choose distinct folders")
-    tcfg = sub_config(TokenizeConfig, cfg)
-    raw, tok = tokenize.resolve(tcfg)
-    ident = _identity(cfg, tok, raw)
-    for key in ("bos_id", "eos_id"):
-        if not isinstance(ident.get(key), int):
-            raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no {key}: chunks are [BOS] piece [EOS]; use a "
-                              "tokenizer whose post-processor adds BOS/EOS (e.g. builtin:modernbert)")
-    tokenize.prepare(tcfg)
-    if cfg.keep_tokens:
-        save_tokenizer_json(raw, cfg.keep_tokens)
 
 
 def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
@@ -142,86 +117,99 @@ def _unit(name: str, docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.
     return st
 
 
-def process_unit(task: U.Task, cfg: PrepareConfig) -> Stats:
-    ccfg = sub_config(ConvertConfig, cfg)
-    enc, params, _ = _worker(cfg)
-    out = Path(cfg.output)
-    roots = [r for r in (out, *_kept(cfg)) if r is not None]
-    for r in roots:
-        (r / task.name).mkdir(parents=True, exist_ok=True)
-    total, reading, text_total = Stats(), Stats(), Stats()
-    k = 0
-    for k, docs in enumerate(convert.read_units(task, ccfg, reading), 1):
-        name = f"{task.name}/{convert.unit_name(k - 1)}"
-        if cfg.overwrite or not all(U.is_done(r / name) for r in roots):
-            _unit(name, docs, cfg, enc, params, f"{task.params[1]} unit {k - 1}")
-        total = total + U.read_done(out / name)
-        if cfg.keep_text:
-            text_total = text_total + U.read_done(Path(cfg.keep_text) / name)
-    for r in roots:
-        convert.clear_stale(r / task.name, k)
-    total = total + reading
-    skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
-    if total["documents_in"] != total["documents"] + skipped:
-        raise EttinError(f"{task.params[1]}: document accounting does not close ({total['documents_in']} in, "
-                         f"{total['documents']} chunked, {skipped} skipped)")
-    if cfg.keep_text:  # the text dataset's per-source marker, as convert writes it
-        text_total = text_total + reading
-        text_total.add("units", k)
-        convert.close_accounting(text_total, task.params[1])
-        U.mark_done(Path(cfg.keep_text) / task.name, text_total)
-    U.mark_done(out / task.name, total)
-    return total
-
-
 def _own_units(out: Path, tasks: list[U.Task]) -> list[str]:
     names = {t.name for t in tasks}
     return [u for u in find_units(out) if u.rsplit("/", 1)[0] in names]
 
 
-def finish(cfg: PrepareConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
-    out = Path(cfg.output)
-    units = _own_units(out, tasks)
-    write_root_index(out, units)
-    summary = chunk.stats_json(stats)
-    write_json_atomic(out / chunk.STATS_FILE, summary)
-    enc, _, ident = _worker(cfg)
-    ccfg, tcfg, kcfg = _configs(cfg)
-    engine = tokenize.engine_summary(enc.choice, stats)
-    via = {"via": NAME}
-    meta_convert = {"stage": "convert", **via, "settings": recorded_settings(ccfg), "inputs": list(cfg.inputs),
-                    "upstream": []}
-    meta_tokenize = {"stage": "tokenize", **via, "settings": recorded_settings(tcfg), "inputs": list(cfg.inputs),
-                     "upstream": [meta_convert], "tokenizer": ident, "engine": engine}
-    meta = {"stage": "chunk", **via, "settings": recorded_settings(kcfg), "inputs": list(cfg.inputs),
-            "upstream": [meta_tokenize], "tokenizer": ident}
-    keep_text, keep_tokens = _kept(cfg)
-    if keep_text is not None:  # as convert finishes its output
-        convert.finish(sub_config(ConvertConfig, cfg, output=str(keep_text)),
-                       sum((U.read_done(keep_text / t.name) for t in tasks), Stats()), tasks)
-        write_json_atomic(keep_text / META, {**meta_convert, "via": NAME})
-    if keep_tokens is not None:  # as tokenize finishes its output
-        own = [U.Task(u) for u in units]
-        tok_summary = tokenize.finish(sub_config(TokenizeConfig, cfg, output=str(keep_tokens)),
-                                      sum((U.read_done(keep_tokens / u) for u in units), Stats()), own)
-        write_json_atomic(keep_tokens / META, {**meta_tokenize, "tokenizer": tok_summary["tokenizer"]})
-    skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
-    return {"tokenizer": ident, "engine": engine, "meta": meta, "documents_in": stats["documents_in"],
-            "documents": stats["documents"], "skipped": skipped, "duplicate_ids": stats["duplicate_ids"],
-            "documents_with_special_token_text": stats["documents_with_special_token_text"], **summary,
-            "units": len(units)}
+class Prepare(Stage):
+    name = "prepare"
+    Config = PrepareConfig
 
+    def plan(self, cfg: PrepareConfig) -> list[U.Task]:
+        return convert.Convert().plan(sub_config(ConvertConfig, cfg))
 
-def run(cfg: PrepareConfig, quiet: bool = True) -> dict[str, Any]:
-    from ..pipeline import run_stage
+    def prepare(self, cfg: PrepareConfig) -> None:
+        """Resolve the tokenizer, check that chunks can be made with it, then write ``OUTPUT/tokenizer.json``."""
+        folders = [Path(f).resolve() for f in (cfg.output, cfg.keep_text, cfg.keep_tokens) if f]
+        for i, a in enumerate(folders):
+            for b in folders[i + 1:]:
+                if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+                    raise ConfigError(f"--output, --keep-text and --keep-tokens must be separate folders ({a} and {b} "
+                                      "overlap); choose distinct folders")
+        tcfg = sub_config(TokenizeConfig, cfg)
+        raw, tok = tokenize.resolve(tcfg)
+        ident = _identity(cfg, tok, raw)
+        for key in ("bos_id", "eos_id"):
+            if not isinstance(ident.get(key), int):
+                raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no {key}: chunks are [BOS] piece [EOS]; use a "
+                                  "tokenizer whose post-processor adds BOS/EOS (e.g. builtin:modernbert)")
+        tokenize.Tokenize().prepare(tcfg)
+        if cfg.keep_tokens:
+            save_tokenizer_json(raw, cfg.keep_tokens)
 
-    plan(cfg)  # bad inputs are reported before the tokenizer is resolved or anything is written
-    from ..outputs import check_outputs
+    def process_unit(self, task: U.Task, cfg: PrepareConfig) -> Stats:
+        ccfg = sub_config(ConvertConfig, cfg)
+        enc, params, _ = _worker(cfg)
+        out = Path(cfg.output)
+        roots = [r for r in (out, *_kept(cfg)) if r is not None]
+        for r in roots:
+            (r / task.name).mkdir(parents=True, exist_ok=True)
+        total, reading, text_total = Stats(), Stats(), Stats()
+        k = 0
+        for k, docs in enumerate(convert.read_units(task, ccfg, reading), 1):
+            name = f"{task.name}/{convert.unit_name(k - 1)}"
+            if cfg.overwrite or not all(U.is_done(r / name) for r in roots):
+                _unit(name, docs, cfg, enc, params, f"{task.params[1]} unit {k - 1}")
+            total = total + U.read_done(out / name)
+            if cfg.keep_text:
+                text_total = text_total + U.read_done(Path(cfg.keep_text) / name)
+        for r in roots:
+            convert.clear_stale(r / task.name, k)
+        total = total + reading
+        skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
+        if total["documents_in"] != total["documents"] + skipped:
+            raise EttinError(f"{task.params[1]}: document accounting does not close ({total['documents_in']} in, "
+                             f"{total['documents']} chunked, {skipped} skipped)")
+        if cfg.keep_text:  # the text dataset's per-source marker, as convert writes it
+            text_total = text_total + reading
+            text_total.add("units", k)
+            convert.close_accounting(text_total, task.params[1])
+            U.mark_done(Path(cfg.keep_text) / task.name, text_total)
+        U.mark_done(out / task.name, total)
+        return total
 
-    check_outputs(cfg)  # before tokenizer.json is written
-    prepare(cfg)
-    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
+    def finish(self, cfg: PrepareConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+        out = Path(cfg.output)
+        units = _own_units(out, tasks)
+        write_root_index(out, units)
+        summary = chunk.stats_json(stats)
+        write_json_atomic(out / chunk.STATS_FILE, summary)
+        enc, _, ident = _worker(cfg)
+        ccfg, tcfg, kcfg = _configs(cfg)
+        engine = tokenize.engine_summary(enc.choice, stats)
+        via = {"via": self.name}
+        meta_convert = {"stage": "convert", **via, "settings": recorded_settings(ccfg), "inputs": list(cfg.inputs),
+                        "upstream": []}
+        meta_tokenize = {"stage": "tokenize", **via, "settings": recorded_settings(tcfg), "inputs": list(cfg.inputs),
+                         "upstream": [meta_convert], "tokenizer": ident, "engine": engine}
+        meta = {"stage": "chunk", **via, "settings": recorded_settings(kcfg), "inputs": list(cfg.inputs),
+                "upstream": [meta_tokenize], "tokenizer": ident}
+        keep_text, keep_tokens = _kept(cfg)
+        if keep_text is not None:  # as convert finishes its output
+            convert.Convert().finish(sub_config(ConvertConfig, cfg, output=str(keep_text)),
+                           sum((U.read_done(keep_text / t.name) for t in tasks), Stats()), tasks)
+            write_json_atomic(keep_text / META, {**meta_convert, "via": self.name})
+        if keep_tokens is not None:  # as tokenize finishes its output
+            own = [U.Task(u) for u in units]
+            tok_summary = tokenize.Tokenize().finish(sub_config(TokenizeConfig, cfg, output=str(keep_tokens)),
+                                          sum((U.read_done(keep_tokens / u) for u in units), Stats()), own)
+            write_json_atomic(keep_tokens / META, {**meta_tokenize, "tokenizer": tok_summary["tokenizer"]})
+        skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
+        return {"tokenizer": ident, "engine": engine, "meta": meta, "documents_in": stats["documents_in"],
+                "documents": stats["documents"], "skipped": skipped, "duplicate_ids": stats["duplicate_ids"],
+                "documents_with_special_token_text": stats["documents_with_special_token_text"], **summary,
+                "units": len(units)}
 
-
-def render(summary: dict[str, Any]) -> None:
-    tokenize.render({k: v for k, v in summary.items() if k not in ("counts",)})
+    def render(self, summary: dict[str, Any]) -> None:
+        tokenize.Tokenize().render({k: v for k, v in summary.items() if k not in ("counts",)})

@@ -44,6 +44,7 @@ from ..config import TokenizeConfig
 from ..engines import Choice, Guarded, Mismatch
 from ..errors import ConfigError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
+from ..stage import Stage
 from ..stats import Stats
 from ..token_rows import token_samples
 from ..tokenizer import (
@@ -54,12 +55,11 @@ from ..tokenizer import (
     tokenizer_identity,
 )
 
-NAME = "tokenize"
 NUM_TOKENS = "num_tokens.json"
 BATCH_CHARS = 8_000_000
 MAX_1024 = 1024
 
-__all__ = ["NAME", "NUM_TOKENS", "Encoder", "plan", "prepare", "process_unit", "finish", "run", "render"]
+__all__ = ["Tokenize", "NUM_TOKENS", "Encoder"]
 
 _WORKER: dict[str, Any] = {}  # per process: the tokenizer loaded from OUTPUT/tokenizer.json
 
@@ -78,37 +78,6 @@ def _inputs(cfg: TokenizeConfig) -> list[Path]:
         if not root.is_dir():
             raise InputError(f"{root} is not a folder (tokenize reads a text MDS dataset, e.g. convert's output)")
     return roots
-
-
-def plan(cfg: TokenizeConfig) -> list[U.Task]:
-    """One task per input unit, in input order then unit order."""
-    roots = _inputs(cfg)
-    many = len(roots) > 1
-    tasks = []
-    for root in roots:
-        units = find_units(root)
-        if not units:
-            raise InputError(f"{root}: no MDS units (folders with index.json); pass convert's output folder")
-        for rel in units:
-            src = root / rel
-            try:
-                shards = read_index(src)["shards"]
-            except InputError:  # a broken unit index fails that unit alone, when it is processed
-                shards = []
-            names = set(shards[0]["column_names"]) if shards else {"id", "text"}
-            if "text" not in names or "id" not in names:
-                hint = " (already tokenized?)" if "input_ids" in names else ""
-                raise InputError(f"{src}: tokenize needs 'id' and 'text' columns, found {sorted(names)}{hint}; "
-                                 "pass a text dataset written by 'ettin-data convert'")
-            tasks.append(U.Task(U.output_name(root, rel, many), str(src)))
-    return tasks
-
-
-def prepare(cfg: TokenizeConfig) -> tuple[bytes, Any]:
-    """Resolve the tokenizer once, check it fits the options, and write ``OUTPUT/tokenizer.json``."""
-    raw, tok = resolve(cfg)
-    _worker_tokenizer(save_tokenizer_json(raw, Path(cfg.output)), tok)
-    return raw, tok
 
 
 def resolve(cfg: TokenizeConfig) -> tuple[bytes, Any]:
@@ -317,20 +286,6 @@ def _tokenize_unit(task: U.Task, cfg: TokenizeConfig, encoder: Encoder) -> Stats
     return st
 
 
-def process_unit(task: U.Task, cfg: TokenizeConfig) -> Stats:
-    out = Path(cfg.output)
-    encoder = Encoder.load(cfg)
-    try:
-        st = _tokenize_unit(task, cfg, encoder)
-    except Mismatch:  # the fast engine differed on a verified document: the whole unit comes from the reference
-        st = _tokenize_unit(task, cfg, encoder.reference())
-        st.add("engine.mismatches")
-        st.add("engine.units_redone")
-    st.add("engine.units_tokie" if encoder.choice.used == "tokie" else "engine.units_tokenizers")
-    U.mark_done(out / task.name, st)
-    return st
-
-
 def _choice(cfg: TokenizeConfig, stats: Stats) -> Choice:
     """The engine choice of the run, for the summary. The driver does not load tokie when the units' counts
     already say that every unit was encoded by it (what the workers' selection concluded)."""
@@ -358,54 +313,6 @@ def num_tokens(stats: Stats) -> dict[str, int]:
     }
 
 
-def finish(cfg: TokenizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
-    out = Path(cfg.output)
-    write_root_index(out, [t.name for t in tasks])
-    counts = num_tokens(stats)
-    write_json_atomic(out / NUM_TOKENS, counts)
-    raw = (out / TOKENIZER_FILE).read_bytes()
-    tok = _worker_tokenizer(out / TOKENIZER_FILE)
-    identity = tokenizer_identity(tok, cfg.tokenizer, raw, special_tokens_added=cfg.special_tokens,
-                                  prefix_space=cfg.prefix_space)
-    return {
-        "tokenizer": identity,
-        "engine": engine_summary(_choice(cfg, stats), stats),
-        "documents": stats["documents_written"],
-        "documents_in": stats["documents_in"],
-        "skipped": {"empty_tokens": stats["skipped.empty_tokens"]},
-        "documents_with_special_token_text": stats["documents_with_special_token_text"],
-        "tokens": counts["total_tokens"],
-        "tokens_max_1024": counts["total_tokens_max_1024"],
-        "length_percentiles": stats.percentiles((0, 50, 90, 99, 100)),
-        "dtype": cfg.dtype,
-    }
-
-
-def run(cfg: TokenizeConfig, quiet: bool = True) -> dict[str, Any]:
-    from ..pipeline import run_stage
-
-    plan(cfg)  # bad inputs are reported before the tokenizer is resolved or anything is written
-    from ..outputs import check_outputs
-
-    check_outputs(cfg)  # before tokenizer.json is written
-    prepare(cfg)
-    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
-
-
-def render(summary: dict[str, Any]) -> None:
-    from ..report import print_summary
-
-    shown = dict(summary)
-    eng = shown.pop("engine", None)
-    if isinstance(eng, dict):
-        shown["engine"] = render_engine(eng)
-    tok = shown.pop("tokenizer", None)
-    if isinstance(tok, dict):
-        shown["tokenizer"] = (f"{tok.get('name')} (vocab {tok.get('vocab_size'):,}, bos {tok.get('bos_id')}, "
-                              f"eos {tok.get('eos_id')}, sha256 {str(tok.get('sha256'))[:12]})")
-    print_summary(shown)
-
-
 def render_engine(eng: dict[str, Any]) -> str:
     """One line: the engine used (and why not tokie), and the guard's counts."""
     used = eng.get("used")
@@ -417,3 +324,86 @@ def render_engine(eng: dict[str, Any]) -> str:
                 f"mismatches, {eng.get('units_redone', 0)} units redone")
     why = f"; fallback: {eng['fallback']}" if eng.get("fallback") else ""
     return f"tokenizers (requested {eng.get('requested')}{why})"
+
+
+class Tokenize(Stage):
+    name = "tokenize"
+    Config = TokenizeConfig
+    lazy_inputs = True
+
+    def plan(self, cfg: TokenizeConfig) -> list[U.Task]:
+        """One task per input unit, in input order then unit order."""
+        roots = _inputs(cfg)
+        many = len(roots) > 1
+        tasks = []
+        for root in roots:
+            units = find_units(root)
+            if not units:
+                raise InputError(f"{root}: no MDS units (folders with index.json); pass convert's output folder")
+            for rel in units:
+                src = root / rel
+                try:
+                    shards = read_index(src)["shards"]
+                except InputError:  # a broken unit index fails that unit alone, when it is processed
+                    shards = []
+                names = set(shards[0]["column_names"]) if shards else {"id", "text"}
+                if "text" not in names or "id" not in names:
+                    hint = " (already tokenized?)" if "input_ids" in names else ""
+                    raise InputError(f"{src}: tokenize needs 'id' and 'text' columns, found {sorted(names)}{hint}; "
+                                     "pass a text dataset written by 'ettin-data convert'")
+                tasks.append(U.Task(U.output_name(root, rel, many), str(src)))
+        return tasks
+
+    def prepare(self, cfg: TokenizeConfig) -> tuple[bytes, Any]:
+        """Resolve the tokenizer once, check it fits the options, and write ``OUTPUT/tokenizer.json``."""
+        raw, tok = resolve(cfg)
+        _worker_tokenizer(save_tokenizer_json(raw, Path(cfg.output)), tok)
+        return raw, tok
+
+    def process_unit(self, task: U.Task, cfg: TokenizeConfig) -> Stats:
+        out = Path(cfg.output)
+        encoder = Encoder.load(cfg)
+        try:
+            st = _tokenize_unit(task, cfg, encoder)
+        except Mismatch:  # the fast engine differed on a verified document: the whole unit comes from the reference
+            st = _tokenize_unit(task, cfg, encoder.reference())
+            st.add("engine.mismatches")
+            st.add("engine.units_redone")
+        st.add("engine.units_tokie" if encoder.choice.used == "tokie" else "engine.units_tokenizers")
+        U.mark_done(out / task.name, st)
+        return st
+
+    def finish(self, cfg: TokenizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+        out = Path(cfg.output)
+        write_root_index(out, [t.name for t in tasks])
+        counts = num_tokens(stats)
+        write_json_atomic(out / NUM_TOKENS, counts)
+        raw = (out / TOKENIZER_FILE).read_bytes()
+        tok = _worker_tokenizer(out / TOKENIZER_FILE)
+        identity = tokenizer_identity(tok, cfg.tokenizer, raw, special_tokens_added=cfg.special_tokens,
+                                      prefix_space=cfg.prefix_space)
+        return {
+            "tokenizer": identity,
+            "engine": engine_summary(_choice(cfg, stats), stats),
+            "documents": stats["documents_written"],
+            "documents_in": stats["documents_in"],
+            "skipped": {"empty_tokens": stats["skipped.empty_tokens"]},
+            "documents_with_special_token_text": stats["documents_with_special_token_text"],
+            "tokens": counts["total_tokens"],
+            "tokens_max_1024": counts["total_tokens_max_1024"],
+            "length_percentiles": stats.percentiles((0, 50, 90, 99, 100)),
+            "dtype": cfg.dtype,
+        }
+
+    def render(self, summary: dict[str, Any]) -> None:
+        from ..report import print_summary
+
+        shown = dict(summary)
+        eng = shown.pop("engine", None)
+        if isinstance(eng, dict):
+            shown["engine"] = render_engine(eng)
+        tok = shown.pop("tokenizer", None)
+        if isinstance(tok, dict):
+            shown["tokenizer"] = (f"{tok.get('name')} (vocab {tok.get('vocab_size'):,}, bos {tok.get('bos_id')}, "
+                                  f"eos {tok.get('eos_id')}, sha256 {str(tok.get('sha256'))[:12]})")
+        print_summary(shown)

@@ -18,19 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from .. import progress
-from ..dataset import META, TOKENIZER_FILE, read_meta
-from ..errors import ConfigError, InputError
-from ..indexcheck import UnsafePath, check_member
-from ..mds import INDEX, ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
-from ..stats import Stats, percentiles
-from ..units import clear
-from ..zerocopy import link_or_copy, link_unit
+from . import progress
+from .dataset import META, TOKENIZER_FILE, read_meta
+from .errors import ConfigError, InputError
+from .indexcheck import UnsafePath, check_member
+from .mds import INDEX, ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
+from .stage import Stage
+from .stats import Stats, percentiles
+from .units import clear
+from .zerocopy import link_or_copy, link_unit
 
 __all__ = [
     "STATS_FILE", "DECILE_FILE", "TOKENIZER_FILE", "SUMMARY_FILE", "UnitInfo", "single_input", "dataset_units",
     "unit_lengths", "unit_ids_lengths", "out_name", "place_unit", "write_subset", "finish_dataset",
-    "dataset_tokenizer", "copy_tokenizer", "doc_hash", "unit_stats", "rng_for", "render",
+    "dataset_tokenizer", "copy_tokenizer", "doc_hash", "unit_stats", "rng_for", "SamplingStage",
 ]
 
 STATS_FILE = "stats.json"
@@ -250,7 +251,7 @@ def finish_dataset(root: Path, units: list[str]) -> dict[str, int]:
 
 def _recorded_units(root: Path) -> set[str]:
     """Units recorded as this dataset's (``.ettin_units.json`` of ``root`` or of its parent, for split folders)."""
-    from ..outputs import UNITS_FILE
+    from .outputs import UNITS_FILE
 
     for base, prefix in ((root, ""), (root.parent, root.name + "/")):
         f = base / UNITS_FILE
@@ -267,12 +268,15 @@ def write_split_meta(root: Path, meta: dict[str, Any]) -> None:
     write_json_atomic(root / META, json.loads(json.dumps(meta, default=str)))
 
 
-def render(summary: dict[str, Any]) -> None:
-    """The run summary, with the tokenizer shown by name and hash only."""
-    from ..report import print_summary
+class SamplingStage(Stage):
+    """A ``sample`` stage: its summary shows the tokenizer by name and hash only."""
 
-    tok = summary.get("tokenizer")
-    shown = {k: v for k, v in summary.items() if k not in ("tokenizer", "counts")}
-    if isinstance(tok, dict):
-        shown["tokenizer"] = f"{tok.get('name')} (sha256 {str(tok.get('sha256'))[:12]}, vocab {tok.get('vocab_size')})"
-    print_summary(shown)
+    def render(self, summary: dict[str, Any]) -> None:
+        from .report import print_summary
+
+        tok = summary.get("tokenizer")
+        shown = {k: v for k, v in summary.items() if k not in ("tokenizer", "counts")}
+        if isinstance(tok, dict):
+            shown["tokenizer"] = (f"{tok.get('name')} (sha256 {str(tok.get('sha256'))[:12]}, "
+                                  f"vocab {tok.get('vocab_size')})")
+        print_summary(shown)

@@ -1,70 +1,24 @@
-"""Parallel map over tasks: a spawn-safe local process pool (default) or Ray.
-
-``run_tasks(fn, tasks, cfg, ...)`` calls the module-level ``fn(task, cfg) -> Stats`` for every task
-and returns the stats of the tasks that finished plus ``(task name, error)`` for those that failed:
-one failing task never stops the others. Stages know nothing of how they are run.
-"""
+"""The local executor: a spawn-safe process pool (or, for one worker, this process). A worker that dies
+costs only the task it was running; Ctrl-C/SIGTERM stop every worker (SIGTERM, then SIGKILL)."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from typing import Any
 
-from . import interrupt, progress
-from .errors import EttinError, os_error_message
-from .stats import Stats
-from .units import Task
+from .. import interrupt, progress
+from ..stats import Stats
+from ..units import Task
+from .base import WORKER_DIED, Outcome, call, record, worker_env
 
-__all__ = ["run_tasks", "Outcome", "worker_env"]
+__all__ = ["run_local"]
 
-WORKER_DIED = "worker process died (killed, or out of memory)"
 GRACE = 2.5  # seconds an interrupted run's workers get between SIGTERM and SIGKILL
-
-
-@dataclass
-class Outcome:
-    stats: dict[str, Stats] = field(default_factory=dict)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    tracebacks: dict[str, str] = field(default_factory=dict)
-
-
-def worker_env(workers: int) -> dict[str, str]:
-    """Thread limits so that workers x library threads never exceed the cores."""
-    try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    threads = str(max(1, cores // max(1, workers)))
-    return {
-        "RAYON_NUM_THREADS": threads,
-        "RAYON_RS_NUM_CPUS": threads,
-        "OMP_NUM_THREADS": threads,
-        "OPENBLAS_NUM_THREADS": threads,
-        "TOKENIZERS_PARALLELISM": "true" if threads != "1" else "false",
-    }
-
-
-def _call(fn: Callable[[Task, Any], Stats], task: Task, cfg: Any) -> tuple[str, Any, str]:
-    """Run one task; errors become (kind, one-line message, traceback) so they always pickle."""
-    try:
-        return "ok", fn(task, cfg), ""
-    except EttinError as e:
-        return "error", str(e), traceback.format_exc()
-    except MemoryError:
-        return "error", "out of memory", traceback.format_exc()
-    except OSError as e:  # disk full, read-only or missing files: one line naming the path
-        return "error", os_error_message(e, getattr(cfg, "output", None)), traceback.format_exc()
-    except Exception as e:  # a bug or an unexpected library error: still only this unit fails
-        return "error", f"{type(e).__name__}: {e}", traceback.format_exc()
-    finally:
-        progress.flush()
 
 
 def _init_worker(queue: Any, env: dict[str, str], driver: int) -> None:
@@ -73,43 +27,25 @@ def _init_worker(queue: Any, env: dict[str, str], driver: int) -> None:
     progress.set_sink(lambda d, t: queue.put((d, t)))
 
 
-def _record(out: Outcome, name: str, result: tuple[str, Any, str], on_done: Callable[[], None]) -> None:
-    kind, value, tb = result
-    if kind == "ok":
-        out.stats[name] = value
-    else:
-        out.failures.append((name, value))
-        out.tracebacks[name] = tb
-    on_done()
-
-
-def run_tasks(
+def run_local(
     fn: Callable[[Task, Any], Stats],
     tasks: Sequence[Task],
     cfg: Any,
     *,
     workers: int,
-    executor: str = "local",
     on_progress: Callable[[int, int], None] | None = None,
     on_done: Callable[[], None] = lambda: None,
-    ray_address: str | None = None,
-    max_retries: int = 1,
 ) -> Outcome:
-    """Run ``fn(task, cfg)`` for every task; see the module docstring."""
+    """Run ``fn(task, cfg)`` for every task in this machine's processes."""
     out = Outcome()
     if not tasks:
         return out
-    if executor == "ray":
-        from .ray_executor import run_ray
-
-        return run_ray(fn, tasks, cfg, workers=workers, address=ray_address, max_retries=max_retries,
-                       on_progress=on_progress, on_done=on_done)
     if workers <= 1 or len(tasks) == 1:
         os.environ.update(worker_env(1 if workers <= 1 else workers))
         progress.set_sink(on_progress)
         try:
             for t in tasks:
-                _record(out, t.name, _call(fn, t, cfg), on_done)
+                record(out, t.name, call(fn, t, cfg), on_done)
         finally:
             progress.set_sink(None)
         return out
@@ -149,19 +85,19 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
             while todo and len(running) < n:  # at most one task per worker in flight: a dead worker
                 t = todo.pop()  # costs only the tasks it was running
                 with interrupt.signals_blocked():  # may start a worker: see interrupt.signals_blocked
-                    running[pool.submit(_call, fn, t, cfg)] = t
+                    running[pool.submit(call, fn, t, cfg)] = t
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = False
             for f in done:
                 t = running.pop(f)
                 try:
-                    _record(out, t.name, f.result(), on_done)
+                    record(out, t.name, f.result(), on_done)
                 except BrokenProcessPool:
                     broken = True
-                    _record(out, t.name, ("error", WORKER_DIED, ""), on_done)
+                    record(out, t.name, ("error", WORKER_DIED, ""), on_done)
             if broken:
                 for t in list(running.values()):
-                    _record(out, t.name, ("error", WORKER_DIED, ""), on_done)
+                    record(out, t.name, ("error", WORKER_DIED, ""), on_done)
                 running.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=initargs)

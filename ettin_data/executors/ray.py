@@ -3,7 +3,7 @@
 Imported only for ``--executor ray``. Each unit is one Ray task (``num_cpus=1``, explicit
 ``max_retries``: a task whose worker process dies is retried that many times, an exception raised by
 the stage is not retried). Results, failures and progress come back through the same
-:class:`executor.Outcome` as with the local pool, so the output bytes and the failure summary are the
+:class:`base.Outcome` as with the local pool, so the output bytes and the failure summary are the
 same whatever runs the units.
 """
 
@@ -15,11 +15,11 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import executor as E
-from . import interrupt, progress
-from .errors import ConfigError
-from .stats import Stats
-from .units import Task
+from .. import interrupt, progress
+from ..errors import ConfigError, EttinError
+from ..stats import Stats
+from ..units import Task
+from .base import WORKER_DIED, Outcome, call, record, worker_env
 
 __all__ = ["run_ray", "RAY_ENV"]
 
@@ -43,7 +43,7 @@ def _unit(fn: Callable[[Task, Any], Stats], task: Task, cfg: Any, env: dict[str,
 
     progress.set_sink(sink)
     try:
-        kind, value, tb = E._call(fn, task, cfg)
+        kind, value, tb = call(fn, task, cfg)
     finally:
         progress.set_sink(None)
     return kind, value, tb, counted[0], counted[1]
@@ -56,9 +56,9 @@ def _message(err: BaseException) -> str:
     if isinstance(err, rx.RayTaskError):
         cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else None
         if cause is not None and not isinstance(cause, rx.RayError):
-            return str(cause) if isinstance(cause, E.EttinError) else f"{type(cause).__name__}: {cause}"
+            return str(cause) if isinstance(cause, EttinError) else f"{type(cause).__name__}: {cause}"
     if isinstance(err, rx.WorkerCrashedError | rx.NodeDiedError | rx.LocalRayletDiedError):
-        return E.WORKER_DIED
+        return WORKER_DIED
     if isinstance(err, rx.OutOfMemoryError):
         return "out of memory (killed by Ray's memory monitor)"
     first = str(err).strip().splitlines()
@@ -127,7 +127,7 @@ def run_ray(
     max_retries: int,
     on_progress: Callable[[int, int], None] | None,
     on_done: Callable[[], None],
-) -> E.Outcome:
+) -> Outcome:
     """Run ``fn(task, cfg)`` for every task as a Ray task; see the module docstring."""
     if _loopback(address):  # read by Ray at import: keeps a local instance's listeners on 127.0.0.1
         for k, v in RAY_ENV.items():
@@ -136,13 +136,13 @@ def run_ray(
         import ray
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'ettin-data[ray]'") from None
-    out = E.Outcome()
+    out = Outcome()
     if not tasks:
         return out
     started = _connect(ray, address, workers)
     # A local instance has `workers` CPUs: each unit gets cores // workers threads. On a cluster Ray
     # packs one unit per CPU, so each unit's libraries get one thread.
-    env = E.worker_env(workers)
+    env = worker_env(workers)
     if address is not None:
         env = {k: "false" if k == "TOKENIZERS_PARALLELISM" else "1" for k in env}
     pending: dict[Any, Task] = {}
@@ -161,7 +161,7 @@ def run_ray(
                     kind, value, tb, docs, tokens = "error", _message(e), str(e), 0, 0
                 if on_progress and (docs or tokens):
                     on_progress(docs, tokens)
-                E._record(out, t.name, (kind, value, tb), on_done)
+                record(out, t.name, (kind, value, tb), on_done)
     except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (interrupt.Terminated) or a bug: no task keeps running
         _cancel(ray, list(pending))
         raise

@@ -21,9 +21,9 @@ from .. import units as U
 from ..config import BudgetConfig
 from ..errors import InputError
 from ..mds import write_json_atomic
-from ..stats import Stats
-from .common import (
+from ..sampling import (
     SUMMARY_FILE,
+    SamplingStage,
     UnitInfo,
     copy_tokenizer,
     dataset_tokenizer,
@@ -31,16 +31,15 @@ from .common import (
     finish_dataset,
     out_name,
     place_unit,
-    render,
     rng_for,
     single_input,
     unit_lengths,
     write_subset,
 )
+from ..stats import Stats
 
-__all__ = ["render", "NAME", "Pick", "choose_units", "plan", "process_unit", "finish", "run", "pick_tasks"]
+__all__ = ["Budget", "Pick", "choose_units", "pick_tasks"]
 
-NAME = "sample budget"
 
 
 @dataclass(frozen=True)
@@ -89,22 +88,6 @@ def pick_tasks(picks: list[Pick], prefix: str = "") -> list[U.Task]:
             for p in picks]
 
 
-def plan(cfg: BudgetConfig) -> list[U.Task]:
-    root = single_input(cfg)
-    picks = choose_units(dataset_units(root), cfg.target_tokens, rng_for(cfg.seed, "budget"), cfg.upsample,
-                         cfg.exact, str(root))
-    return pick_tasks(picks)
-
-
-def process_unit(task: U.Task, cfg: Any) -> Stats:
-    take, tokens = task.params[0], task.params[1]
-    dst = Path(cfg.output) / task.name
-    with U.atomic_dir(dst) as tmp:
-        st = place_unit(task.source, tmp, tokens) if take is None else write_subset(task.source, tmp, range(take))
-    U.mark_done(dst, st)
-    return st
-
-
 def picks_summary(tasks: list[U.Task], out: Path) -> list[dict[str, Any]]:
     rows = []
     for t in tasks:
@@ -115,32 +98,44 @@ def picks_summary(tasks: list[U.Task], out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def finish(cfg: BudgetConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
-    out = Path(cfg.output)
-    src = Path(cfg.inputs[0])
-    totals = finish_dataset(out, [t.name for t in tasks])
-    copy_tokenizer([src], out)
-    available = sum(u.tokens for u in dataset_units(src))
-    rows = picks_summary(tasks, out)
-    achieved = totals["total_tokens_written"]
-    summary = {
-        "target_tokens": cfg.target_tokens,
-        "achieved_tokens": achieved,
-        "difference": achieved - cfg.target_tokens,
-        "input_tokens": available,
-        "factor": round(achieved / available, 6) if available else 0.0,
-        "samples": totals["samples"],
-        "units_chosen": len(rows),
-        "repeats": sum(1 for r in rows if r["repeat"]),
-        "bytes_linked": stats["bytes_linked"],
-        "bytes_written": stats["bytes_written"],
-    }
-    write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed, "units": rows})
-    tok = dataset_tokenizer(src)
-    return {**summary, **({"tokenizer": tok} if tok is not None else {})}
+class Budget(SamplingStage):
+    name = "sample budget"
+    Config = BudgetConfig
 
+    def plan(self, cfg: BudgetConfig) -> list[U.Task]:
+        root = single_input(cfg)
+        picks = choose_units(dataset_units(root), cfg.target_tokens, rng_for(cfg.seed, "budget"), cfg.upsample,
+                             cfg.exact, str(root))
+        return pick_tasks(picks)
 
-def run(cfg: BudgetConfig, quiet: bool = True) -> dict[str, Any]:
-    from ..pipeline import run_stage
+    def process_unit(self, task: U.Task, cfg: Any) -> Stats:
+        take, tokens = task.params[0], task.params[1]
+        dst = Path(cfg.output) / task.name
+        with U.atomic_dir(dst) as tmp:
+            st = place_unit(task.source, tmp, tokens) if take is None else write_subset(task.source, tmp, range(take))
+        U.mark_done(dst, st)
+        return st
 
-    return run_stage(__import__(__name__, fromlist=["NAME"]), cfg, quiet=quiet)
+    def finish(self, cfg: BudgetConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+        out = Path(cfg.output)
+        src = Path(cfg.inputs[0])
+        totals = finish_dataset(out, [t.name for t in tasks])
+        copy_tokenizer([src], out)
+        available = sum(u.tokens for u in dataset_units(src))
+        rows = picks_summary(tasks, out)
+        achieved = totals["total_tokens_written"]
+        summary = {
+            "target_tokens": cfg.target_tokens,
+            "achieved_tokens": achieved,
+            "difference": achieved - cfg.target_tokens,
+            "input_tokens": available,
+            "factor": round(achieved / available, 6) if available else 0.0,
+            "samples": totals["samples"],
+            "units_chosen": len(rows),
+            "repeats": sum(1 for r in rows if r["repeat"]),
+            "bytes_linked": stats["bytes_linked"],
+            "bytes_written": stats["bytes_written"],
+        }
+        write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed, "units": rows})
+        tok = dataset_tokenizer(src)
+        return {**summary, **({"tokenizer": tok} if tok is not None else {})}

@@ -1,1 +1,0 @@
-"""The ``sample`` stages (split, budget, context, mix) and what they share (``common``)."""

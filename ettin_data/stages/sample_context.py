@@ -1,0 +1,121 @@
+"""``sample context``: random chunks until N tokens, for context-extension training (the seed's
+``sample_for_context_extension``).
+
+Candidates are the chunks of at least ``--min-length`` tokens. Each unit's ``token_decile.json``
+(chunk indices per ``len // 1000`` bucket) tells which units can hold such chunks, so units without a
+long enough bucket are never read. The candidates are drawn in one seeded random order until their
+tokens reach N: the output lands within one chunk of N (above). A unit whose every chunk is drawn is
+hard-linked; other units get new shards holding the drawn chunks (in unit order).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import units as U
+from ..config import ContextConfig
+from ..errors import InputError
+from ..mds import find_units, read_index, write_json_atomic
+from ..sampling import (
+    DECILE_FILE,
+    SUMMARY_FILE,
+    SamplingStage,
+    copy_tokenizer,
+    dataset_tokenizer,
+    finish_dataset,
+    out_name,
+    place_unit,
+    rng_for,
+    single_input,
+    unit_lengths,
+    write_subset,
+)
+from ..stats import Stats
+
+__all__ = ["Context"]
+
+
+
+def _may_hold(path: Path, min_length: int) -> bool:
+    """False when the unit's length buckets show no chunk of ``min_length`` tokens or more."""
+    f = path / DECILE_FILE
+    if min_length <= 0 or not f.is_file():
+        return True
+    try:
+        buckets = json.loads(f.read_text())
+        return any(int(b) >= min_length // 1000 and idx for b, idx in buckets.items())
+    except (json.JSONDecodeError, ValueError, AttributeError):
+        return True
+
+
+class Context(SamplingStage):
+    name = "sample context"
+    Config = ContextConfig
+
+    def plan(self, cfg: ContextConfig) -> list[U.Task]:
+        root = single_input(cfg)
+        names = find_units(root)
+        if not names:
+            raise InputError(f"{root}: no MDS units found (expected a chunk output)")
+        unit_of, index_of, length_of, sizes = [], [], [], []
+        for k, name in enumerate(names):
+            path = root / name if name else root
+            sizes.append(sum(int(s["samples"]) for s in read_index(path)["shards"]))
+            if not _may_hold(path, cfg.min_length):
+                continue
+            lengths = unit_lengths(path)
+            idx = np.flatnonzero(lengths >= max(1, cfg.min_length))
+            unit_of.append(np.full(len(idx), k, np.int64))
+            index_of.append(idx)
+            length_of.append(lengths[idx])
+        units_a = np.concatenate(unit_of) if unit_of else np.zeros(0, np.int64)
+        index_a = np.concatenate(index_of) if index_of else np.zeros(0, np.int64)
+        length_a = np.concatenate(length_of) if length_of else np.zeros(0, np.int64)
+        available = int(length_a.sum())
+        if available < cfg.num_tokens:
+            raise InputError(
+                f"{root}: chunks of at least {cfg.min_length} tokens hold {available:,} tokens "
+                f"({len(length_a):,} chunks), fewer than --num-tokens {cfg.num_tokens:,}; lower --num-tokens or "
+                "--min-length"
+            )
+        order = rng_for(cfg.seed, "context").permutation(len(length_a))
+        m = int(np.searchsorted(np.cumsum(length_a[order]), cfg.num_tokens)) + 1
+        chosen = order[:m]
+        tasks = []
+        for k in np.unique(units_a[chosen]).tolist():
+            idx = np.sort(index_a[chosen][units_a[chosen] == k])
+            whole = len(idx) == sizes[k]
+            tasks.append(U.Task(out_name(names[k]), str(root / names[k] if names[k] else root),
+                                (None if whole else tuple(idx.tolist()),)))
+        return tasks
+
+    def process_unit(self, task: U.Task, cfg: ContextConfig) -> Stats:
+        (keep,) = task.params
+        dst = Path(cfg.output) / task.name
+        with U.atomic_dir(dst) as tmp:
+            st = place_unit(task.source, tmp) if keep is None else write_subset(task.source, tmp, np.asarray(keep))
+        U.mark_done(dst, st)
+        return st
+
+    def finish(self, cfg: ContextConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+        out = Path(cfg.output)
+        src = Path(cfg.inputs[0])
+        totals = finish_dataset(out, [t.name for t in tasks])
+        copy_tokenizer([src], out)
+        summary = {
+            "num_tokens": cfg.num_tokens,
+            "achieved_tokens": totals["total_tokens_written"],
+            "difference": totals["total_tokens_written"] - cfg.num_tokens,
+            "min_length": cfg.min_length,
+            "samples": totals["samples"],
+            "units": len(tasks),
+            "bytes_linked": stats["bytes_linked"],
+            "bytes_written": stats["bytes_written"],
+        }
+        write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed})
+        tok = dataset_tokenizer(src)
+        return {**summary, **({"tokenizer": tok} if tok is not None else {})}
