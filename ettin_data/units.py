@@ -27,11 +27,12 @@ DONE = ".done"
 @dataclass(frozen=True)
 class Task:
     """One unit of work. ``name`` is its output folder relative to the output root (posix path);
-    ``source`` its input (a unit folder or a file); ``params`` stage-specific, picklable extras."""
+    ``source`` its input (a unit folder or a file); ``params`` what else the stage needs for it: a small frozen
+    dataclass of the stage's own (picklable), or None."""
 
     name: str
     source: str = ""
-    params: tuple[Any, ...] = ()
+    params: Any = None
 
 
 def output_name(root: Path, rel: str, many: bool) -> str:

@@ -230,11 +230,11 @@ class Chunk(Stage):
                 raise InputError(f"{root} and {first[0]} were tokenized differently ({ident} vs {first[1]}); "
                                  "chunk them separately")
             for rel in find_units(root):
-                tasks.append(U.Task(U.output_name(root, rel, many), str(root / rel), (str(root),)))
+                tasks.append(U.Task(U.output_name(root, rel, many), str(root / rel), str(root)))
         return tasks
 
     def process_unit(self, task: U.Task, cfg: ChunkConfig) -> Stats:
-        (root,) = task.params
+        root = task.params  # the token dataset the unit belongs to (its tokenizer)
         p, unavailable = _params(cfg, root)
         reader = UnitReader(task.source)
         dtype = reader.columns.get("input_ids", "ndarray:uint32")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,18 @@ def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, s
 Doc = tuple[str, str, str | None]  # (id, text, domain)
 
 
+@dataclass(frozen=True)
+class SourcePart:
+    """What a convert task reads: a part of a source (``parts.py``) of this kind, named ``label`` in messages."""
+
+    kind: str
+    label: str
+    part: Part
+
+
 def task_source(task: U.Task) -> tuple[Source, Part]:
-    kind, label, piece = task.params
-    return Source(task.name, kind, task.source, label), piece
+    p: SourcePart = task.params
+    return Source(task.name, p.kind, task.source, p.label), p.part
 
 
 def read_units(task: U.Task, cfg: ConvertConfig, reading: Stats) -> Iterator[list[Doc]]:
@@ -152,7 +162,7 @@ class Convert(Stage):
 
     def plan(self, cfg: ConvertConfig) -> list[U.Task]:
         part_bytes = cfg.part_size_mb << 20
-        return [U.Task(part_name(s.key, part), s.path, (s.kind, s.label, part)) for s in discover(cfg.inputs)
+        return [U.Task(part_name(s.key, part), s.path, SourcePart(s.kind, s.label, part)) for s in discover(cfg.inputs)
                 for part in source_parts(s, part_bytes, cfg.hf_config, cfg.hf_split)]
 
     def process_unit(self, task: U.Task, cfg: ConvertConfig) -> Stats:
@@ -176,7 +186,7 @@ class Convert(Stage):
         total.add("units", k)
         if k == 0:  # an empty input file: reported, never silently a 0-document dataset
             total.add("empty_sources")
-        close_accounting(total, task.params[1])
+        close_accounting(total, task.params.label)
         U.mark_done(root, total)
         return total
 

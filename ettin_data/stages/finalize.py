@@ -13,6 +13,7 @@ verified (``ettin_data.verify``) and the problems, if any, are returned in the s
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,16 @@ from ..stats import Stats
 from ..verify import MANIFEST, stage_chain, verify
 
 SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class FinalUnit:
+    """A finalize task's unit: of ``split``, from the input dataset named ``dataset``."""
+
+    split: str
+    dataset: str
+
+
 _DTYPE_MAX = {"uint16": 2**16 - 1, "uint32": 2**32 - 1, "int32": 2**31 - 1, "int64": 2**63 - 1}
 
 __all__ = ["Finalize", "dataset_names"]
@@ -127,7 +138,7 @@ class Finalize(Stage):
                     continue
                 for unit in find_units(root / split):
                     path = root / split / unit if unit else root / split
-                    tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), (split, name)))
+                    tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), FinalUnit(split, name)))
         same_tokenizer([Path(i) / s for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()])
         return tasks
 
@@ -154,7 +165,7 @@ class Finalize(Stage):
         splits: dict[str, Any] = {}
         shards: dict[str, Any] = {}
         for split in SPLITS:
-            mine = [t for t in tasks if t.params[0] == split]
+            mine = [t for t in tasks if t.params.split == split]
             if not mine:
                 continue
             root = out / split
@@ -167,7 +178,7 @@ class Finalize(Stage):
             write_split_meta(root, meta)
             per_ds: dict[str, Any] = {}
             for t in mine:
-                d = per_ds.setdefault(t.params[1], {"samples": 0, "tokens": 0, "units": 0})
+                d = per_ds.setdefault(t.params.dataset, {"samples": 0, "tokens": 0, "units": 0})
                 done = U.read_done(out / t.name)
                 d["samples"] += done["samples"]
                 d["tokens"] += done["tokens"]

@@ -160,7 +160,7 @@ class Prepare(Stage):
         for k, docs in enumerate(convert.read_units(task, ccfg, reading), 1):
             name = f"{task.name}/{convert.unit_name(k - 1)}"
             if cfg.overwrite or not all(U.is_done(r / name) for r in roots):
-                _unit(name, docs, cfg, enc, params, f"{task.params[1]} unit {k - 1}")
+                _unit(name, docs, cfg, enc, params, f"{task.params.label} unit {k - 1}")
             total = total + U.read_done(out / name)
             if cfg.keep_text:
                 text_total = text_total + U.read_done(Path(cfg.keep_text) / name)
@@ -169,12 +169,12 @@ class Prepare(Stage):
         total = total + reading
         skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
         if total["documents_in"] != total["documents"] + skipped:
-            raise EttinError(f"{task.params[1]}: document accounting does not close ({total['documents_in']} in, "
+            raise EttinError(f"{task.params.label}: document accounting does not close ({total['documents_in']} in, "
                              f"{total['documents']} chunked, {skipped} skipped)")
         if cfg.keep_text:  # the text dataset's per-source marker, as convert writes it
             text_total = text_total + reading
             text_total.add("units", k)
-            convert.close_accounting(text_total, task.params[1])
+            convert.close_accounting(text_total, task.params.label)
             U.mark_done(Path(cfg.keep_text) / task.name, text_total)
         U.mark_done(out / task.name, total)
         return total

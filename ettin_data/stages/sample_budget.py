@@ -84,16 +84,15 @@ def choose_units(units: list[UnitInfo], target: int, rng: np.random.Generator, u
 
 
 def pick_tasks(picks: list[Pick], prefix: str = "") -> list[U.Task]:
-    return [U.Task(prefix + out_name(p.unit.name, p.repeat), p.unit.path, (p.take, p.tokens, p.unit.name, p.repeat))
-            for p in picks]
+    return [U.Task(prefix + out_name(p.unit.name, p.repeat), p.unit.path, p) for p in picks]
 
 
 def picks_summary(tasks: list[U.Task], out: Path) -> list[dict[str, Any]]:
     rows = []
     for t in tasks:
-        take, _, unit, repeat = t.params
+        p: Pick = t.params
         done = U.read_done(out / t.name)
-        rows.append({"unit": unit, "output": t.name, "repeat": repeat, "trimmed_to_samples": take,
+        rows.append({"unit": p.unit.name, "output": t.name, "repeat": p.repeat, "trimmed_to_samples": p.take,
                      "samples": done["samples"], "tokens": done["tokens"]})
     return rows
 
@@ -109,7 +108,8 @@ class Budget(SamplingStage):
         return pick_tasks(picks)
 
     def process_unit(self, task: U.Task, cfg: Any) -> Stats:
-        take, tokens = task.params[0], task.params[1]
+        p: Pick = task.params
+        take, tokens = p.take, p.tokens
         dst = Path(cfg.output) / task.name
         with U.atomic_dir(dst) as tmp:
             st = place_unit(task.source, tmp, tokens) if take is None else write_subset(task.source, tmp, range(take))

@@ -90,11 +90,11 @@ class Context(SamplingStage):
             idx = np.sort(index_a[chosen][units_a[chosen] == k])
             whole = len(idx) == sizes[k]
             tasks.append(U.Task(out_name(names[k]), str(root / names[k] if names[k] else root),
-                                (None if whole else tuple(idx.tolist()),)))
+                                None if whole else tuple(idx.tolist())))  # params: the samples kept, or all
         return tasks
 
     def process_unit(self, task: U.Task, cfg: ContextConfig) -> Stats:
-        (keep,) = task.params
+        keep = task.params
         dst = Path(cfg.output) / task.name
         with U.atomic_dir(dst) as tmp:
             st = place_unit(task.source, tmp) if keep is None else write_subset(task.source, tmp, np.asarray(keep))

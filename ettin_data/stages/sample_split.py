@@ -49,6 +49,16 @@ __all__ = ["Split", "best_cut", "SPLITS"]
 SPLITS = ("train", "validation")
 
 
+@dataclass(frozen=True)
+class SplitPart:
+    """Where a split task's unit goes: wholly to ``split``, or (``whole`` False) the documents of the cut unit
+    on ``split``'s side of ``threshold``."""
+
+    split: str
+    threshold: int | None  # document hash threshold (see best_cut)
+    whole: bool
+
+
 CUT_TOLERANCE = 0.05  # a cut landing within 5% of the target is taken at once
 CUT_TRIES = 8  # units tried for the cut before the best one is used
 
@@ -124,16 +134,17 @@ class Split(SamplingStage):
         tasks = []
         for u in units:
             if u.name in whole:
-                tasks.append(U.Task(f"validation/{out_name(u.name)}", u.path, ("validation", None, True)))
+                tasks.append(U.Task(f"validation/{out_name(u.name)}", u.path, SplitPart("validation", None, True)))
             elif cut_unit is not None and u.name == cut_unit.name and cut.thr is not None:
                 for split in SPLITS:
-                    tasks.append(U.Task(f"{split}/{out_name(u.name)}", u.path, (split, cut.thr, False)))
+                    tasks.append(U.Task(f"{split}/{out_name(u.name)}", u.path, SplitPart(split, cut.thr, False)))
             else:
-                tasks.append(U.Task(f"train/{out_name(u.name)}", u.path, ("train", None, True)))
+                tasks.append(U.Task(f"train/{out_name(u.name)}", u.path, SplitPart("train", None, True)))
         return tasks
 
     def process_unit(self, task: U.Task, cfg: SplitConfig) -> Stats:
-        split, thr, whole = task.params
+        p: SplitPart = task.params
+        split, thr, whole = p.split, p.threshold, p.whole
         dst = Path(cfg.output) / task.name
         with U.atomic_dir(dst) as tmp:
             if whole:
@@ -155,7 +166,7 @@ class Split(SamplingStage):
         totals = {}
         for split in SPLITS:
             root = out / split
-            totals[split] = finish_dataset(root, [t.name.split("/", 1)[1] for t in tasks if t.params[0] == split])
+            totals[split] = finish_dataset(root, [t.name.split("/", 1)[1] for t in tasks if t.params.split == split])
             copy_tokenizer([src], root)
             meta = {"stage": self.name, "split": split, "settings": recorded_settings(cfg), "inputs": list(cfg.inputs),
                     "upstream": [m for m in [read_meta(src)] if m]}
@@ -173,7 +184,7 @@ class Split(SamplingStage):
             if total else 0.0,
             "bytes_linked": stats["bytes_linked"],
             "bytes_written": stats["bytes_written"],
-            "units_cut": sum(1 for t in tasks if not t.params[2]) // 2,
+            "units_cut": sum(1 for t in tasks if not t.params.whole) // 2,
             "method": "units in blake2b(seed, unit) order wholly to validation while they fit; one unit cut at the "
                       "document (blake2b(seed, id) order) nearest to F x tokens",
         }
