@@ -9,7 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["META", "SETTINGS", "TOKENIZER_FILE", "INDEX", "read_meta", "is_root_index"]
+from .errors import InputError
+
+__all__ = ["META", "SETTINGS", "TOKENIZER_FILE", "INDEX", "read_meta", "dataset_tokenizer", "is_root_index"]
 
 INDEX = "index.json"  # MDS index (a unit's shards, or the root index over every unit's shards)
 META = "ettin_meta.json"  # what wrote the dataset: stage, settings, counts, tokenizer identity
@@ -17,16 +19,28 @@ SETTINGS = ".ettin_settings.json"  # the run's recorded settings: a resume with 
 TOKENIZER_FILE = "tokenizer.json"  # the exact tokenizer bytes a token dataset was written with
 
 
-def read_meta(path: str | Path) -> dict[str, Any] | None:
-    """``FOLDER/ettin_meta.json`` as a dict; None when it is missing or not a JSON object."""
+def read_meta(path: str | Path, strict: bool = False) -> dict[str, Any] | None:
+    """``FOLDER/ettin_meta.json`` as a dict; None when it is missing or not a JSON object. ``strict``: a file
+    that is not valid JSON is an :class:`InputError` naming it (where the run depends on what it says)."""
     p = Path(path) / META
     if not p.is_file():
         return None
     try:
         meta = json.loads(p.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        if strict:
+            raise InputError(f"{p} is not valid JSON; rerun the stage that wrote it") from None
         return None
     return meta if isinstance(meta, dict) else None
+
+
+def dataset_tokenizer(path: str | Path) -> dict[str, Any] | None:
+    """The tokenizer identity a token dataset records (``ettin_meta.json["tokenizer"]``): name, sha256 of its
+    ``tokenizer.json``, vocab size, BOS/EOS and special ids. None when the dataset records none; unreadable
+    metadata is an :class:`InputError`. The one reader of it."""
+    meta = read_meta(path, strict=True)
+    tok = meta.get("tokenizer") if meta else None
+    return tok if isinstance(tok, dict) else None
 
 
 def is_root_index(index: dict[str, Any]) -> bool:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,8 @@ from .mds import write_json_atomic
 from .progress import Display
 from .stage import Stage
 from .stats import Stats
-from .workspace import Workspace, open_workspace
+from .storage import is_remote
+from .workspace import Workspace
 
 __all__ = ["run", "plan", "dry_run", "Plan"]
 
@@ -98,6 +101,19 @@ def dry_run(cfg: Any, command: Any = None) -> dict[str, Any]:
         if conflict:
             out["settings_conflict"] = conflict
     return out
+
+
+@contextmanager
+def open_workspace(cfg: Any, command: Any) -> Iterator[Workspace]:
+    """The run's workspace: its folders as given, or object storage (any INPUT or OUTPUT a URL) mapped to
+    local folders for the duration of the run (``remote.py``). The only place a run's storage is chosen."""
+    if not (is_remote(getattr(cfg, "output", "") or "") or any(is_remote(i) for i in getattr(cfg, "inputs", ()))):
+        yield Workspace(cfg)
+        return
+    from .remote import open_remote
+
+    with open_remote(cfg, command) as ws:
+        yield ws
 
 
 @handle_signals()  # SIGTERM/SIGHUP stop the run like Ctrl-C: workers stopped, finished units kept, no root index

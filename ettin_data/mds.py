@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,11 +276,52 @@ class Shard:
                 pos += n
             yield sample
 
+    def columns(self, names: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """``(value of names[0], names[1], ...)`` for every sample (None for a column the shard lacks), decoded
+        straight from the shard bytes: the fast path of readers that need a few columns of every sample.
+        ``str`` columns come back as str, 1-D ``ndarray:DTYPE`` columns as zero-copy arrays."""
+        cols, encs, sizes = (self.info[k] for k in ("column_names", "column_encodings", "column_sizes"))
+        want = {n: i for i, n in enumerate(names)}
+        slots = [want.get(c) for c in cols]
+        decoders = [_fast_decoder(e) for e in encs]
+        nvar = sum(1 for s in sizes if not s)
+        heads = struct.Struct(f"<{nvar}I")
+        data = self.data
+        off = self.offsets.tolist()
+        empty = [None] * len(names)
+        for i in range(len(off) - 1):
+            pos = off[i]
+            var = iter(heads.unpack_from(data, pos))
+            pos += 4 * nvar
+            row = list(empty)
+            for slot, dec, size in zip(slots, decoders, sizes, strict=True):
+                n = size or next(var)
+                if slot is not None:
+                    row[slot] = dec(data, pos, n)
+                pos += n
+            yield tuple(row)
+
     def raw_samples(self) -> Iterator[memoryview]:
         mv = memoryview(self.data)
         off = self.offsets
         for i in range(len(off) - 1):
             yield mv[off[i]:off[i + 1]]
+
+
+def _fast_decoder(encoding: str) -> Callable[[bytes, int, int], Any]:
+    """``decode(data, pos, n)`` of one column value at ``data[pos:pos + n]`` (see :meth:`Shard.columns`)."""
+    if encoding == "str":
+        return lambda data, pos, n: data[pos:pos + n].decode("utf-8")
+    parts = encoding.split(":")
+    if len(parts) == 2 and parts[0] == "ndarray":  # one byte (ndim << 2 | shape code), the shape, the values
+        dtype = np.dtype(parts[1])
+
+        def ndarray(data: bytes, pos: int, n: int) -> np.ndarray:
+            skip = 1 + (data[pos] >> 2) * (1 << (data[pos] & 3))
+            return np.frombuffer(data, dtype, (n - skip) // dtype.itemsize, pos + skip)
+
+        return ndarray
+    return lambda data, pos, n: decode_value(encoding, memoryview(data)[pos:pos + n])
 
 
 def load_shard(dirname: Path, shard: dict[str, Any], check_hash: bool = False) -> Shard:

@@ -39,7 +39,7 @@ from .errors import InputError
 from .mds import INDEX, UnitReader, read_index, write_json_atomic
 
 __all__ = ["PROFILES", "DEFAULT", "FIX", "name", "output_columns", "source_column", "can_link", "compression",
-           "flat_dtype", "to_numpy", "is_flat", "read_flat", "verify_flat", "verify_profile", "describe_flat",
+           "flat_dtype", "to_numpy", "is_flat", "read_flat", "verify_profile", "describe_flat",
            "loader_warnings"]
 
 PROFILES = ("modernbert", "modernbert-streaming", "llm-foundry", "numpy")
@@ -185,54 +185,6 @@ def read_flat(root: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     tokens = np.memmap(root / TOKENS, dtype=header["dtype"], mode="r") if (root / TOKENS).stat().st_size \
         else np.zeros(0, header["dtype"])
     return header, tokens, np.load(root / OFFSETS, mmap_mode="r")
-
-
-def verify_flat(root: Path) -> tuple[list[str], dict[str, int]]:
-    """Invariants of a flat split: file length == offsets[-1] tokens, offsets increasing from 0, counts as
-    the header and stats.json say, ids below the vocabulary, and the chunk rules (BOS/EOS/size)."""
-    from .verify import _stats_problems, chunk_rules
-
-    root = Path(root)
-    counted = {"samples": 0, "tokens": 0}
-    for f in (HEADER, TOKENS, OFFSETS):
-        if not (root / f).is_file():
-            return [f"{root / f}: missing (a `finalize --for numpy` split has {HEADER}, {TOKENS}, {OFFSETS})"], counted
-    try:
-        header, tokens, offsets = read_flat(root)
-    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
-        return [f"{root}: cannot open the flat files ({e})"], counted
-    itemsize = np.dtype(header["dtype"]).itemsize
-    size = (root / TOKENS).stat().st_size
-    problems = []
-    if size % itemsize:
-        problems.append(f"{root / TOKENS}: {size} bytes is not a whole number of {header['dtype']} ids (truncated?)")
-    offsets = np.asarray(offsets, np.int64)
-    n = len(offsets) - 1
-    if n < 0 or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
-        problems.append(f"{root / OFFSETS}: offsets must start at 0 and increase (every chunk non-empty)")
-    elif offsets[-1] != size // itemsize:
-        problems.append(f"{root / OFFSETS}: ends at {offsets[-1]} tokens, {root / TOKENS} holds {size // itemsize}")
-    for key, have in (("chunks", n), ("tokens", int(offsets[-1]) if n >= 0 else 0)):
-        if header.get(key) != have:
-            problems.append(f"{root / HEADER}: records {header.get(key)} {key}, the files hold {have}")
-    if problems:
-        return problems, counted
-    counted = {"samples": n, "tokens": int(offsets[-1])}
-    vocab = header.get("vocab_size")
-    if vocab is not None and tokens.size and int(tokens.max()) >= int(vocab):
-        problems.append(f"{root / TOKENS}: token id {int(tokens.max())} >= vocab size {vocab}")
-    bos, eos, limit = chunk_rules(root)
-    if n:
-        lengths = np.diff(offsets)
-        for what, bad in ((f"first token is not BOS {bos}", bos is not None and tokens[offsets[:-1]] != bos),
-                          (f"last token is not EOS {eos}", eos is not None and tokens[offsets[1:] - 1] != eos),
-                          (f"longer than the chunk size {limit}", limit is not None and lengths > limit)):
-            bad = np.asarray(bad)
-            if bad.any():
-                problems.append(f"{root / TOKENS}: {int(bad.sum())} chunk(s) {what} (first: chunk "
-                                f"{int(np.argmax(bad))})")
-    problems += _stats_problems(root, counted["samples"], counted["tokens"])
-    return problems, counted
 
 
 def describe_flat(path: Path) -> dict[str, Any]:

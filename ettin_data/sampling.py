@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import progress
-from .dataset import META, TOKENIZER_FILE, read_meta
+from .dataset import META, TOKENIZER_FILE, dataset_tokenizer
 from .errors import ConfigError, InputError
 from .indexcheck import UnsafePath, check_member
 from .mds import INDEX, ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
@@ -190,11 +190,6 @@ def write_subset(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray) -
     st.add_lengths(lengths)
     progress.advance(docs=stats["samples"], tokens=stats["total_tokens_written"])
     return st
-
-
-def dataset_tokenizer(root: str | Path) -> dict[str, Any] | None:
-    meta = read_meta(root)
-    return meta.get("tokenizer") if meta else None
 
 
 def copy_tokenizer(src_roots: Iterable[str | Path], dst: Path) -> None:

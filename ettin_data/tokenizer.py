@@ -36,7 +36,6 @@ __all__ = [
     "tokenizer_from_bytes",
     "tokenizer_identity",
     "save_tokenizer_json",
-    "dataset_tokenizer",
 ]
 
 BUILTIN_MODERNBERT = "builtin:modernbert"
@@ -249,17 +248,4 @@ def save_tokenizer_json(raw_json_bytes: bytes, folder: str | Path) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
-
-
-def dataset_tokenizer(path: str | Path) -> dict[str, Any] | None:
-    """The ``tokenizer`` identity recorded in a token dataset's ``ettin_meta.json`` (None if absent)."""
-    meta = Path(path) / "ettin_meta.json"
-    if not meta.is_file():
-        return None
-    try:
-        obj = json.loads(meta.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(f"{meta} is not valid JSON; rerun the stage that wrote it") from None
-    tok = obj.get("tokenizer") if isinstance(obj, dict) else None
-    return tok if isinstance(tok, dict) else None
 

@@ -4,20 +4,19 @@ The driver (``driver.py``) receives a :class:`Workspace` and calls every hook be
 for local folders they do nothing. Object storage (``s3://``, ``gs://``, ...) is the same interface over a
 local staging folder and mirrors (``remote.RemoteWorkspace``): it pulls the run's small files, wraps each
 unit so the worker fetches its input shards and uploads its output, and uploads the dataset-level files
-``finish`` wrote. Stages and the driver never ask whether storage is remote.
+``finish`` wrote. Which one a run gets is decided once, where it starts (``driver.run``); stages and the
+driver's steps never ask whether storage is remote.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import units as U
-from .storage import is_remote
 
-__all__ = ["Workspace", "open_workspace", "involves_storage"]
+__all__ = ["Workspace"]
 
 
 class Workspace:
@@ -53,22 +52,3 @@ class Workspace:
 
     def push_finished(self, names: list[str], last: tuple[str, ...]) -> None:
         """After ``finish``: publish the dataset-level files (those outside the unit folders), ``last`` last."""
-
-
-def involves_storage(cfg: Any) -> bool:
-    """Does this config read or write object storage?"""
-    out = getattr(cfg, "output", "") or ""
-    return is_remote(out) or any(is_remote(i) for i in getattr(cfg, "inputs", ()))
-
-
-@contextmanager
-def open_workspace(cfg: Any, command: Any) -> Iterator[Workspace]:
-    """The workspace of a run of ``command`` with ``cfg``: local folders as given, or object storage
-    mapped to local folders for the duration of the run."""
-    if not involves_storage(cfg):
-        yield Workspace(cfg)
-        return
-    from .remote import open_remote
-
-    with open_remote(cfg, command) as ws:
-        yield ws

@@ -103,3 +103,26 @@ def test_corrupt_index_and_shards_name_the_file(tmp_path):
     (tmp_path / "u" / "index.json").write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
         UnitReader(tmp_path / "u")
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_fast_columns_equal_the_full_decoder(tmp_path, dtype):
+    """Shard.columns (the fast path chunk reads with) gives what samples() decodes, column by column."""
+    columns = {"id": "str", "input_ids": f"ndarray:{dtype}", "len": "int", "domain": "str"}
+    rng = np.random.default_rng(3)
+    written = []
+    with ShardWriter(tmp_path / "u", columns, size_limit=1 << 16) as w:
+        for i in range(400):
+            ids = rng.integers(0, 60_000, int(rng.integers(1, 700))).astype(dtype)
+            s = {"id": f"d{i}-é", "input_ids": ids, "len": len(ids), "domain": ["web", "code", ""][i % 3]}
+            w.write(s)
+            written.append(s)
+    got, full = [], []
+    for shard in UnitReader(tmp_path / "u").shards():
+        got += shard.columns(("domain", "input_ids", "id", "len", "absent"))
+        full += shard.samples()
+    assert len(got) == len(full) == 400
+    for (domain, ids, doc_id, n, absent), s, w in zip(got, full, written, strict=True):
+        assert (doc_id, domain, n, absent) == (s["id"], s["domain"], s["len"], None) == (w["id"], w["domain"], len(ids),
+                                                                                      None)
+        assert ids.dtype == np.dtype(dtype) and np.array_equal(ids, w["input_ids"])

@@ -19,7 +19,7 @@ from ettin_data import run
 from ettin_data import tokenizer as T
 from ettin_data.cli import app
 from ettin_data.config import TokenizeConfig
-from ettin_data.dataset import read_meta
+from ettin_data.dataset import dataset_tokenizer, read_meta
 from ettin_data.errors import ConfigError, InputError
 from ettin_data.executors import worker_env
 from ettin_data.mds import ShardWriter, UnitReader, find_units, read_index
@@ -100,7 +100,7 @@ def test_metadata_identifies_the_tokenizer_and_counts_tokens(token_dataset: Path
     raw = (token_dataset / "tokenizer.json").read_bytes()
     assert meta["stage"] == "tokenize"
     ident = meta["tokenizer"]
-    assert ident == T.dataset_tokenizer(token_dataset)
+    assert ident == dataset_tokenizer(token_dataset)
     assert ident["sha256"] == hashlib.sha256(raw).hexdigest()
     assert {k: ident[k] for k in ("name", "vocab_size", "bos_id", "eos_id", "pad_id", "special_tokens_added",
                                   "prefix_space")} == {

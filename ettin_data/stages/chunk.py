@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ def input_tokenizer(root: str | Path) -> tuple[dict[str, Any], Path | None]:
     """The tokenizer identity of a token dataset (``ettin_meta.json["tokenizer"]``) and its
     ``tokenizer.json`` (None when absent); refuses a dataset whose files disagree with its metadata."""
     root = Path(root)
-    meta = read_meta(root)
+    meta = read_meta(root, strict=True)
     if meta is None:
         raise InputError(f"{root / META} is missing or unreadable: chunk reads token datasets written by "
                          "'ettin-data tokenize' (pass that command's output folder)")
@@ -115,7 +114,7 @@ def chunk_params(cfg: Any, tok: dict[str, Any], table: np.ndarray | None) -> Chu
 def _documents(reader: UnitReader) -> Iterator[tuple[str, np.ndarray, str | None, int]]:
     """(id, input_ids, domain, shard number) of every document, decoded straight from the shard bytes."""
     for k, shard in enumerate(reader.shards()):
-        names, encs, sizes = (shard.info[c] for c in ("column_names", "column_encodings", "column_sizes"))
+        names, encs = shard.info["column_names"], shard.info["column_encodings"]
         where = reader.dirname / shard.info["raw_data"]["basename"]
         if "id" not in names or "input_ids" not in names:
             raise InputError(f"{where}: needs columns 'id' and 'input_ids' (has {names}); is this a token dataset?")
@@ -123,28 +122,7 @@ def _documents(reader: UnitReader) -> Iterator[tuple[str, np.ndarray, str | None
         parts = enc.split(":")
         if len(parts) != 2 or parts[0] != "ndarray":
             raise InputError(f"{where}: input_ids is {enc!r}, expected 'ndarray:uint32' or 'ndarray:uint16'")
-        dtype = np.dtype(parts[1])
-        nvar = sum(1 for s in sizes if not s)
-        heads = struct.Struct(f"<{nvar}I")
-        data = shard.data
-        off = shard.offsets.tolist()
-        for i in range(len(off) - 1):
-            pos = off[i]
-            var = iter(heads.unpack_from(data, pos))
-            pos += 4 * nvar
-            doc_id, ids, domain = "", None, None
-            for name, size in zip(names, sizes, strict=True):
-                n = size or next(var)
-                if name == "id":
-                    doc_id = data[pos:pos + n].decode("utf-8")
-                elif name == "input_ids":
-                    # ndarray:<dtype> stores one byte (ndim << 2 | shape code) then the shape, then the values
-                    code = data[pos] & 3
-                    skip = 1 + (data[pos] >> 2) * (1 << code)
-                    ids = np.frombuffer(data, dtype, (n - skip) // dtype.itemsize, pos + skip)
-                elif name == "domain":
-                    domain = data[pos:pos + n].decode("utf-8")
-                pos += n
+        for doc_id, ids, domain in shard.columns(("id", "input_ids", "domain")):
             yield doc_id, ids, domain, k
 
 

@@ -1,0 +1,107 @@
+"""The shape of the code, as properties: every registered command is what it says, a run plans once, a local
+run never touches the storage layer, and the package's imports have no cycle."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ettin_data.stage import Command, Stage
+from ettin_data.stages import COMMANDS, command_for
+
+PACKAGE = Path(__file__).resolve().parent.parent / "ettin_data"
+
+
+def test_every_registered_command_is_its_class() -> None:
+    names = [e.name for e in COMMANDS]
+    assert len(set(names)) == len(names)
+    for e in COMMANDS:
+        cmd = e.load()
+        assert isinstance(cmd, Command) and cmd.name == e.name and cmd.Config is e.Config, e.name
+        assert command_for(e.Config.model_construct()).name == e.name
+        if isinstance(cmd, Stage):  # a stage defines the three steps itself
+            for step in ("plan", "process_unit", "finish"):
+                assert getattr(type(cmd), step) is not getattr(Stage, step), (e.name, step)
+        else:
+            assert type(cmd).run is not Command.run, e.name
+    assert {e.name for e in COMMANDS if not isinstance(e.load(), Stage)} == {"stats", "export"}
+
+
+def test_a_run_plans_once(tmp_path: Path, monkeypatch, token_dataset: Path) -> None:
+    """The driver plans once and hands the plan to the log and to execution (it used to plan 3x per command)."""
+    from ettin_data.cli import app
+    from ettin_data.stages import chunk
+
+    calls = []
+    real = chunk.Chunk.plan
+    monkeypatch.setattr(chunk.Chunk, "plan", lambda self, cfg: calls.append(cfg) or real(self, cfg))
+    res = CliRunner().invoke(app, ["chunk", str(token_dataset), "-o", str(tmp_path / "c"), "-w", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 1
+    log = next((tmp_path / "c" / ".ettin_logs").glob("chunk-*.jsonl")).read_text()
+    assert log.count('"event": "unit"') == 5 and '"status": "done"' in log  # the log got the plan
+
+
+def test_a_local_run_never_enters_storage_code(tmp_path: Path) -> None:
+    code = f"""
+import sys
+from ettin_data import run, storage
+from ettin_data.config import ConvertConfig
+def boom(*a, **k):
+    raise AssertionError("a local run reached the storage layer")
+storage.store = storage.local_path = boom
+s = run(ConvertConfig(inputs=["builtin:python-docs"], output={str(tmp_path / 'o')!r}, workers=1))
+assert s["complete"] and "ettin_data.remote" not in sys.modules, sorted(sys.modules)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules of the package that ``path`` imports (at module level, or lazily inside functions)."""
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])  # the module's package
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = parts[: len(parts) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.startswith("ettin_data"):
+                out.add(mod)
+                out.update(f"{mod}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("ettin_data"))
+    return out
+
+
+def test_no_import_cycle() -> None:
+    modules = {}
+    for p in PACKAGE.rglob("*.py"):
+        rel = p.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        modules[name] = p
+    # a module's own packages (``from . import x``) are being imported already: not an edge
+    graph = {m: {i for i in _imports(p) if i in modules and i != m and not m.startswith(i + ".")}
+             for m, p in modules.items()}
+
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*path[path.index(n):], n]))
+            if n not in state:
+                visit(n, [*path, n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert "ettin_data.executors.ray" in graph and "ettin_data.executors.local" not in graph["ettin_data.executors.ray"]
