@@ -137,8 +137,14 @@ def test_remote_input_and_output_through_the_cli(s3, tmp_path, text_dataset, tok
     for rel, data in tree(text_dataset).items():  # an input written by another machine
         s3.put_object(Bucket=BUCKET, Key=f"in-text/{rel}", Body=data)
     cache = tmp_path / "cache"
-    r = CliRunner().invoke(app, ["tokenize", f"s3://{BUCKET}/in-text", "-o", f"s3://{BUCKET}/tokens", "-t",
-                                 "builtin:modernbert", "-w", "1", "--cache-dir", str(cache), "--json", "-q"])
+    args = ["tokenize", f"s3://{BUCKET}/in-text", "-o", f"s3://{BUCKET}/tokens", "-t", "builtin:modernbert", "-w", "1",
+            "--cache-dir", str(cache), "--json", "-q"]
+    r = CliRunner().invoke(app, [*args, "--dry-run"])  # a dry run takes the same path, and writes nothing
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)["plan"]
+    assert plan["units"] == 5 and len(plan["to_do"]) == 5 and plan["already_done"] == []
+    assert remote_tree(s3, "tokens") == {}
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     assert summary["complete"] and summary["output"] == f"s3://{BUCKET}/tokens"
@@ -151,6 +157,10 @@ def test_remote_input_and_output_through_the_cli(s3, tmp_path, text_dataset, tok
     assert meta["inputs"] == [f"s3://{BUCKET}/in-text"] and meta["upstream"][0]["stage"] == "convert"
     assert {k: v for k, v in meta.items() if k != "inputs"} == {
         k: v for k, v in json.loads(want["ettin_meta.json"]).items() if k != "inputs"}
+    r = CliRunner().invoke(app, ["chunk", f"s3://{BUCKET}/tokens", "-o", str(tmp_path / "x"), "--dry-run", "--json",
+                                 "--cache-dir", str(cache)])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["plan"]["to_do"]) == 5 and not (tmp_path / "x").exists()
     # The input cache holds the units' shards, fetched by the workers that read them.
     mirror = storage.local_path(f"s3://{BUCKET}/in-text", str(cache), "in")
     assert sorted(p.relative_to(mirror).as_posix() for p in mirror.rglob("shard.*")) == sorted(
