@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .dataset import INDEX, META, SETTINGS, TOKENIZER_FILE
 from .errors import InputError
 from .storage import _THREADS, Store, is_remote, is_shard, local_path, store
 from .workspace import Workspace
@@ -34,8 +35,7 @@ _LOCK = ".ettin_lock"  # the output lock (outputs.py) is local to a run: never u
 
 # ---------------------------------------------------------------- inputs: mirror small files, shards on demand
 
-ROOT_FILES = ("index.json", "ettin_meta.json", "tokenizer.json", "num_tokens.json", "stats.json",
-              "manifest.json", ".ettin_settings.json")
+ROOT_FILES = (INDEX, META, TOKENIZER_FILE, "num_tokens.json", "stats.json", "manifest.json", SETTINGS)
 UNIT_FILES = ("index.json", ".done", "stats.json", "token_decile.json")
 
 
