@@ -97,6 +97,7 @@ def tokenizers_proven(modernbert_json: Path, tmp_path_factory: pytest.TempPathFa
 def auto_engines(tokenizers_proven: dict[str, Path]) -> dict[str, tuple[Tokenizer, engines.Guarded]]:
     out = {}
     for name, path in tokenizers_proven.items():
+        tokie_engine.load_tokie(path)  # parsed and cached: select loads tokie's binary form (what workers do)
         tok = Tokenizer.from_file(str(path))
         engine, choice = engines.select("auto", tok, path)
         assert choice.used == "tokie" and choice.guard and choice.fallback is None, (name, choice)
@@ -140,6 +141,55 @@ def test_auto_equals_encode_batch_on_fuzz_corpora(auto_engines, name: str) -> No
         assert _differing(tok, engine, texts) == []
 
     check()
+
+
+@pytest.mark.parametrize("name", ["modernbert", "dolma2", "olmo-dolma-v1_5", "wordpiece"])
+def test_tokie_binary_cache_encodes_like_the_json(tokenizers_proven, name: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tokenizer loaded from tokie's cached .tkz gives the ids of the one parsed from tokenizer.json."""
+    import tokie
+
+    path = tokenizers_proven[name]
+    monkeypatch.setenv("ETTIN_DATA_CACHE", "")
+    parsed = tokie_engine.load_tokie(path)
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setenv("ETTIN_DATA_CACHE", str(tmp_path / "cache"))
+    tokie_engine.load_tokie(path)  # parses the json and writes the cache entry
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert entry.name.startswith(f"tokie-{tokie_engine.tokie_version()}-") and entry.suffix == ".tkz"
+
+    def no_json(*a: object) -> None:
+        raise AssertionError("parsed the json although it is cached")
+
+    monkeypatch.setattr(tokie.Tokenizer, "from_json", no_json)
+    cached = tokie_engine.load_tokie(path)
+    rng = random.Random(name)
+    fuzz = ["".join(rng.choice(ATOMS) for _ in range(rng.randint(1, 14))) for _ in range(2000)]
+    for texts in ([d["text"] for d in python_docs()], EDGE, fuzz):
+        for special in (True, False):
+            a, la = parsed.encode_batch_flat(texts, add_special_tokens=special)
+            b, lb = cached.encode_batch_flat(texts, add_special_tokens=special)
+            assert np.array_equal(la, lb) and np.array_equal(a, b)
+    assert cached.num_special_tokens_to_add(False) == parsed.num_special_tokens_to_add(False)
+
+
+def test_a_damaged_tokie_cache_entry_is_parsed_again(modernbert_json: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETTIN_DATA_CACHE", str(tmp_path))
+    good = tokie_engine.load_tokie(modernbert_json)
+    (entry,) = tmp_path.iterdir()
+    size = entry.stat().st_size
+    texts = EDGE + [d["text"] for d in python_docs()][:50]
+    for damage in (b"", b"xx", entry.read_bytes()[:1000]):  # a TokieError, and a Rust panic
+        entry.write_bytes(damage)
+        again = tokie_engine.load_tokie(modernbert_json)
+        assert entry.stat().st_size == size  # rewritten
+        a, la = good.encode_batch_flat(texts)
+        b, lb = again.encode_batch_flat(texts)
+        assert np.array_equal(la, lb) and np.array_equal(a, b)
+    (tmp_path / "sub").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("ETTIN_DATA_CACHE", str(tmp_path / "sub" / "cache"))
+    assert tokie_engine.load_tokie(modernbert_json).encode_batch_flat(["x"])[1].tolist() == [3]  # no cache, runs
 
 
 def test_known_divergence_classes_are_routed() -> None:
