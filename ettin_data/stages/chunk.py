@@ -9,7 +9,6 @@ One task per input unit; the output unit keeps the input unit's relative path. T
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import struct
 from collections.abc import Iterable, Iterator
@@ -26,6 +25,7 @@ from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
 from ..stats import Stats
+from ..tokenizer import json_fields
 
 NAME = "chunk"
 STATS_FILE = "stats.json"
@@ -68,8 +68,8 @@ def input_tokenizer(root: str | Path) -> tuple[dict[str, Any], Path | None]:
 
 def _check_special_ids(tok: dict[str, Any], path: Path, meta: Path) -> None:
     """BOS/EOS (and the special ids) recorded in the metadata must be special tokens of ``tokenizer.json``."""
-    try:
-        added = json.loads(path.read_bytes()).get("added_tokens") or []
+    try:  # only the header of the file is decoded (not the vocabulary): see tokenizer.json_fields
+        added = json_fields(path.read_bytes(), ("added_tokens",)).get("added_tokens") or []
         special = {int(t["id"]) for t in added if t.get("special")}
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise InputError(f"{path} is not a valid tokenizer.json; re-tokenize the dataset") from None
