@@ -173,6 +173,38 @@ def test_tokie_binary_cache_encodes_like_the_json(tokenizers_proven, name: str, 
     assert cached.num_special_tokens_to_add(False) == parsed.num_special_tokens_to_add(False)
 
 
+@pytest.mark.parametrize("name", ["modernbert", "dolma2", "olmo-dolma-v1_5", "wordpiece"])
+def test_reference_engine_ids_are_those_of_encode_batch(tokenizers_proven, name: str) -> None:
+    """The reference engine calls encode_batch_fast (no offsets) when tokenizers has it: the ids of
+    encode_batch on the built-in, edge and fuzz corpora, with and without special tokens and with
+    special-token strings split; without the method it calls encode_batch."""
+    tok = Tokenizer.from_file(str(tokenizers_proven[name]))
+    ref = engines.ReferenceEngine(tok)
+    assert ref.method == ("encode_batch_fast" if hasattr(tok, "encode_batch_fast") else "encode_batch")
+    rng = random.Random(name)
+    fuzz = ["".join(rng.choice(ATOMS) for _ in range(rng.randint(1, 14))) for _ in range(2000)]
+    fuzz += ["".join(rng.choice(ATOMS + [chr(rng.randrange(0x20, 0x2FFFF))]) for _ in range(30))
+             for _ in range(500)]
+    fuzz = [t for t in fuzz if not any(0xD800 <= ord(c) <= 0xDFFF for c in t)]
+
+    class Plain:  # a tokenizers version without encode_batch_fast
+        encode_batch = tok.encode_batch
+
+    plain = engines.ReferenceEngine(Plain())
+    assert plain.method == "encode_batch"
+    docs = [d["text"] for d in python_docs()]
+    for split in (False, True):
+        tok.encode_special_tokens = split
+        for texts in ([docs, EDGE, fuzz] if not split else [EDGE, fuzz]):
+            for special in (True, False) if texts is not docs else (True,):
+                want = [e.ids for e in tok.encode_batch(texts, add_special_tokens=special)]
+                for engine in (ref, plain):
+                    ids, lengths = engine.encode(texts, special)
+                    assert lengths.tolist() == [len(w) for w in want]
+                    assert ids.tolist() == [i for w in want for i in w]
+    tok.encode_special_tokens = False
+
+
 def test_a_damaged_tokie_cache_entry_is_parsed_again(modernbert_json: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ETTIN_DATA_CACHE", str(tmp_path))
