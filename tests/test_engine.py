@@ -438,6 +438,30 @@ def test_token_rows_are_the_bytes_shardwriter_writes(tmp_path: Path, dtype: str,
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
 
 
+@pytest.mark.parametrize("dtype", ["uint32", "uint16"])
+@pytest.mark.parametrize("with_domain", [False, True])
+def test_token_row_is_the_bytes_shardwriter_writes(tmp_path: Path, dtype: str, with_domain: bool) -> None:
+    """chunk's rows (token_rows.token_row): ids of either dtype, lengths across the shape-code bounds."""
+    from ettin_data.token_rows import fast_columns, token_row
+
+    cols = stage.token_columns(dtype, with_domain)
+    want = fast_columns(cols)
+    assert want == np.dtype(dtype)
+    assert fast_columns({**cols, "extra": "str"}) is None and fast_columns({**cols, "input_ids": "ndarray"}) is None
+    rng = np.random.default_rng(1)
+    a, b = ShardWriter(tmp_path / "a", cols), ShardWriter(tmp_path / "b", cols)
+    for i, n in enumerate([1, 2, 255, 256, 65_535, 65_536, 1024]):
+        ids = rng.integers(0, 50_000, n).astype("uint32" if i % 2 else "uint16")
+        doc, dom = f"doc-{i}é", "ü" * i
+        a.write({"id": doc, "input_ids": ids, "len": n, **({"domain": dom} if with_domain else {})})
+        b.write_raw(token_row(doc.encode(), ids, want, dom.encode() if with_domain else None))
+    a.finish()
+    b.finish()
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    with pytest.raises(ValueError, match="empty array"):
+        token_row(b"x", np.zeros(0, dtype), want)
+
+
 def test_a_tokie_error_redoes_the_unit_with_the_reference(tmp_path: Path, text_dataset: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     def panic(self, texts, add_special_tokens=True):

@@ -25,6 +25,7 @@ from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
 from ..stats import Stats
+from ..token_rows import fast_columns, token_row
 from ..tokenizer import json_fields
 
 NAME = "chunk"
@@ -199,6 +200,7 @@ def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p:
     docs_n = tokens = 0
     vocab = len(p.word_start) if p.word_start is not None else None
     totals = [0] * len(_DOC_KEYS)  # summed per document, added to the stats once
+    fast = fast_columns(columns)  # the chunk rows' bytes built directly (token_rows.py), not via write(dict)
     for doc_id, ids, domain in docs:
         if vocab is not None and len(ids) and int(ids.max()) >= vocab:
             raise InputError(
@@ -206,6 +208,13 @@ def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p:
                 f"the input's tokenizer.json ({vocab} ids); was it tokenized with another tokenizer?"
             )
         chunks, c = chunk_document(ids, p, doc_id)
+        if fast is not None and chunks:
+            id_b = doc_id.encode("utf-8")
+            dom_b = domain.encode("utf-8") if has_domain else None
+            for ch in chunks:
+                w.write_raw(token_row(id_b, ch, fast, dom_b))
+                lengths.append(len(ch))
+            chunks = []
         for ch in chunks:
             sample = {"id": doc_id, "input_ids": ch, "len": len(ch)}
             if has_domain:
