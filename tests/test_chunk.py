@@ -339,6 +339,27 @@ def test_backfill_with_duplicates_counts_them(dataset, tmp_path):
     assert s["content_tokens_written"] == sum(len(c["input_ids"]) - 2 for c in got)
 
 
+def test_cached_word_start_table(dataset, tmp_path, monkeypatch):
+    """The word-start table kept in the user cache (built once per machine, not per worker) is the table."""
+    from ettin_data import chunking
+
+    raw = (dataset / "tokenizer.json").read_bytes()
+    want = chunking.word_start_table(raw.decode(), 50368)
+    monkeypatch.setenv("ETTIN_DATA_CACHE", str(tmp_path / "cache"))
+    assert np.array_equal(chunking.cached_word_start_table(raw, 50368), want)
+    (entry,) = (tmp_path / "cache").iterdir()
+    built = []
+    real = chunking.word_start_table
+    monkeypatch.setattr(chunking, "word_start_table", lambda *a: built.append(1) or real(*a))
+    assert np.array_equal(chunking.cached_word_start_table(raw, 50368), want) and not built  # from the cache
+    assert len(chunking.cached_word_start_table(raw, 60000)) == 60000 and built  # another key: built
+    for damage in (b"", b"not numpy", entry.read_bytes()[:100]):
+        entry.write_bytes(damage)
+        assert np.array_equal(chunking.cached_word_start_table(raw, 50368), want)
+    monkeypatch.setenv("ETTIN_DATA_CACHE", "")
+    assert np.array_equal(chunking.cached_word_start_table(raw, 50368), want)
+
+
 def test_word_boundaries(dataset, tmp_path):
     from ettin_data.chunking import word_start_table
 

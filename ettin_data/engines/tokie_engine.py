@@ -13,9 +13,8 @@ with a budget of 1, 1.8x wall time without).
 Loading: tokie parses a tokenizer.json in ~0.25 s (ModernBERT), its own ``.tkz`` binary form in ~0.015 s,
 and every worker process loads the tokenizer. So the first load of a tokenizer.json saves its ``.tkz``
 in a cache folder, keyed by the json's sha256 and the tokie version, and later loads (every other worker,
-every later run) read that. The cache is ``$ETTIN_DATA_CACHE`` (empty: no cache), else
-``$XDG_CACHE_HOME/ettin-data`` or ``~/.cache/ettin-data``; it is written atomically and an unreadable
-entry is ignored (parsed from the json again and rewritten). What a cached tokenizer encodes is checked
+every later run) read that (``cache.py``: ``$ETTIN_DATA_CACHE``, else ``~/.cache/ettin-data``; an
+unreadable entry is parsed from the json again and rewritten). What a cached tokenizer encodes is checked
 like a freshly parsed one: the load-time probe and the guard's verification (``engines/``).
 """
 
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..cache import cache_dir, store
 
 __all__ = ["TokieEngine", "tokie_version", "thread_budget", "cache_dir", "load_tokie"]
 
@@ -86,15 +87,6 @@ def _pinned(threads: int) -> Iterator[None]:
         os.sched_setaffinity(0, mask)
 
 
-def cache_dir() -> Path | None:
-    """Where tokie's binary tokenizers are cached (None: caching is off)."""
-    env = os.environ.get("ETTIN_DATA_CACHE")
-    if env is not None:
-        return Path(env).expanduser() if env.strip() else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ettin-data"
-
-
 def load_tokie(path: str | Path, data: bytes | None = None) -> Any:
     """``tokie.Tokenizer`` of the tokenizer.json at ``path`` (``data``: its bytes, if already read), from
     the binary cache when present (see the module docstring), else parsed and then cached."""
@@ -114,14 +106,7 @@ def load_tokie(path: str | Path, data: bytes | None = None) -> Any:
         except BaseException:  # unreadable (a damaged file: TokieError or a Rust panic): parse the json again
             pass
     tok = tokie.Tokenizer.from_json(str(path))
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tok.save(str(tmp))
-        os.replace(tmp, entry)
-    except Exception:  # a read-only or full disk: no cache, nothing else changes
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    store(entry, tok.save)
     return tok
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import progress
 from .. import units as U
-from ..chunking import ChunkParams, chunk_document, word_start_table
+from ..chunking import ChunkParams, cached_word_start_table, chunk_document
 from ..config import ChunkConfig
 from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
@@ -115,7 +115,7 @@ def _params(cfg: ChunkConfig, root: str) -> tuple[ChunkParams, bool]:
         tok, path = input_tokenizer(root)
         table = None
         if cfg.word_boundaries and path is not None:
-            table = word_start_table(path.read_text(encoding="utf-8"), tok.get("vocab_size"))
+            table = cached_word_start_table(path.read_bytes(), tok.get("vocab_size"))
         _CACHE.clear()
         _CACHE[key] = (tok, table)
     tok, table = _CACHE[key]
