@@ -81,7 +81,8 @@ def build_corpus(out: Path, copies: int) -> Path:
                     random.Random(k * 1_000_003 + i).shuffle(paras)
                 f.write(json.dumps({"id": f"{d['id']}#{k}", "text": "\n\n".join(paras)}) + "\n")
     shutil.rmtree(root, ignore_errors=True)
-    convert.run(ConvertConfig(inputs=[str(jsonl)], output=str(root), docs_per_shard=DOCS_PER_UNIT, workers=1))
+    convert.run(ConvertConfig(inputs=[str(jsonl)], output=str(root), docs_per_shard=DOCS_PER_UNIT,
+                              workers=len(os.sched_getaffinity(0))))  # same units for any number of workers
     jsonl.unlink()
     return root
 
