@@ -507,3 +507,23 @@ def test_two_inputs(dataset, tiny_tokenizer, tmp_path):
     other = _token_dataset(tmp_path / "c", tiny_tokenizer, TEXTS[:4], units=1, special=False)
     with pytest.raises(InputError, match="tokenized differently"):
         chunk.run(ChunkConfig(inputs=[str(dataset), str(other)], output=str(tmp_path / "p"), workers=1))
+
+
+@pytest.mark.parametrize("dtype,domain,special", [("uint32", True, True), ("uint16", False, False),
+                                                  ("uint16", True, True)])
+def test_fast_rows_are_the_generic_rows(tiny_tokenizer, tmp_path, monkeypatch, dtype, domain, special):
+    """chunk writes the rows of the token columns as bytes (token_rows.token_row): the same files as
+    ShardWriter.write, whatever the options."""
+    inp = _token_dataset(tmp_path / "in", tiny_tokenizer, TEXTS, units=2, special=special, dtype=dtype,
+                         domain=domain)
+    variants = [dict(chunk_size=16, min_chunk_size=6, always_skip_size=2, backfill=True, backfill_no_duplicates=True),
+                dict(chunk_size=12, min_chunk_size=8, always_skip_size=1, backfill=True, add_eos_token=True,
+                     word_boundaries=False),
+                dict(chunk_size=64, min_chunk_size=0, always_skip_size=0)]
+    for i, kw in enumerate(variants):
+        _run(inp, tmp_path / f"fast{i}", **kw)
+        with monkeypatch.context() as m:
+            m.setattr(chunk, "fast_columns", lambda columns: None)
+            _run(inp, tmp_path / f"generic{i}", **kw)
+        assert _tree(tmp_path / f"fast{i}") == _tree(tmp_path / f"generic{i}")
+        assert _chunks(tmp_path / f"fast{i}")
