@@ -23,13 +23,14 @@ Accounting, checked by :func:`chunk_document` callers: ``content = written + ski
 from __future__ import annotations
 
 import hashlib
+import marshal
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
 __all__ = ["ChunkParams", "DocCounts", "chunk_document", "content_tokens", "piece_bounds", "window",
-           "word_start_table", "backfill_draw", "MAX_WINDOW"]
+           "word_start_table", "cached_word_start_table", "backfill_draw", "MAX_WINDOW"]
 
 MAX_WINDOW = 32
 # byte-level BPE markers of a leading space, newline, tab and carriage return; SentencePiece's space marker
@@ -225,3 +226,35 @@ def word_start_table(tokenizer_json: str, vocab_size: int | None = None) -> np.n
     for t in added:
         table[t["id"]] = not t.get("special") and t.get("content", "")[:1].isspace()
     return table
+
+
+def cached_word_start_table(raw: bytes, vocab_size: int | None = None) -> np.ndarray:
+    """:func:`word_start_table` of the tokenizer.json bytes ``raw``, kept in the user cache (``cache.py``):
+    building it parses the whole json (~0.05 s), and every chunk worker of every run needs it. The entry
+    is named by a hash of the json, ``vocab_size`` and this function's code and markers."""
+    from .cache import cache_dir, store
+
+    folder = cache_dir()
+    if folder is None:
+        return word_start_table(raw.decode("utf-8"), vocab_size)
+    h = hashlib.sha256(raw)
+    h.update(repr((vocab_size, _WORD_MARKS)).encode("utf-8"))
+    h.update(_TABLE_CODE)
+    entry = folder / f"wordstart-{h.hexdigest()[:40]}.npy"
+    try:
+        table = np.load(entry, allow_pickle=False)
+        if table.dtype == np.bool_ and table.ndim == 1:
+            return table
+    except (OSError, ValueError, EOFError):  # absent or unreadable: built again
+        pass
+    table = word_start_table(raw.decode("utf-8"), vocab_size)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, table, allow_pickle=False)
+
+    store(entry, write)
+    return table
+
+
+_TABLE_CODE = marshal.dumps(word_start_table.__code__)  # part of the cache key: a changed function is rebuilt

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["token_samples"]
+__all__ = ["token_samples", "token_row", "fast_columns"]
 
 _HEADS = {False: struct.Struct("<II"), True: struct.Struct("<III")}
 _LEN = struct.Struct("<q")
@@ -49,3 +49,28 @@ def token_samples(doc_ids: list[str], ids: np.ndarray, lengths: np.ndarray, keep
             data = b"".join((heads.pack(len(dom_b), len(id_b), len(payload) + n * size), dom_b, id_b, payload,
                              body, pack_len(n)))
         yield data, n
+
+
+def fast_columns(columns: dict[str, str]) -> np.dtype | None:
+    """The ids dtype when ``columns`` are the token columns these rows encode (``id``, ``input_ids`` as
+    ``ndarray:uint16|uint32``, ``len`` and optionally ``domain``), else None (use ``ShardWriter.write``)."""
+    names = {"id": "str", "input_ids": columns.get("input_ids"), "len": "int"}
+    if "domain" in columns:
+        names["domain"] = "str"
+    if columns != names or columns["input_ids"] not in ("ndarray:uint16", "ndarray:uint32"):
+        return None
+    return np.dtype(columns["input_ids"].split(":")[1])
+
+
+def token_row(id_b: bytes, ids: np.ndarray, dtype: np.dtype, dom_b: bytes | None = None) -> bytes:
+    """One sample ``{"id", "input_ids", "len"[, "domain"]}`` (UTF-8 id and domain already encoded), the bytes
+    ``ShardWriter.write`` makes (chunk writes every chunk this way)."""
+    n = len(ids)
+    if not n:
+        raise ValueError("cannot encode an empty array (MDS ndarray columns reject 0 elements)")
+    body = (ids if ids.dtype == dtype else ids.astype(dtype)).tobytes()
+    payload = _shape(n)
+    if dom_b is None:
+        return b"".join((_HEADS[False].pack(len(id_b), len(payload) + len(body)), id_b, payload, body, _LEN.pack(n)))
+    return b"".join((_HEADS[True].pack(len(dom_b), len(id_b), len(payload) + len(body)), dom_b, id_b, payload, body,
+                     _LEN.pack(n)))

@@ -3,20 +3,30 @@
 Corpus (offline, reproducible, cached under ``bench-out/corpus``): the built-in Python documentation corpus
 repeated, each copy with the paragraphs of every document shuffled by a seeded RNG (copy k, document i), so
 copies differ (single-paragraph documents repeat); converted to text MDS units of 250 documents (~0.36M tokens each).
-Two sizes: LARGE (>= --tokens, default 30M tokens, so that fixed costs are what a user sees, not what
-dominates) and SMALL (half of it), for the memory check.
+Three sizes: MAIN (>= --tokens, default 30M tokens), SMALL (half of it, for the memory check) and LARGE
+(>= --large-tokens, default 240M; 0 skips it). A run's fixed cost (~1 s: start-up, imports, tokenizer
+load, pool, finish; measured on its own below) is what a user sees, not what dominates: users prepare
+10^11+ tokens. At 30M tokens it is still ~30% of auto's time, so the ratios of the fast rows (auto, tokie,
+chunk, 1 -> W workers) are also measured on LARGE, where it is a few percent.
 
 Every figure is a whole process timed from outside (Python start-up, imports, pool start and finish
 included); the tokenizer is builtin:modernbert, saved once as a file. W = --workers (default 2).
   raw tokenizers  ``Tokenizer.encode_batch`` (batches of 1,000), texts already in memory, split evenly across W
-                  single-threaded processes (RAYON_NUM_THREADS=1); wall = slowest process, after a start signal
+                  single-threaded processes (RAYON_NUM_THREADS=1); wall = slowest process, after a start signal;
+                  also ``encode_batch_fast`` (no offsets; what the reference engine calls), for information
   raw tokie       the same with tokie ``encode_batch_flat``, each process pinned to one CPU (tokie sizes its
                   threads from the CPU mask, not RAYON_NUM_THREADS)
   tokenize        ``ettin-data tokenize`` end to end (read MDS, tokenize, write MDS, finish), W workers, with
                   ``--engine tokenizers`` and ``--engine auto``; auto also on SMALL, and with 1 worker on one CPU
                   (for the 1 -> W speed-up; a lone worker would otherwise use every core's threads)
   chunk           ``chunk -c 1024 -m 512 -a 128 --backfill --backfill-no-duplicates`` of the auto output
-  fixed cost      tokenize auto and chunk on two one-document units: start-up, tokenizer load, finish
+  fixed cost      tokenize auto and chunk on two one-document units: start-up, tokenizer load, finish (best of 3)
+  LARGE           raw tokie, tokenize auto (W workers and 1 worker), chunk (raw tokenizers: its rate is the
+                  MAIN one, which has no fixed cost in it)
+The stage processes run as after installation, with compiled bytecode (this sandbox sets
+PYTHONDONTWRITEBYTECODE, which would recompile every module in every process: the children use
+``bench-out/pycache`` instead) and tokie's tokenizer cache (``bench-out/cache``; the first run of a
+tokenizer parses it, ~0.25 s more): an untimed warm-up run fills both.
 Peak RSS per worker: the largest worker process (ru_maxrss of the pool's children; the process itself for
 1 worker). The guard's counts (documents routed to tokenizers, verified, units redone) come from the auto
 run's summary. Results: a table on stdout and ``bench-out/results.json``.
@@ -71,7 +81,8 @@ def build_corpus(out: Path, copies: int) -> Path:
                     random.Random(k * 1_000_003 + i).shuffle(paras)
                 f.write(json.dumps({"id": f"{d['id']}#{k}", "text": "\n\n".join(paras)}) + "\n")
     shutil.rmtree(root, ignore_errors=True)
-    run(ConvertConfig(inputs=[str(jsonl)], output=str(root), docs_per_shard=DOCS_PER_UNIT, workers=1))
+    run(ConvertConfig(inputs=[str(jsonl)], output=str(root), docs_per_shard=DOCS_PER_UNIT,
+                      workers=len(os.sched_getaffinity(0))))  # same units for any number of workers
     jsonl.unlink()
     return root
 
@@ -97,14 +108,16 @@ def _usage() -> dict[str, float]:
             "cpu_self_s": me.ru_utime + me.ru_stime, "cpu_children_s": kids.ru_utime + kids.ru_stime}
 
 
-def _texts(data: Path) -> list[str]:
+def _texts(data: Path, index: int = 0, of: int = 1) -> list[str]:
+    """Every ``of``-th text of the dataset, from the ``index``-th (only those are kept in memory)."""
     from ettin_data.mds import UnitReader, find_units
 
-    return [s["text"] for u in find_units(data) for s in UnitReader(data / u).iter_samples(["text"])]
+    docs = (s["text"] for u in find_units(data) for s in UnitReader(data / u).iter_samples(["text"]))
+    return [t for i, t in enumerate(docs) if i % of == index]
 
 
 def child_raw(args: argparse.Namespace) -> dict[str, Any]:
-    texts = _texts(Path(args.data))[args.index::args.of]
+    texts = _texts(Path(args.data), args.index, args.of)
     if args.method == "tokie":
         import tokie
 
@@ -144,7 +157,7 @@ def run_stage(stage: str, data: Path, out: Path, tok: str, workers: int, engine:
              "'rss_max_mb': u.ru_maxrss / 1024, 'cpu_s': u.ru_utime + u.ru_stime}), file=sys.stderr)", *cmd]
     t0 = time.perf_counter()
     cpu = min(os.sched_getaffinity(0))
-    res = subprocess.run(probe, capture_output=True, text=True,
+    res = subprocess.run(probe, capture_output=True, text=True, env=_ENV,
                          preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if one_cpu else None)
     seconds = time.perf_counter() - t0
     usage = json.loads(res.stderr.strip().splitlines()[-1]) if res.stderr.strip() else {"rc": res.returncode}
@@ -157,6 +170,18 @@ def run_stage(stage: str, data: Path, out: Path, tok: str, workers: int, engine:
             "rss_max_mb": usage["rss_max_mb"]}  # the largest process of the run (driver or a worker)
 
 
+_ENV: dict[str, str] = dict(os.environ)  # the children's environment (see child_env)
+
+
+def child_env(out: Path) -> dict[str, str]:
+    """The stage processes' environment: compiled bytecode and tokie's tokenizer cache, both under ``out``."""
+    env = dict(os.environ)
+    if env.pop("PYTHONDONTWRITEBYTECODE", None) is not None or sys.flags.dont_write_bytecode:
+        env["PYTHONPYCACHEPREFIX"] = str((out / "pycache").resolve())
+    env.setdefault("ETTIN_DATA_CACHE", str((out / "cache").resolve()))
+    return env
+
+
 def _child(mode: str, **kw: Any) -> list[str]:
     cmd = [sys.executable, __file__, "--child", mode]
     for k, v in kw.items():
@@ -167,7 +192,7 @@ def _child(mode: str, **kw: Any) -> list[str]:
 
 def run_raw(data: Path, tok: str, workers: int, method: str) -> dict[str, Any]:
     """W single-threaded processes load their share of the texts, then start together on a signal."""
-    env = {**os.environ, "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**_ENV, "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     procs = [subprocess.Popen(_child("raw", data=data, tok=tok, index=i, of=workers, method=method),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
              for i in range(workers)]
@@ -192,7 +217,9 @@ def run_raw(data: Path, tok: str, workers: int, method: str) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=30_000_000, help="tokens of the large corpus")
+    ap.add_argument("--tokens", type=int, default=30_000_000, help="tokens of the main corpus")
+    ap.add_argument("--large-tokens", type=int, default=240_000_000,
+                    help="tokens of the large corpus (fast rows only; 0: skip it)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="runs of the main rows (best of each)")
     ap.add_argument("--out", default="bench-out")
@@ -211,15 +238,19 @@ def main() -> None:
 def bench(args: argparse.Namespace) -> None:
     from ettin_data.tokenizer import BUILTIN_MODERNBERT, load_tokenizer_bytes, save_tokenizer_json
 
+    global _ENV
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    _ENV = child_env(out)
     w = args.workers
     t0 = time.perf_counter()
     tok = str(save_tokenizer_json(load_tokenizer_bytes(BUILTIN_MODERNBERT), out / "modernbert"))
-    large = build_corpus(out, _copies(args.tokens))
+    main = build_corpus(out, _copies(args.tokens))
     small = build_corpus(out, _copies(args.tokens // 2))
+    large = build_corpus(out, _copies(args.large_tokens)) if args.large_tokens else None
     tiny = tiny_corpus(out)
-    print(f"corpus ready in {time.perf_counter() - t0:.1f}s: {large} and {small}", file=sys.stderr)
+    print(f"corpus ready in {time.perf_counter() - t0:.1f}s: {main}, {small}, {large}", file=sys.stderr)
+    run_stage("tokenize", tiny, out / "tokens-tiny", tok, w, "auto")  # warm-up: bytecode, tokie's cache
     runs: dict[str, Any] = {}
 
     def note(key: str, r: dict[str, Any]) -> None:
@@ -227,17 +258,28 @@ def bench(args: argparse.Namespace) -> None:
         print(f"  {key}: {r['seconds']:.2f}s", file=sys.stderr)
 
     for _ in range(args.repeat):  # interleaved: load changes on a shared machine hit every row alike
-        note("raw_tokenizers", run_raw(large, tok, w, "encode_batch"))
-        note("raw_tokie", run_raw(large, tok, w, "tokie"))
-        note("tokenize_auto", run_stage("tokenize", large, out / "tokens", tok, w, "auto"))
-        note("tokenize_tokenizers", run_stage("tokenize", large, out / "tokens-ref", tok, w, "tokenizers"))
-    note("tokenize_auto_1_worker", run_stage("tokenize", large, out / "tokens-1", tok, 1, "auto", one_cpu=True))
+        note("raw_tokenizers", run_raw(main, tok, w, "encode_batch"))
+        note("raw_tokenizers_fast", run_raw(main, tok, w, "encode_batch_fast"))
+        note("raw_tokie", run_raw(main, tok, w, "tokie"))
+        note("tokenize_auto", run_stage("tokenize", main, out / "tokens", tok, w, "auto"))
+        note("tokenize_tokenizers", run_stage("tokenize", main, out / "tokens-ref", tok, w, "tokenizers"))
+    note("tokenize_auto_1_worker", run_stage("tokenize", main, out / "tokens-1", tok, 1, "auto", one_cpu=True))
     note("tokenize_auto_small", run_stage("tokenize", small, out / "tokens-small", tok, w, "auto"))
-    note("tokenize_auto_fixed_cost", run_stage("tokenize", tiny, out / "tokens-tiny", tok, w, "auto"))
     note("chunk", run_stage("chunk", out / "tokens", out / "chunks", tok, w))
-    note("chunk_fixed_cost", run_stage("chunk", out / "tokens-tiny", out / "chunks-tiny", tok, w))
+    for _ in range(3):
+        note("tokenize_auto_fixed_cost", run_stage("tokenize", tiny, out / "tokens-tiny", tok, w, "auto"))
+        note("chunk_fixed_cost", run_stage("chunk", out / "tokens-tiny", out / "chunks-tiny", tok, w))
     identical = _same_shards(out / "tokens", out / "tokens-ref")
     shutil.rmtree(out / "tokens-ref", ignore_errors=True)
+    if large is not None:
+        for _ in range(args.repeat):
+            note("large_raw_tokie", run_raw(large, tok, w, "tokie"))
+            note("large_tokenize_auto", run_stage("tokenize", large, out / "tokens-large", tok, w, "auto"))
+            note("large_chunk", run_stage("chunk", out / "tokens-large", out / "chunks-large", tok, w))
+        note("large_tokenize_auto_1_worker", run_stage("tokenize", large, out / "tokens-large-1", tok, 1, "auto",
+                                                       one_cpu=True))
+        for name in ("tokens-large", "tokens-large-1", "chunks-large"):
+            shutil.rmtree(out / name, ignore_errors=True)
     results = _results(runs, w, identical)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     _table(results, w)
@@ -260,27 +302,45 @@ def _results(runs: dict[str, Any], w: int, identical: bool) -> dict[str, Any]:
     raw, tokie = rate("raw_tokenizers"), rate("raw_tokie")
     auto, ref = rate("tokenize_auto"), rate("tokenize_tokenizers")
     eng = best["tokenize_auto"].get("engine") or {}
+    large = None
+    if "large_tokenize_auto" in best:
+        l_auto, l_tokie = rate("large_tokenize_auto"), rate("large_raw_tokie")
+        large = {
+            "tokens": best["large_tokenize_auto"]["tokens"],
+            "mtok_per_s": {"raw_tokie": l_tokie, "tokenize_auto": l_auto,
+                           "tokenize_auto_1_worker": rate("large_tokenize_auto_1_worker"),
+                           "chunk": best["large_tokenize_auto"]["tokens"] / best["large_chunk"]["seconds"] / 1e6},
+            "auto_vs_raw_tokenizers": l_auto / raw,
+            "auto_vs_raw_tokie": l_auto / l_tokie,
+            "chunk_speed_vs_auto": best["large_tokenize_auto"]["seconds"] / best["large_chunk"]["seconds"],
+            "speedup_1_to_w_workers": best["large_tokenize_auto_1_worker"]["seconds"]
+            / best["large_tokenize_auto"]["seconds"],
+            "peak_rss_mb": best["large_tokenize_auto"]["rss_max_mb"],
+        }
     return {
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_avg_at_end": os.getloadavg()},
-        "corpus": {"large_tokens": tokens, "small_tokens": best["tokenize_auto_small"]["tokens"],
-                   "docs_per_unit": DOCS_PER_UNIT},
+        "corpus": {"main_tokens": tokens, "small_tokens": best["tokenize_auto_small"]["tokens"],
+                   "large_tokens": large and large["tokens"], "docs_per_unit": DOCS_PER_UNIT},
         "workers": w,
         "seconds": {k: round(v["seconds"], 3) for k, v in best.items()},
-        "mtok_per_s": {"raw_tokenizers": raw, "raw_tokie": tokie, "tokenize_auto": auto, "tokenize_tokenizers": ref,
+        "mtok_per_s": {"raw_tokenizers": raw, "raw_tokenizers_fast": rate("raw_tokenizers_fast"), "raw_tokie": tokie,
+                       "tokenize_auto": auto, "tokenize_tokenizers": ref,
                        "chunk": tokens / best["chunk"]["seconds"] / 1e6},
         "auto_vs_raw_tokenizers": auto / raw,
         "auto_vs_raw_tokie": auto / tokie,
         "tokenizers_engine_vs_raw_tokenizers": ref / raw,
+        "tokenizers_engine_vs_raw_tokenizers_fast": ref / rate("raw_tokenizers_fast"),
         "chunk_speed_vs_auto": best["tokenize_auto"]["seconds"] / best["chunk"]["seconds"],
         "speedup_1_to_w_workers": best["tokenize_auto_1_worker"]["seconds"] / best["tokenize_auto"]["seconds"],
         "peak_rss_mb": {"small": best["tokenize_auto_small"]["rss_max_mb"],
-                        "large": best["tokenize_auto"]["rss_max_mb"]},
+                        "main": best["tokenize_auto"]["rss_max_mb"]},
         "fixed_cost_s": {"tokenize_auto": best["tokenize_auto_fixed_cost"]["seconds"],
                          "chunk": best["chunk_fixed_cost"]["seconds"]},
         "guard": {k: eng.get(k) for k in ("used", "guard", "documents_fast", "documents_routed", "documents_verified",
                                           "units_spot_checked", "mismatches", "units_redone")},
         "auto_identical_to_tokenizers": identical,
+        "large": large,
         "runs": runs,
     }
 
@@ -288,10 +348,12 @@ def _results(runs: dict[str, Any], w: int, identical: bool) -> dict[str, Any]:
 def _table(r: dict[str, Any], w: int) -> None:
     m, g = r["mtok_per_s"], r["guard"]
     rss = r["peak_rss_mb"]
+    big = r.get("large")
     rows = [
-        ("corpus", f"{r['corpus']['large_tokens'] / 1e6:.1f}M tokens (small: {r['corpus']['small_tokens'] / 1e6:.1f}M)",
+        ("corpus", f"{r['corpus']['main_tokens'] / 1e6:.1f}M tokens (small: {r['corpus']['small_tokens'] / 1e6:.1f}M)",
          ""),
         (f"raw tokenizers encode_batch, {w} x 1-thread processes", f"{m['raw_tokenizers']:.2f} M tok/s", "(limit)"),
+        ("  encode_batch_fast (no offsets)", f"{m['raw_tokenizers_fast']:.2f} M tok/s", "(info)"),
         (f"raw tokie encode_batch_flat, {w} x 1-thread processes", f"{m['raw_tokie']:.2f} M tok/s", "(limit)"),
         (f"tokenize --engine tokenizers, {w} workers", f"{m['tokenize_tokenizers']:.2f} M tok/s "
          f"({r['tokenizers_engine_vs_raw_tokenizers']:.2f}x raw tokenizers)", ">= 0.95x"),
@@ -304,13 +366,27 @@ def _table(r: dict[str, Any], w: int) -> None:
         (f"chunk, {w} workers", f"{m['chunk']:.2f} M tok/s ({r['chunk_speed_vs_auto']:.2f}x faster than auto)",
          ">= 3x"),
         (f"speed-up 1 -> {w} workers (auto)", f"{r['speedup_1_to_w_workers']:.2f}x", ">= 1.8x"),
-        ("peak RSS, largest process (small / large)",
-         f"{rss['small']:.0f} / {rss['large']:.0f} MB (x{rss['large'] / rss['small']:.2f})", "flat"),
+        ("peak RSS, largest process (small / main)",
+         f"{rss['small']:.0f} / {rss['main']:.0f} MB (x{rss['main'] / rss['small']:.2f})", "flat"),
         ("fixed cost (tiny input: start-up, load, finish)",
          f"tokenize {r['fixed_cost_s']['tokenize_auto']:.2f}s, chunk {r['fixed_cost_s']['chunk']:.2f}s", "(info)"),
-        ("load average at end", " ".join(f"{x:.1f}" for x in r["machine"]["load_avg_at_end"]),
-         f"{r['machine']['cores']} cores"),
     ]
+    if big:
+        bm = big["mtok_per_s"]
+        rows += [
+            (f"LARGE corpus, {big['tokens'] / 1e6:.0f}M tokens", "", ""),
+            ("  raw tokie encode_batch_flat", f"{bm['raw_tokie']:.2f} M tok/s", "(limit)"),
+            (f"  tokenize --engine auto, {w} workers", f"{bm['tokenize_auto']:.2f} M tok/s "
+             f"({big['auto_vs_raw_tokenizers']:.1f}x raw tokenizers)", ">= 10x"),
+            ("    same / raw tokie", f"{big['auto_vs_raw_tokie']:.2f}x", ">= 0.6x"),
+            (f"  chunk, {w} workers", f"{bm['chunk']:.2f} M tok/s ({big['chunk_speed_vs_auto']:.2f}x faster than auto)",
+             ">= 3x"),
+            (f"  speed-up 1 -> {w} workers (auto)", f"{big['speedup_1_to_w_workers']:.2f}x", ">= 1.8x"),
+            ("  peak RSS, largest process",
+             f"{big['peak_rss_mb']:.0f} MB (x{big['peak_rss_mb'] / rss['small']:.2f} small)", "flat"),
+        ]
+    rows.append(("load average at end", " ".join(f"{x:.1f}" for x in r["machine"]["load_avg_at_end"]),
+                 f"{r['machine']['cores']} cores"))
     width = max(len(a) for a, _, _ in rows)
     print(f"\nettin-data bench ({r['machine']['cores']} cores; seconds, whole processes: {r['seconds']})")
     for a, b, c in rows:

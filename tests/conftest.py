@@ -8,9 +8,16 @@ Session-scoped (built once per test run, under pytest's temporary folder; tests 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """tokie's tokenizer cache (engines/tokie_engine.py) of this test run, not the user's ~/.cache."""
+    os.environ["ETTIN_DATA_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

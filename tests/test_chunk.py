@@ -340,6 +340,27 @@ def test_backfill_with_duplicates_counts_them(dataset, tmp_path):
     assert s["content_tokens_written"] == sum(len(c["input_ids"]) - 2 for c in got)
 
 
+def test_cached_word_start_table(dataset, tmp_path, monkeypatch):
+    """The word-start table kept in the user cache (built once per machine, not per worker) is the table."""
+    from ettin_data import chunking
+
+    raw = (dataset / "tokenizer.json").read_bytes()
+    want = chunking.word_start_table(raw.decode(), 50368)
+    monkeypatch.setenv("ETTIN_DATA_CACHE", str(tmp_path / "cache"))
+    assert np.array_equal(chunking.cached_word_start_table(raw, 50368), want)
+    (entry,) = (tmp_path / "cache").iterdir()
+    built = []
+    real = chunking.word_start_table
+    monkeypatch.setattr(chunking, "word_start_table", lambda *a: built.append(1) or real(*a))
+    assert np.array_equal(chunking.cached_word_start_table(raw, 50368), want) and not built  # from the cache
+    assert len(chunking.cached_word_start_table(raw, 60000)) == 60000 and built  # another key: built
+    for damage in (b"", b"not numpy", entry.read_bytes()[:100]):
+        entry.write_bytes(damage)
+        assert np.array_equal(chunking.cached_word_start_table(raw, 50368), want)
+    monkeypatch.setenv("ETTIN_DATA_CACHE", "")
+    assert np.array_equal(chunking.cached_word_start_table(raw, 50368), want)
+
+
 def test_word_boundaries(dataset, tmp_path):
     from ettin_data.chunking import word_start_table
 
@@ -487,3 +508,23 @@ def test_two_inputs(dataset, tiny_tokenizer, tmp_path):
     other = _token_dataset(tmp_path / "c", tiny_tokenizer, TEXTS[:4], units=1, special=False)
     with pytest.raises(InputError, match="tokenized differently"):
         run(ChunkConfig(inputs=[str(dataset), str(other)], output=str(tmp_path / "p"), workers=1))
+
+
+@pytest.mark.parametrize("dtype,domain,special", [("uint32", True, True), ("uint16", False, False),
+                                                  ("uint16", True, True)])
+def test_fast_rows_are_the_generic_rows(tiny_tokenizer, tmp_path, monkeypatch, dtype, domain, special):
+    """chunk writes the rows of the token columns as bytes (token_rows.token_row): the same files as
+    ShardWriter.write, whatever the options."""
+    inp = _token_dataset(tmp_path / "in", tiny_tokenizer, TEXTS, units=2, special=special, dtype=dtype,
+                         domain=domain)
+    variants = [dict(chunk_size=16, min_chunk_size=6, always_skip_size=2, backfill=True, backfill_no_duplicates=True),
+                dict(chunk_size=12, min_chunk_size=8, always_skip_size=1, backfill=True, add_eos_token=True,
+                     word_boundaries=False),
+                dict(chunk_size=64, min_chunk_size=0, always_skip_size=0)]
+    for i, kw in enumerate(variants):
+        _run(inp, tmp_path / f"fast{i}", **kw)
+        with monkeypatch.context() as m:
+            m.setattr(chunk, "fast_columns", lambda columns: None)
+            _run(inp, tmp_path / f"generic{i}", **kw)
+        assert _tree(tmp_path / f"fast{i}") == _tree(tmp_path / f"generic{i}")
+        assert _chunks(tmp_path / f"fast{i}")

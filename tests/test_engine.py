@@ -97,6 +97,7 @@ def tokenizers_proven(modernbert_json: Path, tmp_path_factory: pytest.TempPathFa
 def auto_engines(tokenizers_proven: dict[str, Path]) -> dict[str, tuple[Tokenizer, engines.Guarded]]:
     out = {}
     for name, path in tokenizers_proven.items():
+        tokie_engine.load_tokie(path)  # parsed and cached: select loads tokie's binary form (what workers do)
         tok = Tokenizer.from_file(str(path))
         engine, choice = engines.select("auto", tok, path)
         assert choice.used == "tokie" and choice.guard and choice.fallback is None, (name, choice)
@@ -140,6 +141,87 @@ def test_auto_equals_encode_batch_on_fuzz_corpora(auto_engines, name: str) -> No
         assert _differing(tok, engine, texts) == []
 
     check()
+
+
+@pytest.mark.parametrize("name", ["modernbert", "dolma2", "olmo-dolma-v1_5", "wordpiece"])
+def test_tokie_binary_cache_encodes_like_the_json(tokenizers_proven, name: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tokenizer loaded from tokie's cached .tkz gives the ids of the one parsed from tokenizer.json."""
+    import tokie
+
+    path = tokenizers_proven[name]
+    monkeypatch.setenv("ETTIN_DATA_CACHE", "")
+    parsed = tokie_engine.load_tokie(path)
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setenv("ETTIN_DATA_CACHE", str(tmp_path / "cache"))
+    tokie_engine.load_tokie(path)  # parses the json and writes the cache entry
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert entry.name.startswith(f"tokie-{tokie_engine.tokie_version()}-") and entry.suffix == ".tkz"
+
+    def no_json(*a: object) -> None:
+        raise AssertionError("parsed the json although it is cached")
+
+    monkeypatch.setattr(tokie.Tokenizer, "from_json", no_json)
+    cached = tokie_engine.load_tokie(path)
+    rng = random.Random(name)
+    fuzz = ["".join(rng.choice(ATOMS) for _ in range(rng.randint(1, 14))) for _ in range(2000)]
+    for texts in ([d["text"] for d in python_docs()], EDGE, fuzz):
+        for special in (True, False):
+            a, la = parsed.encode_batch_flat(texts, add_special_tokens=special)
+            b, lb = cached.encode_batch_flat(texts, add_special_tokens=special)
+            assert np.array_equal(la, lb) and np.array_equal(a, b)
+    assert cached.num_special_tokens_to_add(False) == parsed.num_special_tokens_to_add(False)
+
+
+@pytest.mark.parametrize("name", ["modernbert", "dolma2", "olmo-dolma-v1_5", "wordpiece"])
+def test_reference_engine_ids_are_those_of_encode_batch(tokenizers_proven, name: str) -> None:
+    """The reference engine calls encode_batch_fast (no offsets) when tokenizers has it: the ids of
+    encode_batch on the built-in, edge and fuzz corpora, with and without special tokens and with
+    special-token strings split; without the method it calls encode_batch."""
+    tok = Tokenizer.from_file(str(tokenizers_proven[name]))
+    ref = engines.ReferenceEngine(tok)
+    assert ref.method == ("encode_batch_fast" if hasattr(tok, "encode_batch_fast") else "encode_batch")
+    rng = random.Random(name)
+    fuzz = ["".join(rng.choice(ATOMS) for _ in range(rng.randint(1, 14))) for _ in range(2000)]
+    fuzz += ["".join(rng.choice(ATOMS + [chr(rng.randrange(0x20, 0x2FFFF))]) for _ in range(30))
+             for _ in range(500)]
+    fuzz = [t for t in fuzz if not any(0xD800 <= ord(c) <= 0xDFFF for c in t)]
+
+    class Plain:  # a tokenizers version without encode_batch_fast
+        encode_batch = tok.encode_batch
+
+    plain = engines.ReferenceEngine(Plain())
+    assert plain.method == "encode_batch"
+    docs = [d["text"] for d in python_docs()]
+    for split in (False, True):
+        tok.encode_special_tokens = split
+        for texts in ([docs, EDGE, fuzz] if not split else [EDGE, fuzz]):
+            for special in (True, False) if texts is not docs else (True,):
+                want = [e.ids for e in tok.encode_batch(texts, add_special_tokens=special)]
+                for engine in (ref, plain):
+                    ids, lengths = engine.encode(texts, special)
+                    assert lengths.tolist() == [len(w) for w in want]
+                    assert ids.tolist() == [i for w in want for i in w]
+    tok.encode_special_tokens = False
+
+
+def test_a_damaged_tokie_cache_entry_is_parsed_again(modernbert_json: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETTIN_DATA_CACHE", str(tmp_path))
+    good = tokie_engine.load_tokie(modernbert_json)
+    (entry,) = tmp_path.iterdir()
+    size = entry.stat().st_size
+    texts = EDGE + [d["text"] for d in python_docs()][:50]
+    for damage in (b"", b"xx", entry.read_bytes()[:1000]):  # a TokieError, and a Rust panic
+        entry.write_bytes(damage)
+        again = tokie_engine.load_tokie(modernbert_json)
+        assert entry.stat().st_size == size  # rewritten
+        a, la = good.encode_batch_flat(texts)
+        b, lb = again.encode_batch_flat(texts)
+        assert np.array_equal(la, lb) and np.array_equal(a, b)
+    (tmp_path / "sub").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("ETTIN_DATA_CACHE", str(tmp_path / "sub" / "cache"))
+    assert tokie_engine.load_tokie(modernbert_json).encode_batch_flat(["x"])[1].tolist() == [3]  # no cache, runs
 
 
 def test_known_divergence_classes_are_routed() -> None:
@@ -354,6 +436,30 @@ def test_token_rows_are_the_bytes_shardwriter_writes(tmp_path: Path, dtype: str,
     a.finish()
     b.finish()
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+@pytest.mark.parametrize("dtype", ["uint32", "uint16"])
+@pytest.mark.parametrize("with_domain", [False, True])
+def test_token_row_is_the_bytes_shardwriter_writes(tmp_path: Path, dtype: str, with_domain: bool) -> None:
+    """chunk's rows (token_rows.token_row): ids of either dtype, lengths across the shape-code bounds."""
+    from ettin_data.token_rows import fast_columns, token_row
+
+    cols = stage.token_columns(dtype, with_domain)
+    want = fast_columns(cols)
+    assert want == np.dtype(dtype)
+    assert fast_columns({**cols, "extra": "str"}) is None and fast_columns({**cols, "input_ids": "ndarray"}) is None
+    rng = np.random.default_rng(1)
+    a, b = ShardWriter(tmp_path / "a", cols), ShardWriter(tmp_path / "b", cols)
+    for i, n in enumerate([1, 2, 255, 256, 65_535, 65_536, 1024]):
+        ids = rng.integers(0, 50_000, n).astype("uint32" if i % 2 else "uint16")
+        doc, dom = f"doc-{i}é", "ü" * i
+        a.write({"id": doc, "input_ids": ids, "len": n, **({"domain": dom} if with_domain else {})})
+        b.write_raw(token_row(doc.encode(), ids, want, dom.encode() if with_domain else None))
+    a.finish()
+    b.finish()
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    with pytest.raises(ValueError, match="empty array"):
+        token_row(b"x", np.zeros(0, dtype), want)
 
 
 def test_a_tokie_error_redoes_the_unit_with_the_reference(tmp_path: Path, text_dataset: Path,

@@ -126,3 +126,35 @@ def test_fast_columns_equal_the_full_decoder(tmp_path, dtype):
         assert (doc_id, domain, n, absent) == (s["id"], s["domain"], s["len"], None) == (w["id"], w["domain"], len(ids),
                                                                                       None)
         assert ids.dtype == np.dtype(dtype) and np.array_equal(ids, w["input_ids"])
+
+
+def test_indented_json_is_the_text_of_json_dumps() -> None:
+    """write_json_atomic's fast encoder (mds.indented_json) writes json.dumps(sort_keys=True, indent=1)'s text."""
+    import random
+
+    from ettin_data.mds import indented_json
+    from ettin_data.stats import Stats
+
+    st = Stats()
+    st.add("documents", 3)
+    st.add_lengths([5, 5, 1024, 7])
+    cases = [{}, [], {"a": []}, {"b": {}, "a": [1, -2, 3]}, [{"x": None, "y": True, "z": False}],
+             {'é\n"\\': "ü😀\x00\ud800"}, 5, "s", None, st.to_json(), [[], [[]], {}], {"k": [1, [2, {"q": [3]}]]},
+             {"big": 10**30, "neg": -5}, {str(b): list(range(b, b + 40)) for b in range(5)}]
+    rng = random.Random(0)
+
+    def value(depth: int):
+        r = rng.random()
+        if depth > 3 or r < 0.3:
+            return rng.choice([rng.randint(-10**12, 10**12), "".join(chr(rng.randint(1, 0x2FFFF)) for _ in range(3)),
+                               None, True, False])
+        if r < 0.6:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {"".join(chr(rng.randint(32, 0x3000)) for _ in range(rng.randint(0, 4))): value(depth + 1)
+                for _ in range(rng.randint(0, 4))}
+
+    cases += [value(0) for _ in range(2000)]
+    for c in cases:
+        assert indented_json(c) == json.dumps(c, sort_keys=True, indent=1)
+    for other in (1.5, {"a": 1.0}, {1: 2}, (1, 2), {"a": (1,)}, [True, 1.0], {"a": np.int64(1)}):
+        assert indented_json(other) is None  # left to json (its text, or its error)

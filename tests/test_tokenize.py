@@ -244,6 +244,28 @@ def test_identity_of_other_tokenizers(tmp_path: Path) -> None:
     assert (ident["bos_id"], ident["eos_id"], ident["pad_id"], ident["vocab_size"]) == (None, 50279, 1, 50280)
 
 
+def test_json_fields_are_those_of_the_full_parse(modernbert_json: Path) -> None:
+    """The header fields of a tokenizer.json read without decoding its vocabulary (tokenizer.json_fields)."""
+    olmo = T._olmo_json_path()
+    assert olmo is not None
+    keys = ("added_tokens", "post_processor", "padding", "truncation", "normalizer")
+    for raw in (modernbert_json.read_bytes(), olmo.read_bytes()):
+        full = json.loads(raw)
+        for want in (keys, ("padding",), ("model",), ("absent",)):
+            assert {k: T.json_fields(raw, want).get(k) for k in want} == {k: full.get(k) for k in want}
+    odd = [b'\xef\xbb\xbf{"padding": 1}', b' {"padding" :\n1 , "x": [1, {"padding": 2}]}', b'{"padding": 1, "v": 2}',
+           b'{"padding": 1, "padding": 2}', b'{"padding": 1, "x": {"padding": 2}}',
+           b'{"padding": 1, "v": {"padding": 7}}', b'{"padding": 1, "p\\u0061dding": 2}',
+           b"[1, 2]", b"{}", '{"padding": "\u00e9"}'.encode()]
+    for raw in odd:
+        full = json.loads(raw)
+        got = T.json_fields(raw, ("padding",))
+        assert got == full if not isinstance(full, dict) or "padding" not in full else got["padding"] == full["padding"]
+    for bad in (b'{"padding": }', b"\xff", b"", b'{"padding" 1}'):  # (what follows the fields is not read)
+        with pytest.raises(ValueError):
+            T.json_fields(bad, ("padding",))
+
+
 def test_resume_refuses_a_changed_tokenizer_file(tmp_path: Path, text_dataset: Path, modernbert_json: Path) -> None:
     spec = tmp_path / "tok.json"
     spec.write_bytes(modernbert_json.read_bytes())

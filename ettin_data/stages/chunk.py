@@ -9,7 +9,6 @@ One task per input unit; the output unit keeps the input unit's relative path. T
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,13 +18,15 @@ import numpy as np
 
 from .. import progress
 from .. import units as U
-from ..chunking import ChunkParams, chunk_document, word_start_table
+from ..chunking import ChunkParams, cached_word_start_table, chunk_document
 from ..config import ChunkConfig
 from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
 from ..stage import Stage
 from ..stats import Stats
+from ..token_rows import fast_columns, token_row
+from ..tokenizer import json_fields
 
 STATS_FILE = "stats.json"
 DECILE_FILE = "token_decile.json"
@@ -66,8 +67,8 @@ def input_tokenizer(root: str | Path) -> tuple[dict[str, Any], Path | None]:
 
 def _check_special_ids(tok: dict[str, Any], path: Path, meta: Path) -> None:
     """BOS/EOS (and the special ids) recorded in the metadata must be special tokens of ``tokenizer.json``."""
-    try:
-        added = json.loads(path.read_bytes()).get("added_tokens") or []
+    try:  # only the header of the file is decoded (not the vocabulary): see tokenizer.json_fields
+        added = json_fields(path.read_bytes(), ("added_tokens",)).get("added_tokens") or []
         special = {int(t["id"]) for t in added if t.get("special")}
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise InputError(f"{path} is not a valid tokenizer.json; re-tokenize the dataset") from None
@@ -93,7 +94,7 @@ def _params(cfg: ChunkConfig, root: str) -> tuple[ChunkParams, bool]:
         tok, path = input_tokenizer(root)
         table = None
         if cfg.word_boundaries and path is not None:
-            table = word_start_table(path.read_text(encoding="utf-8"), tok.get("vocab_size"))
+            table = cached_word_start_table(path.read_bytes(), tok.get("vocab_size"))
         _CACHE.clear()
         _CACHE[key] = (tok, table)
     tok, table = _CACHE[key]
@@ -137,6 +138,7 @@ def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p:
     docs_n = tokens = 0
     vocab = len(p.word_start) if p.word_start is not None else None
     totals = [0] * len(_DOC_KEYS)  # summed per document, added to the stats once
+    fast = fast_columns(columns)  # the chunk rows' bytes built directly (token_rows.py), not via write(dict)
     for doc_id, ids, domain in docs:
         if vocab is not None and len(ids) and int(ids.max()) >= vocab:
             raise InputError(
@@ -144,6 +146,13 @@ def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p:
                 f"the input's tokenizer.json ({vocab} ids); was it tokenized with another tokenizer?"
             )
         chunks, c = chunk_document(ids, p, doc_id)
+        if fast is not None and chunks:
+            id_b = doc_id.encode("utf-8")
+            dom_b = domain.encode("utf-8") if has_domain else None
+            for ch in chunks:
+                w.write_raw(token_row(id_b, ch, fast, dom_b))
+                lengths.append(len(ch))
+            chunks = []
         for ch in chunks:
             sample = {"id": doc_id, "input_ids": ch, "len": len(ch)}
             if has_domain:

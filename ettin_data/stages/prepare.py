@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import units as U
-from ..chunking import word_start_table
+from ..chunking import cached_word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
 from ..dataset import META
 from ..engines import Mismatch
@@ -54,7 +54,7 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
         enc = tokenize.Encoder.load(tcfg)
         raw = path.read_bytes()
         ident = _identity(cfg, enc.tok, raw)
-        table = word_start_table(raw.decode("utf-8"), ident["vocab_size"]) if cfg.word_boundaries else None
+        table = cached_word_start_table(raw, ident["vocab_size"]) if cfg.word_boundaries else None
         _WORKER.clear()
         _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, ident, table), ident))
     return _WORKER["val"]

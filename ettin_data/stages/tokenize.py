@@ -9,7 +9,7 @@ Per unit, documents are streamed shard by shard and encoded in batches of at mos
 documents and ``BATCH_CHARS`` characters, so memory does not grow with the input. The engine
 (``--engine``, see ``engines/``) returns a batch as one flat id array plus lengths, which goes straight
 into the shard bytes (``token_rows.py``: no per-document lists or dicts). ``tokenizers`` is the reference
-(``encode_batch``; ``encode_batch_fast`` gives the same ids but measured ~10% slower with tokenizers 0.22);
+(``encode_batch_fast``: ``encode_batch`` without character offsets, same ids; see ``engines/reference.py``);
 ``auto`` uses tokie behind an exactness guard, and a unit in which a verified document differs is redone
 with the reference (counted: ``engine.mismatches``, ``engine.units_redone``). Truncation and padding stored
 in a tokenizer.json are turned off: documents are always tokenized whole. A document with no content

@@ -1,0 +1,36 @@
+"""The local process pool: every progress message and every line a worker prints reaches the driver,
+although workers leave with ``os._exit`` once multiprocessing is done with them (executors.local._exit_now)."""
+
+from __future__ import annotations
+
+import sys
+
+from ettin_data import progress
+from ettin_data.executors import run_tasks
+from ettin_data.stats import Stats
+from ettin_data.units import Task
+
+
+def chatty(task: Task, cfg: object) -> Stats:
+    for _ in range(3000):
+        progress.advance(docs=1, tokens=3)
+    print(f"printed by {task.name}", end="")  # no newline: still in the worker's stdout buffer at exit
+    print(f"warned by {task.name}", end="", file=sys.stderr)
+    st = Stats()
+    st.add("calls")
+    return st
+
+
+def test_pool_workers_deliver_all_progress_and_output(capfd) -> None:
+    seen = [0, 0]
+
+    def on_progress(d: int, t: int) -> None:
+        seen[0] += d
+        seen[1] += t
+
+    out = run_tasks(chatty, [Task(f"u{i}") for i in range(5)], None, workers=2, on_progress=on_progress)
+    assert not out.failures and sum(s["calls"] for s in out.stats.values()) == 5
+    assert seen == [15_000, 45_000]
+    captured = capfd.readouterr()
+    for i in range(5):
+        assert f"printed by u{i}" in captured.out and f"warned by u{i}" in captured.err
