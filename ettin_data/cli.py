@@ -183,12 +183,12 @@ def _fail(message: str, code: int, debug: bool, hint: bool = False) -> typing.No
     raise typer.Exit(code)
 
 
-def _dry_run(entry: Entry, cfg: BaseModel, origin: dict[str, str], as_json: bool) -> None:
+def _dry_run(cmd: Any, cfg: BaseModel, origin: dict[str, str], as_json: bool) -> None:
     """Print the resolved options (and where each came from) and the planned work; write nothing."""
     from .driver import dry_run
 
     resolved = {k: {"value": getattr(cfg, k), "from": origin[k]} for k in type(cfg).model_fields}
-    planned = dry_run(cfg, entry.load())
+    planned = dry_run(cfg, cmd)
     if as_json:
         typer.echo(json.dumps({"config": resolved, "plan": planned}, default=str, sort_keys=True))
         return
@@ -222,7 +222,7 @@ def _make_command(entry: Entry):
             cfg, origin = resolve(model, entry.table, kwargs, run_opts["config"])
             cmd = entry.load()
             if run_opts["dry_run"]:
-                _dry_run(entry, cfg, origin, run_opts["json_out"])
+                _dry_run(cmd, cfg, origin, run_opts["json_out"])
                 return
             from .driver import run
             from .logs import RunLog

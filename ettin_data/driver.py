@@ -46,7 +46,6 @@ __all__ = ["run", "plan", "dry_run", "Plan"]
 class Plan:
     """A stage's work for one run: every task, this rank's share, and that share split into done / to do."""
 
-    stage: str
     tasks: list[U.Task]
     mine: list[U.Task]
     done: list[U.Task] = field(default_factory=list)
@@ -61,7 +60,7 @@ def plan(stage: Stage, cfg: Any, ws: Workspace | None = None) -> Plan:
     if len(set(names)) != len(names):
         raise ConfigError("two inputs map to the same output unit name; give inputs distinct names")
     mine = tasks[cfg.rank :: cfg.world]
-    p = Plan(stage.name, tasks, mine)
+    p = Plan(tasks, mine)
     for t in mine:
         (p.done if not cfg.overwrite and ws.is_done(t.name) else p.todo).append(t)
     return p
@@ -72,10 +71,7 @@ def run(cfg: Any, *, quiet: bool = True, log: Any = None, command: Any = None) -
     summary. A stage raises :class:`UnitFailure` naming each failed unit; an interrupt raises
     ``KeyboardInterrupt`` (:class:`interrupt.Terminated` for SIGTERM/SIGHUP). ``log`` (a ``logs.RunLog``)
     receives the plan."""
-    if command is None:
-        from .stages import command_for
-
-        command = command_for(cfg)
+    command = command or _registered(cfg)
     with open_workspace(cfg, command) as ws:
         if not isinstance(command, Stage):
             return command.run(ws.cfg)
@@ -85,10 +81,7 @@ def run(cfg: Any, *, quiet: bool = True, log: Any = None, command: Any = None) -
 
 def dry_run(cfg: Any, command: Any = None) -> dict[str, Any]:
     """What a run would do, writing nothing: the planned units and a settings conflict it would refuse."""
-    if command is None:
-        from .stages import command_for
-
-        command = command_for(cfg)
+    command = command or _registered(cfg)
     if not isinstance(command, Stage):
         return command.dry_run(cfg)
     with open_workspace(cfg, command) as ws:
@@ -101,6 +94,12 @@ def dry_run(cfg: Any, command: Any = None) -> dict[str, Any]:
         if conflict:
             out["settings_conflict"] = conflict
     return out
+
+
+def _registered(cfg: Any) -> Any:
+    from .stages import command_for  # the registry imports every options model: only when asked
+
+    return command_for(cfg)
 
 
 @contextmanager

@@ -78,7 +78,7 @@ class Describe(Command):
     name = "stats"
     Config = StatsConfig
 
-    def run(self, cfg: StatsConfig, quiet: bool = True) -> dict[str, Any]:
+    def run(self, cfg: StatsConfig) -> dict[str, Any]:
         if cfg.verify:  # problems -> a summary with `problems` (the CLI exits 1); see verify.py
             from ..verify import verify_paths
 
