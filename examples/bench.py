@@ -21,8 +21,13 @@ included); the tokenizer is builtin:modernbert, saved once as a file. W = --work
                   (for the 1 -> W speed-up; a lone worker would otherwise use every core's threads)
   chunk           ``chunk -c 1024 -m 512 -a 128 --backfill --backfill-no-duplicates`` of the auto output
   fixed cost      tokenize auto and chunk on two one-document units: start-up, tokenizer load, finish (best of 3)
-  LARGE           raw tokie, tokenize auto (W workers and 1 worker), chunk (raw tokenizers: its rate is the
-                  MAIN one, which has no fixed cost in it)
+  floor           what any writer of these shards pays per token, in W pinned 1-thread processes started on a
+                  signal like the raw rows: tokenize = read the text units + tokie + write token units (the
+                  same reading and writing code auto uses, nothing else: no guard, verification, statistics,
+                  driver, pool); chunk = read the token units and write their samples again (decompression,
+                  zstd level 3, sha1). auto / floor and chunk / floor say how much the stages add on top.
+  LARGE           raw tokie, tokenize auto (W workers and 1 worker), chunk, both floors (raw tokenizers: its
+                  rate is the MAIN one, which has no fixed cost in it)
 The stage processes run as after installation, with compiled bytecode (this sandbox sets
 PYTHONDONTWRITEBYTECODE, which would recompile every module in every process: the children use
 ``bench-out/pycache`` instead) and tokie's tokenizer cache (``bench-out/cache``; the first run of a
@@ -116,7 +121,61 @@ def _texts(data: Path, index: int = 0, of: int = 1) -> list[str]:
     return [t for i, t in enumerate(docs) if i % of == index]
 
 
+def child_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """The format's floor, in one pinned single-threaded process over every ``of``-th unit: ``tokenize``
+    reads each text unit (decompression, sha1 check, UTF-8 decoding), encodes it with tokie in one call and
+    writes a token unit (sample bytes, zstd level 3, sha1 of both, files, index.json); ``chunk`` reads each
+    token unit and writes its shard bytes again (decompression + sha1 check, zstd level 3 + sha1, files).
+    No guard, verification, statistics, driver, pool, progress or start-up: what any writer of these MDS
+    shards pays per token, against which auto and chunk are measured."""
+    import numpy as np
+
+    from ettin_data.mds import ShardWriter, UnitReader, find_units, load_shard
+    from ettin_data.stages.tokenize import token_columns
+    from ettin_data.token_rows import token_samples
+
+    data, scratch = Path(args.data), Path(args.out) / f"floor-{args.index}"
+    units = [u for i, u in enumerate(find_units(data)) if i % args.of == args.index]
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[args.index % len(cpus)]})
+    if args.method == "tokenize":
+        import tokie
+
+        flat = tokie.Tokenizer.from_json(args.tok).encode_batch_flat
+        flat(["warm up"])
+    shutil.rmtree(scratch, ignore_errors=True)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = 0
+    for k, unit in enumerate(units):
+        reader = UnitReader(data / unit)
+        if args.method == "tokenize":
+            rows = [r for shard in reader.shards() for r in shard.columns(("id", "text"))]
+            ids, lengths = flat([t for _, t in rows])
+            lengths = lengths.astype(np.int64)
+            with ShardWriter(scratch / str(k), token_columns("uint32", False)) as w:
+                for sample, _ in token_samples([d for d, _ in rows], ids, lengths, lengths > 0):
+                    w.write_raw(sample)
+            n += len(ids)
+        else:
+            for info in reader.index["shards"]:
+                shard = load_shard(reader.dirname, info)
+                n += sum(int(x) for (x,) in shard.columns(("len",)))
+                with ShardWriter(scratch / str(k), {c: e for c, e in zip(info["column_names"],
+                                                                      info["column_encodings"], strict=True)}) as w:
+                    off = shard.offsets.tolist()
+                    for a, b in zip(off[:-1], off[1:], strict=True):
+                        w.write_raw(shard.data[a:b])
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - c0, "tokens": n, "units": len(units),
+            **_usage()}
+
+
 def child_raw(args: argparse.Namespace) -> dict[str, Any]:
+    if args.method in ("tokenize", "chunk"):
+        return child_floor(args)
     texts = _texts(Path(args.data), args.index, args.of)
     if args.method == "tokie":
         import tokie
@@ -190,10 +249,11 @@ def _child(mode: str, **kw: Any) -> list[str]:
     return cmd
 
 
-def run_raw(data: Path, tok: str, workers: int, method: str) -> dict[str, Any]:
-    """W single-threaded processes load their share of the texts, then start together on a signal."""
+def run_raw(data: Path, tok: str, workers: int, method: str, out: Path | None = None) -> dict[str, Any]:
+    """W single-threaded processes load their share of the texts, then start together on a signal
+    (``method`` "tokenize"/"chunk": the format's floor, see :func:`child_floor`, writing under ``out``)."""
     env = {**_ENV, "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    procs = [subprocess.Popen(_child("raw", data=data, tok=tok, index=i, of=workers, method=method),
+    procs = [subprocess.Popen(_child("raw", data=data, tok=tok, index=i, of=workers, method=method, out=out),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
              for i in range(workers)]
     for p in procs:
@@ -266,6 +326,8 @@ def bench(args: argparse.Namespace) -> None:
     note("tokenize_auto_1_worker", run_stage("tokenize", main, out / "tokens-1", tok, 1, "auto", one_cpu=True))
     note("tokenize_auto_small", run_stage("tokenize", small, out / "tokens-small", tok, w, "auto"))
     note("chunk", run_stage("chunk", out / "tokens", out / "chunks", tok, w))
+    note("floor_tokenize", run_raw(main, tok, w, "tokenize", out))
+    note("floor_chunk", run_raw(out / "tokens", tok, w, "chunk", out))
     for _ in range(3):
         note("tokenize_auto_fixed_cost", run_stage("tokenize", tiny, out / "tokens-tiny", tok, w, "auto"))
         note("chunk_fixed_cost", run_stage("chunk", out / "tokens-tiny", out / "chunks-tiny", tok, w))
@@ -276,6 +338,8 @@ def bench(args: argparse.Namespace) -> None:
             note("large_raw_tokie", run_raw(large, tok, w, "tokie"))
             note("large_tokenize_auto", run_stage("tokenize", large, out / "tokens-large", tok, w, "auto"))
             note("large_chunk", run_stage("chunk", out / "tokens-large", out / "chunks-large", tok, w))
+            note("large_floor_tokenize", run_raw(large, tok, w, "tokenize", out))
+            note("large_floor_chunk", run_raw(out / "tokens-large", tok, w, "chunk", out))
         note("large_tokenize_auto_1_worker", run_stage("tokenize", large, out / "tokens-large-1", tok, 1, "auto",
                                                        one_cpu=True))
         for name in ("tokens-large", "tokens-large-1", "chunks-large"):
@@ -309,9 +373,15 @@ def _results(runs: dict[str, Any], w: int, identical: bool) -> dict[str, Any]:
             "tokens": best["large_tokenize_auto"]["tokens"],
             "mtok_per_s": {"raw_tokie": l_tokie, "tokenize_auto": l_auto,
                            "tokenize_auto_1_worker": rate("large_tokenize_auto_1_worker"),
-                           "chunk": best["large_tokenize_auto"]["tokens"] / best["large_chunk"]["seconds"] / 1e6},
+                           "chunk": best["large_tokenize_auto"]["tokens"] / best["large_chunk"]["seconds"] / 1e6,
+                           "floor_tokenize": rate("large_floor_tokenize"), "floor_chunk": rate("large_floor_chunk")},
             "auto_vs_raw_tokenizers": l_auto / raw,
             "auto_vs_raw_tokie": l_auto / l_tokie,
+            "floor_tokenize_vs_raw_tokie": rate("large_floor_tokenize") / l_tokie,
+            "auto_vs_floor": l_auto / rate("large_floor_tokenize"),
+            "chunk_vs_floor": best["large_tokenize_auto"]["tokens"] / best["large_chunk"]["seconds"] / 1e6
+            / rate("large_floor_chunk"),
+            "floor_chunk_vs_auto": rate("large_floor_chunk") / l_auto,
             "chunk_speed_vs_auto": best["large_tokenize_auto"]["seconds"] / best["large_chunk"]["seconds"],
             "speedup_1_to_w_workers": best["large_tokenize_auto_1_worker"]["seconds"]
             / best["large_tokenize_auto"]["seconds"],
@@ -326,9 +396,14 @@ def _results(runs: dict[str, Any], w: int, identical: bool) -> dict[str, Any]:
         "seconds": {k: round(v["seconds"], 3) for k, v in best.items()},
         "mtok_per_s": {"raw_tokenizers": raw, "raw_tokenizers_fast": rate("raw_tokenizers_fast"), "raw_tokie": tokie,
                        "tokenize_auto": auto, "tokenize_tokenizers": ref,
-                       "chunk": tokens / best["chunk"]["seconds"] / 1e6},
+                       "chunk": tokens / best["chunk"]["seconds"] / 1e6,
+                       "floor_tokenize": rate("floor_tokenize"), "floor_chunk": rate("floor_chunk")},
         "auto_vs_raw_tokenizers": auto / raw,
         "auto_vs_raw_tokie": auto / tokie,
+        "floor_tokenize_vs_raw_tokie": rate("floor_tokenize") / tokie,
+        "auto_vs_floor": auto / rate("floor_tokenize"),
+        "chunk_vs_floor": tokens / best["chunk"]["seconds"] / 1e6 / rate("floor_chunk"),
+        "floor_chunk_vs_auto": rate("floor_chunk") / auto,
         "tokenizers_engine_vs_raw_tokenizers": ref / raw,
         "tokenizers_engine_vs_raw_tokenizers_fast": ref / rate("raw_tokenizers_fast"),
         "chunk_speed_vs_auto": best["tokenize_auto"]["seconds"] / best["chunk"]["seconds"],
@@ -360,11 +435,17 @@ def _table(r: dict[str, Any], w: int) -> None:
         (f"tokenize --engine auto, {w} workers", f"{m['tokenize_auto']:.2f} M tok/s "
          f"({r['auto_vs_raw_tokenizers']:.1f}x raw tokenizers)", ">= 10x"),
         ("  same / raw tokie", f"{r['auto_vs_raw_tokie']:.2f}x", ">= 0.6x"),
+        (f"floor: read text MDS + tokie + write token MDS, {w} x 1-thread",
+         f"{m['floor_tokenize']:.2f} M tok/s ({r['floor_tokenize_vs_raw_tokie']:.2f}x raw tokie)", "(bound)"),
+        ("  auto / floor", f"{r['auto_vs_floor']:.2f}x", "(info)"),
         ("  auto shards == tokenizers shards", "yes" if r["auto_identical_to_tokenizers"] else "NO", "identical"),
         ("  guard", f"{g.get('documents_routed')} routed, {g.get('documents_verified')} verified "
          f"(+{g.get('units_spot_checked')} unit starts), {g.get('units_redone')} units redone", "(info)"),
         (f"chunk, {w} workers", f"{m['chunk']:.2f} M tok/s ({r['chunk_speed_vs_auto']:.2f}x faster than auto)",
          ">= 3x"),
+        (f"floor: read + rewrite the token shards, {w} x 1-thread",
+         f"{m['floor_chunk']:.2f} M tok/s ({r['floor_chunk_vs_auto']:.2f}x auto: chunk's best)", "(bound)"),
+        ("  chunk / floor", f"{r['chunk_vs_floor']:.2f}x", "(info)"),
         (f"speed-up 1 -> {w} workers (auto)", f"{r['speedup_1_to_w_workers']:.2f}x", ">= 1.8x"),
         ("peak RSS, largest process (small / main)",
          f"{rss['small']:.0f} / {rss['main']:.0f} MB (x{rss['main'] / rss['small']:.2f})", "flat"),
@@ -379,8 +460,15 @@ def _table(r: dict[str, Any], w: int) -> None:
             (f"  tokenize --engine auto, {w} workers", f"{bm['tokenize_auto']:.2f} M tok/s "
              f"({big['auto_vs_raw_tokenizers']:.1f}x raw tokenizers)", ">= 10x"),
             ("    same / raw tokie", f"{big['auto_vs_raw_tokie']:.2f}x", ">= 0.6x"),
+            ("  floor: read text MDS + tokie + write token MDS",
+             f"{bm['floor_tokenize']:.2f} M tok/s ({big['floor_tokenize_vs_raw_tokie']:.2f}x raw tokie)", "(bound)"),
+            ("    auto / floor", f"{big['auto_vs_floor']:.2f}x", "(info)"),
             (f"  chunk, {w} workers", f"{bm['chunk']:.2f} M tok/s ({big['chunk_speed_vs_auto']:.2f}x faster than auto)",
              ">= 3x"),
+            ("  floor: read + rewrite the token shards",
+             f"{bm['floor_chunk']:.2f} M tok/s ({big['floor_chunk_vs_auto']:.2f}x auto: chunk's best)",
+             "(bound)"),
+            ("    chunk / floor", f"{big['chunk_vs_floor']:.2f}x", "(info)"),
             (f"  speed-up 1 -> {w} workers (auto)", f"{big['speedup_1_to_w_workers']:.2f}x", ">= 1.8x"),
             ("  peak RSS, largest process",
              f"{big['peak_rss_mb']:.0f} MB (x{big['peak_rss_mb'] / rss['small']:.2f} small)", "flat"),

@@ -387,6 +387,20 @@ def test_one_thread_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tokie_engine.thread_budget() == len(mask)
 
 
+def test_pool_slot_chooses_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a pool, worker k's tokie calls run on CPU k (mod the CPUs it may use), wherever it runs now."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    for slot in range(3):
+        monkeypatch.setenv("ETTIN_DATA_WORKER_SLOT", str(slot))
+        with tokie_engine._pinned(1):
+            assert os.sched_getaffinity(0) == {cpus[slot % len(cpus)]}
+        with tokie_engine._pinned(2 if len(cpus) >= 4 else 1):
+            assert len(os.sched_getaffinity(0)) == (2 if len(cpus) >= 4 else 1)
+    assert os.sched_getaffinity(0) == set(cpus)
+
+
 def test_pinned_tokie_threads_stay_on_one_cpu(modernbert_json: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """tokie sizes its threads from the CPU mask (not RAYON_NUM_THREADS): with a budget of 1 every thread that
     runs during the call is confined to one CPU (none is started when the first call of the process is pinned)."""

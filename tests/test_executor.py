@@ -1,12 +1,16 @@
 """The local process pool: every progress message and every line a worker prints reaches the driver,
-although workers leave with ``os._exit`` once multiprocessing is done with them (executors.local._exit_now)."""
+although workers leave with ``os._exit`` once multiprocessing is done with them (executors.local._exit_now);
+every worker of a pool has its own slot (engines pin their threads by it)."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 from ettin_data import progress
 from ettin_data.executors import run_tasks
+from ettin_data.executors.base import WORKER_SLOT
 from ettin_data.stats import Stats
 from ettin_data.units import Task
 
@@ -34,3 +38,17 @@ def test_pool_workers_deliver_all_progress_and_output(capfd) -> None:
     captured = capfd.readouterr()
     for i in range(5):
         assert f"printed by u{i}" in captured.out and f"warned by u{i}" in captured.err
+
+
+def slot_of(task: Task, cfg: object) -> Stats:
+    time.sleep(0.3)  # both workers are busy at once: each task runs in its own worker
+    st = Stats()
+    st.add(f"slot{os.environ[WORKER_SLOT]}.pid{os.getpid()}")
+    return st
+
+
+def test_pool_workers_have_distinct_slots() -> None:
+    out = run_tasks(slot_of, [Task("a"), Task("b")], None, workers=2)
+    keys = [k for s in out.stats.values() for k in s.counts]
+    slots = sorted(k.split(".")[0] for k in keys)
+    assert not out.failures and slots == ["slot0", "slot1"], keys

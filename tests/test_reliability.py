@@ -394,14 +394,18 @@ def test_a_document_lost_while_reading_fails_the_unit(stage, monkeypatch, text_d
 
     paths, _ = chain
     if stage == "tokenize":
-        orig = UnitReader.iter_samples
+        from ettin_data.stages import tokenize
 
-        def lossy(self, columns=None):
-            for i, s in enumerate(orig(self, columns)):
-                if i != 2:
-                    yield s
+        orig = tokenize._batches
 
-        monkeypatch.setattr(UnitReader, "iter_samples", lossy)
+        def lossy(reader, has_domain, batch_size):
+            for k, (ids, texts, domains) in enumerate(orig(reader, has_domain, batch_size)):
+                if k == 0:  # the third document of the unit is lost
+                    ids, texts = ids[:2] + ids[3:], texts[:2] + texts[3:]
+                    domains = domains[:2] + domains[3:] if domains is not None else None
+                yield ids, texts, domains
+
+        monkeypatch.setattr(tokenize, "_batches", lossy)
         cfg = C.TokenizeConfig(inputs=[str(text_dataset)], output=str(tmp_path / "o"), tokenizer="builtin:modernbert",
                                workers=1)
     else:

@@ -126,7 +126,7 @@ class _Compiled:
         if self.chars is not None:
             return not ascii_text and not self.chars.isdisjoint(text)
         if self.needles and (ascii_text or not self.needles_ascii_only) \
-                and not any(n in text for n in self.needles):
+                and not any(n[0] in text and n in text for n in self.needles):  # one char first: memchr speed
             return False
         return self.regex is None or self.regex.search(text) is not None
 

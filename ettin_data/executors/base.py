@@ -26,6 +26,9 @@ class Outcome:
     tracebacks: dict[str, str] = field(default_factory=dict)
 
 
+WORKER_SLOT = "ETTIN_DATA_WORKER_SLOT"  # a pool worker's slot, 0..workers-1 (engines pin their threads by it)
+
+
 def worker_env(workers: int) -> dict[str, str]:
     """Thread limits so that workers x library threads never exceed the cores."""
     try:

@@ -17,16 +17,19 @@ from typing import Any
 from .. import interrupt, progress
 from ..stats import Stats
 from ..units import Task
-from .base import WORKER_DIED, Outcome, call, record, worker_env
+from .base import WORKER_DIED, WORKER_SLOT, Outcome, call, record, worker_env
 
 __all__ = ["run_local"]
 
 GRACE = 2.5  # seconds an interrupted run's workers get between SIGTERM and SIGKILL
 
 
-def _init_worker(queue: Any, env: dict[str, str], driver: int) -> None:
+def _init_worker(queue: Any, env: dict[str, str], driver: int, slots: Any) -> None:
     interrupt.die_with_parent(driver)  # no worker outlives the driver, however it ends
     os.environ.update(env)
+    with slots.get_lock():  # this worker's slot: 0..n-1, distinct within a pool
+        os.environ[WORKER_SLOT] = str(slots.value)
+        slots.value += 1
     progress.set_sink(lambda d, t: queue.put((d, t)))
     atexit.register(_exit_now)
 
@@ -73,6 +76,7 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
     ctx = mp.get_context("spawn")
     with interrupt.signals_blocked():  # may start the resource tracker: no group signal may kill it
         queue = ctx.Queue()
+        slots = ctx.Value("i", 0)
     stop = threading.Event()
 
     def drain() -> None:
@@ -92,7 +96,7 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
     drainer.start()
     todo = list(tasks)[::-1]
     n = min(workers, len(tasks))
-    initargs = (queue, worker_env(n), os.getpid())
+    initargs = (queue, worker_env(n), os.getpid(), slots)
     pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=initargs)
     running: dict[Future, Task] = {}
     try:
@@ -115,6 +119,7 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
                     record(out, t.name, ("error", WORKER_DIED, ""), on_done)
                 running.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
+                slots.value = 0  # the new pool's workers take slots 0..n-1 again
                 pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=initargs)
     except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (interrupt.Terminated) or a bug: stop the workers now
         _stop_workers(pool)
