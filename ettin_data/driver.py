@@ -32,7 +32,7 @@ from .dataset import INDEX, META, SETTINGS, is_root_index, read_meta
 from .errors import ConfigError, UnitFailure
 from .executors import run_tasks
 from .interrupt import handle_signals
-from .mds import write_json_atomic
+from .mds import jsonable, write_json_atomic
 from .progress import Display
 from .stage import Stage
 from .stats import Stats
@@ -174,18 +174,18 @@ def _finish(stage: Stage, ws: Workspace, p: Plan) -> dict[str, Any]:
     upstream, record = extra.pop("upstream", None), extra.pop("record", {})
     meta = extra.pop("meta", None) or {  # a stage may describe its output itself (prepare: a chain of three)
         "stage": stage.name,
-        "settings": _jsonable(recorded_settings(cfg)),
+        "settings": jsonable(recorded_settings(cfg)),
         "inputs": list(ws.given.inputs),
         "upstream": upstream if upstream is not None else [m for m in (read_meta(i) for i in cfg.inputs) if m],
         **{k: v for k, v in extra.items() if k in ("tokenizer", "engine")}, **record,
     }
-    write_json_atomic(ws.output / META, _jsonable(meta))
+    write_json_atomic(ws.output / META, jsonable(meta))
     ws.push_finished(names, last=(META, INDEX))  # dataset-level files last, the root index.json very last
     return {"complete": True, "counts": dict(sorted(stats.counts.items())), **extra}
 
 
 def _settings(stage: Stage, ws: Workspace) -> dict[str, Any]:
-    return _jsonable({"stage": stage.name, "inputs": list(ws.given.inputs), **recorded_settings(ws.cfg)})
+    return jsonable({"stage": stage.name, "inputs": list(ws.given.inputs), **recorded_settings(ws.cfg)})
 
 
 def _settings_conflict(stage: Stage, ws: Workspace) -> list[str]:
@@ -198,10 +198,6 @@ def _settings_conflict(stage: Stage, ws: Workspace) -> list[str]:
     except (OSError, ValueError):
         return []
     return settings_diff(old, _settings(stage, ws), type(ws.cfg))
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
 
 
 def _drop_root_indexes(out: Path) -> None:

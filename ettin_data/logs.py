@@ -20,14 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .mds import jsonable
 
 __all__ = ["LOG_DIR", "RunLog"]
 
 LOG_DIR = ".ettin_logs"
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
 
 
 class RunLog:
@@ -103,6 +100,6 @@ class RunLog:
                        "seconds": round(time.monotonic() - self.t0, 3)})
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(_jsonable(e), sort_keys=True) + "\n" for e in events))
+        tmp.write_text("".join(json.dumps(jsonable(e), sort_keys=True) + "\n" for e in events))
         os.replace(tmp, path)
         return path

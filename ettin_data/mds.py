@@ -31,6 +31,7 @@ __all__ = [
     "UnitReader",
     "read_index",
     "write_json_atomic",
+    "jsonable",
     "find_units",
     "write_root_index",
     "encode_value",
@@ -121,6 +122,12 @@ def decode_value(encoding: str, data: bytes | memoryview) -> Any:
     from streaming.base.format.mds.encodings import mds_decode  # rare encodings: let streaming decode
 
     return mds_decode(encoding, bytes(data))
+
+
+def jsonable(obj: Any) -> Any:
+    """A plain-JSON copy of ``obj`` (paths, enums and other objects as their ``str``): what run logs,
+    settings and ``ettin_meta.json`` record."""
+    return json.loads(json.dumps(obj, default=str))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

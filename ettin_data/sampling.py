@@ -22,7 +22,7 @@ from . import progress
 from .dataset import META, TOKENIZER_FILE, dataset_tokenizer
 from .errors import ConfigError, InputError
 from .indexcheck import UnsafePath, check_member
-from .mds import INDEX, ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
+from .mds import INDEX, ShardWriter, UnitReader, find_units, jsonable, read_index, write_json_atomic, write_root_index
 from .stage import Stage
 from .stats import Stats, percentiles
 from .units import clear
@@ -260,7 +260,7 @@ def _recorded_units(root: Path) -> set[str]:
 
 
 def write_split_meta(root: Path, meta: dict[str, Any]) -> None:
-    write_json_atomic(root / META, json.loads(json.dumps(meta, default=str)))
+    write_json_atomic(root / META, jsonable(meta))
 
 
 class SamplingStage(Stage):

@@ -291,6 +291,42 @@ def test_injected_divergence_is_caught_redone_and_counted(tmp_path: Path, text_d
     assert s["counts"]["documents_written"] == ref["counts"]["documents_written"] == 247
 
 
+def test_a_redone_unit_reaches_the_progress_bar_once(tmp_path: Path, text_dataset: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mismatch found after some batches were reported: they are taken back, the redo reports the unit."""
+    from ettin_data import progress
+
+    cfg = TokenizeConfig(inputs=[str(text_dataset)], output=str(tmp_path / "o"), tokenizer="builtin:modernbert",
+                         workers=1, batch_size=8)
+    tok = stage.Tokenize()
+    task = tok.plan(cfg)[0]
+    tok.prepare(cfg)
+    real, raised = engines.Guarded.encode, []
+
+    def late(self, texts, add_special_tokens, **kw):
+        if kw.get("first_index", 0) >= 16 and not raised:  # the third batch of the first attempt
+            raised.append(kw["first_index"])
+            raise engines.Mismatch("injected")
+        return real(self, texts, add_special_tokens, **kw)
+
+    monkeypatch.setattr(engines.Guarded, "encode", late)
+    stage._WORKER.clear()
+    seen = [0, 0]
+
+    def sink(d: int, t: int) -> None:
+        seen[0] += d
+        seen[1] += t
+
+    progress.set_sink(sink)
+    try:
+        st_ = tok.process_unit(task, cfg)
+    finally:
+        progress.set_sink(None)
+        stage._WORKER.clear()
+    assert raised == [16] and st_["engine.units_redone"] == 1
+    assert seen == [st_["documents_in"], st_["tokens_written"]] and st_["documents_in"] > 16
+
+
 def test_prepare_redoes_a_diverging_unit_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ettin_data.config import PrepareConfig
     from ettin_data.stages import prepare

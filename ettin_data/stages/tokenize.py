@@ -262,8 +262,9 @@ def write_token_unit(dst: Path, rows: list[tuple[str, np.ndarray, str | None]], 
     return st
 
 
-def _tokenize_unit(task: U.Task, cfg: TokenizeConfig, encoder: Encoder) -> Stats:
-    """Encode one unit into ``OUTPUT/<task.name>`` (atomically: a Mismatch leaves nothing behind)."""
+def _tokenize_unit(task: U.Task, cfg: TokenizeConfig, encoder: Encoder, reported: list[int]) -> Stats:
+    """Encode one unit into ``OUTPUT/<task.name>`` (atomically: a Mismatch leaves nothing behind).
+    ``reported``: [documents, tokens] given to the progress bar so far (taken back if the unit is redone)."""
     out = Path(cfg.output)
     reader = UnitReader(task.source)
     has_domain = "domain" in reader.columns
@@ -286,6 +287,8 @@ def _tokenize_unit(task: U.Task, cfg: TokenizeConfig, encoder: Encoder) -> Stats
             st.add("tokens_written", int(kept.sum()))
             st.add_lengths(kept)
             progress.advance(docs=len(texts), tokens=int(kept.sum()))
+            reported[0] += len(texts)
+            reported[1] += int(kept.sum())
         writer.finish()
     if not reader.num_samples == st["documents_in"] == st["documents_written"] + st["skipped.empty_tokens"]:
         raise InputError(f"{task.source}: document accounting does not close ({reader.num_samples} in the index, "
@@ -371,10 +374,12 @@ class Tokenize(Stage):
     def process_unit(self, task: U.Task, cfg: TokenizeConfig) -> Stats:
         out = Path(cfg.output)
         encoder = Encoder.load(cfg)
+        reported = [0, 0]
         try:
-            st = _tokenize_unit(task, cfg, encoder)
+            st = _tokenize_unit(task, cfg, encoder, reported)
         except Mismatch:  # the fast engine differed on a verified document: the whole unit comes from the reference
-            st = _tokenize_unit(task, cfg, encoder.reference())
+            progress.advance(docs=-reported[0], tokens=-reported[1])  # the redo reports the unit again
+            st = _tokenize_unit(task, cfg, encoder.reference(), [0, 0])
             st.add("engine.mismatches")
             st.add("engine.units_redone")
         st.add("engine.units_tokie" if encoder.choice.used == "tokie" else "engine.units_tokenizers")
