@@ -25,7 +25,7 @@ from .indexcheck import UnsafePath, check_member
 from .mds import INDEX, ShardWriter, UnitReader, find_units, jsonable, read_index, write_json_atomic, write_root_index
 from .stage import Stage
 from .stats import Stats, percentiles
-from .units import clear
+from .units import atomic_dir, clear, mark_done
 from .zerocopy import link_or_copy, link_unit
 
 __all__ = [
@@ -189,6 +189,16 @@ def write_subset(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray) -
     st.add("bytes_written", sum(p.stat().st_size for p in dst.glob("shard.*")))
     st.add_lengths(lengths)
     progress.advance(docs=stats["samples"], tokens=stats["total_tokens_written"])
+    return st
+
+
+def sample_unit(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray | None = None,
+                tokens: int | None = None) -> Stats:
+    """One output unit of a ``sample`` stage, atomically and marked done: the whole input unit ``src``
+    hard-linked (``keep`` None; ``tokens``: its known token count), else its samples ``keep`` written anew."""
+    with atomic_dir(dst) as tmp:
+        st = place_unit(src, tmp, tokens) if keep is None else write_subset(src, tmp, keep)
+    mark_done(dst, st)
     return st
 
 

@@ -30,11 +30,10 @@ from ..sampling import (
     dataset_units,
     finish_dataset,
     out_name,
-    place_unit,
     rng_for,
+    sample_unit,
     single_input,
     unit_lengths,
-    write_subset,
 )
 from ..stats import Stats
 
@@ -109,12 +108,8 @@ class Budget(SamplingStage):
 
     def process_unit(self, task: U.Task, cfg: Any) -> Stats:
         p: Pick = task.params
-        take, tokens = p.take, p.tokens
-        dst = Path(cfg.output) / task.name
-        with U.atomic_dir(dst) as tmp:
-            st = place_unit(task.source, tmp, tokens) if take is None else write_subset(task.source, tmp, range(take))
-        U.mark_done(dst, st)
-        return st
+        return sample_unit(task.source, Path(cfg.output) / task.name, None if p.take is None else range(p.take),
+                           p.tokens)
 
     def finish(self, cfg: BudgetConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
         out = Path(cfg.output)

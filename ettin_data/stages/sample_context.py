@@ -28,11 +28,10 @@ from ..sampling import (
     dataset_tokenizer,
     finish_dataset,
     out_name,
-    place_unit,
     rng_for,
+    sample_unit,
     single_input,
     unit_lengths,
-    write_subset,
 )
 from ..stats import Stats
 
@@ -94,12 +93,8 @@ class Context(SamplingStage):
         return tasks
 
     def process_unit(self, task: U.Task, cfg: ContextConfig) -> Stats:
-        keep = task.params
-        dst = Path(cfg.output) / task.name
-        with U.atomic_dir(dst) as tmp:
-            st = place_unit(task.source, tmp) if keep is None else write_subset(task.source, tmp, np.asarray(keep))
-        U.mark_done(dst, st)
-        return st
+        keep = task.params  # the samples kept, or None: the whole unit
+        return sample_unit(task.source, Path(cfg.output) / task.name, None if keep is None else np.asarray(keep))
 
     def finish(self, cfg: ContextConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
         out = Path(cfg.output)
