@@ -203,7 +203,7 @@ def _write_log(log: Any, code: int, **kw: Any) -> str | None:
         return None
     try:
         path = log.write(code, **kw)
-    except OSError as e:
+    except (OSError, EttinError) as e:
         typer.echo(f"warning: could not write the run log: {e}", err=True)
         return None
     return str(path) if path else None

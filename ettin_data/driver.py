@@ -2,15 +2,21 @@
 
 For a stage (``stage.py``) with options ``cfg``:
 
-1. open the workspace (local folders, or object storage mapped to local folders: ``workspace.py``);
-2. plan once (:func:`plan`): every task, this rank's share, which are done. The same :class:`Plan` goes to
-   the run log, to ``--dry-run`` and to execution;
-3. refuse an output that overlaps an input or is a file; ``stage.prepare``; lock the output;
-4. refuse foreign units and a resume with other settings; record the settings;
-5. drop a root index that would describe units about to change, run the units left (``executors``), each
-   in a worker, failures collected (one failing unit never stops the others);
-6. when every unit of every rank is done: ``stage.finish``, then ``ettin_meta.json``; the workspace
-   publishes dataset-level files, the root ``index.json`` last.
+1. open the workspace (local folders, or object storage mapped to local folders: ``workspace.py``) with the
+   folders the stage writes (``-o`` and its extra outputs);
+2. refuse an input dataset that is incomplete; plan once (:func:`plan`): every task, this rank's share, which
+   are done. The same :class:`Plan` goes to the run log, to ``--dry-run`` and to execution;
+3. refuse an output that overlaps an input or is a file; lock every output (before anything is written; a run
+   alone on its output sweeps the temporaries stopped runs left);
+4. refuse foreign units and a resume with other settings (``stage.check`` adds what the settings do not say);
+   record the units;
+5. mark the output incomplete (root index and metadata withdrawn); with ``--overwrite`` and other settings,
+   withdraw every finished unit (they are never resumed into the new dataset); record the settings;
+   ``stage.prepare``;
+6. run the units left (``executors``), each in a worker wrapped by ``worker.UnitJob`` (the framework makes each
+   unit folder atomic and marks it done), failures collected (one failing unit never stops the others);
+7. when every unit of every rank is done: ``stage.finish``, then ``ettin_meta.json`` of each output; the
+   workspace publishes dataset-level files, the root ``index.json`` last; the output is marked complete.
 
 SIGTERM/SIGHUP stop a run like Ctrl-C: workers stopped, finished units kept, no root index (``interrupt.py``).
 """
@@ -28,7 +34,7 @@ from typing import Any
 from . import outputs
 from . import units as U
 from .config import recorded_settings, settings_diff
-from .dataset import INDEX, META, SETTINGS, is_root_index, read_meta
+from .dataset import INDEX, META, SETTINGS, read_meta
 from .errors import ConfigError, UnitFailure
 from .executors import run_tasks
 from .interrupt import handle_signals
@@ -37,6 +43,7 @@ from .progress import Display
 from .stage import Stage
 from .stats import Stats
 from .storage import is_remote
+from .worker import UnitJob
 from .workspace import Workspace
 
 __all__ = ["run", "plan", "dry_run", "Plan"]
@@ -74,6 +81,7 @@ def run(cfg: Any, *, quiet: bool = True, log: Any = None, command: Any = None) -
     command = command or _registered(cfg)
     with open_workspace(cfg, command) as ws:
         if not isinstance(command, Stage):
+            ws.require_inputs_complete()  # stats, export: a dataset that a run has not finished is never read
             return command.run(ws.cfg)
         summary = _run_stage(command, ws, quiet, log)
     return summary
@@ -90,7 +98,7 @@ def dry_run(cfg: Any, command: Any = None) -> dict[str, Any]:
         out = {"units": len(p.tasks), "mine": len(p.mine), "to_do": [t.name for t in p.todo],
                "already_done": [t.name for t in p.done]}
         ws.pull_run_files((SETTINGS,))
-        conflict = _settings_conflict(command, ws)
+        conflict = [] if cfg.overwrite else _settings_conflict(command, ws)
         if conflict:
             out["settings_conflict"] = conflict
     return out
@@ -106,8 +114,9 @@ def _registered(cfg: Any) -> Any:
 def open_workspace(cfg: Any, command: Any) -> Iterator[Workspace]:
     """The run's workspace: its folders as given, or object storage (any INPUT or OUTPUT a URL) mapped to
     local folders for the duration of the run (``remote.py``). The only place a run's storage is chosen."""
-    if not (is_remote(getattr(cfg, "output", "") or "") or any(is_remote(i) for i in getattr(cfg, "inputs", ()))):
-        yield Workspace(cfg)
+    folders = command.outputs(cfg) if isinstance(command, Stage) else {}
+    if not (any(is_remote(f) for f in folders.values()) or any(is_remote(i) for i in getattr(cfg, "inputs", ()))):
+        yield Workspace(cfg, outputs=folders)
         return
     from .remote import open_remote
 
@@ -120,23 +129,27 @@ def _run_stage(stage: Stage, ws: Workspace, quiet: bool, log: Any) -> dict[str, 
     cfg, given = ws.cfg, ws.given
     t0 = time.monotonic()
     ws.refresh()
+    ws.require_inputs_complete()  # a dataset that a run has not finished is never read
     p = plan(stage, cfg, ws)  # first: bad inputs are reported before anything is written
     if log is not None:
         log.planned(p)
-    outputs.check_outputs(cfg)  # output == input / overlapping / a file: refused before anything is written
-    stage.prepare(cfg)  # e.g. tokenize checks its tokenizer, then writes OUTPUT/tokenizer.json
-    with outputs.output_lock(cfg):  # one run per output (per rank); released on exit
+    ws.check_overlap()  # output == input / overlapping / a file: refused before anything is written
+    with ws.lock():  # one lock per output (ranks of one run share it); released on exit
         ws.pull_run_files((SETTINGS, outputs.UNITS_FILE))
-        # only units this dataset's runs wrote may be replaced or removed (remote: those in the local mirror)
-        outputs.claim_units(cfg, [t.name for t in p.tasks], stage.name, list(given.inputs))
+        # only units this dataset's runs wrote may be replaced or removed (remote: those in the bucket)
+        ws.check_units(stage.name)
         diff = _settings_conflict(stage, ws)
-        if diff:  # a resume with other settings would mix two datasets
-            raise ConfigError(f"{ws.output} was written with other settings ({'; '.join(diff)}); "
+        if diff and not cfg.overwrite:  # a resume with other settings would mix two datasets
+            raise ConfigError(f"{given.output} was written with other settings ({'; '.join(diff)}); "
                               "pass --overwrite to redo it, or choose a new output folder")
+        changes = stage.check(cfg)  # refuses what the settings do not say (another tokenizer.json, mix file)
+        ws.record_units([t.name for t in p.tasks])  # the first write (after the lock file)
+        ws.mark_incomplete({"stage": stage.name, "argv": getattr(log, "argv", None)})
+        if diff or changes:  # --overwrite with other settings: no unit written under the old ones is resumed
+            ws.withdraw_done()
         write_json_atomic(ws.output / SETTINGS, _settings(stage, ws))
+        stage.prepare(cfg)  # e.g. tokenize writes OUTPUT/tokenizer.json
         ws.push_run_files()
-        if p.todo:  # units are about to change: no root index may describe them until finish() rewrites it
-            _drop_root_indexes(ws.output)
         _run_units(stage, ws, p, quiet)
         summary: dict[str, Any] = {"stage": stage.name, "output": str(given.output), "units": len(p.tasks),
                                    "units_run": len(p.todo), "units_skipped": len(p.done)}
@@ -156,32 +169,33 @@ def _run_units(stage: Stage, ws: Workspace, p: Plan, quiet: bool) -> None:
         for _ in p.done:
             display.unit_done()
         outcome = run_tasks(
-            ws.unit_fn(stage.process_unit), p.todo, cfg, workers=cfg.workers, executor=cfg.executor,
+            ws.unit_fn(UnitJob(stage)), p.todo, cfg, workers=cfg.workers, executor=cfg.executor,
             on_progress=display.update, on_done=display.unit_done, ray_address=cfg.ray_address,
             max_retries=cfg.max_retries,
         )
     if outcome.failures:
-        err = UnitFailure(outcome.failures, len(p.mine))
-        err.tracebacks = outcome.tracebacks
-        raise err
+        raise UnitFailure(outcome.failures, len(p.mine), outcome.tracebacks)
 
 
 def _finish(stage: Stage, ws: Workspace, p: Plan) -> dict[str, Any]:
     cfg, names = ws.cfg, [t.name for t in p.tasks]
     ws.pull_units(names)  # remote: the units' small files (index.json, .done, stats) come back for finish()
     stats = sum((U.read_done(ws.output / n) for n in names), Stats())
-    extra = stage.finish(cfg, stats, p.tasks) or {}
-    upstream, record = extra.pop("upstream", None), extra.pop("record", {})
-    meta = extra.pop("meta", None) or {  # a stage may describe its output itself (prepare: a chain of three)
+    done = stage.finish(cfg, stats, p.tasks)
+    meta = {
         "stage": stage.name,
         "settings": jsonable(recorded_settings(cfg)),
         "inputs": list(ws.given.inputs),
-        "upstream": upstream if upstream is not None else [m for m in (read_meta(i) for i in cfg.inputs) if m],
-        **{k: v for k, v in extra.items() if k in ("tokenizer", "engine")}, **record,
+        "upstream": [m for m in (read_meta(i) for i in cfg.inputs) if m],
+        **done.meta,  # a stage may describe its output itself (prepare: a chain of three)
     }
-    write_json_atomic(ws.output / META, jsonable(meta))
+    for opt, folder in ws.outputs.items():
+        record = meta if opt == "output" else done.outputs_meta.get(opt)
+        if record is not None:
+            write_json_atomic(Path(folder) / META, jsonable(record))
     ws.push_finished(names, last=(META, INDEX))  # dataset-level files last, the root index.json very last
-    return {"complete": True, "counts": dict(sorted(stats.counts.items())), **extra}
+    ws.mark_complete()
+    return {"complete": True, "counts": dict(sorted(stats.counts.items())), **done.summary}
 
 
 def _settings(stage: Stage, ws: Workspace) -> dict[str, Any]:
@@ -191,24 +205,10 @@ def _settings(stage: Stage, ws: Workspace) -> dict[str, Any]:
 def _settings_conflict(stage: Stage, ws: Workspace) -> list[str]:
     """What changed since the output was written (a resume with other settings would mix two datasets)."""
     path = ws.output / SETTINGS
-    if ws.cfg.overwrite or not path.is_file():
+    if not path.is_file():
         return []
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
     return settings_diff(old, _settings(stage, ws), type(ws.cfg))
-
-
-def _drop_root_indexes(out: Path) -> None:
-    """Remove the root ``index.json`` files (shards named by nested paths) of OUTPUT and its split folders,
-    e.g. left by an earlier complete run that --overwrite now redoes: a reader must never see a root index
-    over units that are being rewritten."""
-    for d in (out, *(c for c in out.iterdir() if c.is_dir() and not c.name.startswith("."))):
-        f = d / INDEX
-        try:
-            index = json.loads(f.read_text()) if f.is_file() else None
-        except (OSError, ValueError):
-            continue
-        if isinstance(index, dict) and is_root_index(index):
-            f.unlink()

@@ -31,9 +31,10 @@ class InputError(EttinError):
 class UnitFailure(EttinError):
     """Raised after a run in which some units failed; carries one line per failed unit."""
 
-    def __init__(self, failures: list[tuple[str, str]], total: int):
+    def __init__(self, failures: list[tuple[str, str]], total: int, tracebacks: dict[str, str] | None = None):
         self.failures = failures
         self.total = total
+        self.tracebacks = dict(tracebacks or {})  # per failed unit (shown with --debug)
         lines = "; ".join(f"{unit}: {err}" for unit, err in failures[:20])
         more = f" (+{len(failures) - 20} more)" if len(failures) > 20 else ""
         super().__init__(f"{len(failures)} of {total} units failed: {lines}{more}")

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import __version__
 from .mds import jsonable
+from .safefile import write_bytes
 
 __all__ = ["LOG_DIR", "RunLog"]
 
@@ -37,9 +38,10 @@ class RunLog:
         self.t0 = time.monotonic()
         self.plan: Any = None
         self.enabled = os.environ.get("ETTIN_DATA_LOGS", "1") != "0" and self._local_output() is not None
+        self.argv = ["ettin-data", *sys.argv[1:]]  # the command line (what to rerun to finish the output)
         self.events: list[dict[str, Any]] = [{
             "event": "start", "time": self.started.isoformat(timespec="seconds"), "stage": stage,
-            "version": __version__, "argv": ["ettin-data", *sys.argv[1:]], "pid": os.getpid(),
+            "version": __version__, "argv": self.argv, "pid": os.getpid(),
             "config": {k: {"value": getattr(cfg, k), "from": origin.get(k, "default")}
                        for k in type(cfg).model_fields},
         }]
@@ -98,8 +100,9 @@ class RunLog:
         events.append({"event": "end", "time": datetime.now(UTC).isoformat(timespec="seconds"),
                        "exit_code": exit_code, "error": error, "summary": summary,
                        "seconds": round(time.monotonic() - self.t0, 3)})
+        if path.parent.is_symlink():  # never written through a link (the run itself refuses such an output)
+            return None
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(jsonable(e), sort_keys=True) + "\n" for e in events))
-        os.replace(tmp, path)
+        text = "".join(json.dumps(jsonable(e), sort_keys=True) + "\n" for e in events)
+        write_bytes(path, text.encode(), fsync=False)
         return path

@@ -23,6 +23,7 @@ import zstandard
 from .dataset import INDEX, is_root_index
 from .errors import InputError
 from .indexcheck import UnsafePath, check_index
+from .safefile import atomic_file, new_file
 
 __all__ = [
     "TEXT_COLUMNS",
@@ -131,18 +132,15 @@ def jsonable(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to a temporary sibling, fsync, rename: readers never see a partial file."""
+    """Write JSON to a temporary sibling, fsync, rename: readers never see a partial file (``safefile``: never
+    through a link)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     text = None if path.name == INDEX else indented_json(obj)
-    with open(tmp, "w") as f:
+    with atomic_file(path, "w") as f:
         if text is None:
             json.dump(obj, f, sort_keys=True, indent=None if path.name == INDEX else 1)
         else:
             f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class _Other(Exception):
@@ -294,7 +292,7 @@ class ShardWriter:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
+    with new_file(path) as f:  # a new file in a fresh unit folder: never an existing file or a link
         f.write(data)
 
 

@@ -28,7 +28,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import numpy as np
 from .dataset import read_meta
 from .errors import InputError
 from .mds import INDEX, UnitReader, read_index, write_json_atomic
+from .safefile import atomic_file
 
 __all__ = ["PROFILES", "DEFAULT", "FIX", "name", "output_columns", "source_column", "can_link", "compression",
            "flat_dtype", "to_numpy", "is_flat", "read_flat", "verify_profile", "describe_flat",
@@ -98,15 +98,11 @@ def flat_dtype(tok: dict[str, Any] | None, dtype: str | None) -> str:
 
 
 def _write_bytes_atomic(path: Path, data: bytes | None = None, chunks: Any = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         if data is not None:
             f.write(data)
         for c in chunks or ():
             f.write(c)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _file_entry(path: Path, samples: int) -> dict[str, Any]:

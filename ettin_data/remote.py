@@ -14,24 +14,29 @@ servers are reached with ``S3_ENDPOINT_URL``. Storage errors become one-line Con
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dataset import INDEX, META, SETTINGS, TOKENIZER_FILE
-from .errors import InputError
+from .dataset import INCOMPLETE, INDEX, META, SETTINGS, TOKENIZER_FILE
+from .errors import ConfigError, InputError
+from .outputs import UNITS_FILE
+from .safefile import TMP_SUFFIX, write_bytes
 from .storage import _THREADS, Store, is_remote, is_shard, local_path, store
 from .workspace import Workspace
 
 __all__ = ["RemoteWorkspace", "open_remote", "UnitIO", "mirror_small_files", "fetch_shards"]
 
 _MIRRORED = ".ettin_mirror"  # written in a local mirror/staging folder once its small files are present
-_LOCK = ".ettin_lock"  # the output lock (outputs.py) is local to a run: never uploaded
+_LOCK = ".ettin_lock"  # lock files (outputs.py) and lock objects (_bucket_lock): never mirrored nor uploaded
 
 # ---------------------------------------------------------------- inputs: mirror small files, shards on demand
 
@@ -57,11 +62,11 @@ def mirror_small_files(url: str, local: Path, *, fresh: bool) -> None:
                         for b in [s["raw_data"]["basename"]] if "/" in b})
         st.download_many([f"{u}/{f}" for u in units for f in UNIT_FILES], fresh=True, missing_ok=True)
     else:
-        small = [k for k in keys if not is_shard(k) and ".ettin_logs/" not in f"/{k}"]
+        small = [k for k in keys if not is_shard(k) and ".ettin_logs/" not in f"/{k}" and not k.startswith(_LOCK)]
         if not any(k == "index.json" or k.endswith("/index.json") for k in small):
             raise InputError(f"{url}: no MDS dataset there (no index.json under it); check the URL")
         st.download_many(small, fresh=True)
-    marker.write_text(url)
+    write_bytes(marker, url.encode(), fsync=False)
 
 
 def fetch_shards(url: str, local: Path, source: str | None) -> int:
@@ -117,27 +122,31 @@ def upload_tree(st: Store, rel_root: str) -> None:
 
 @dataclass(frozen=True)
 class UnitIO:
-    """Wraps a stage's ``process_unit`` for the workers: fetch the task's input shards, run it, upload
-    its output folder. Picklable (process pool, Ray)."""
+    """Wraps a task's job (``worker.UnitJob``) for the workers: fetch the task's input shards, run it, upload
+    the task's folder of each remote output. Picklable (process pool, Ray)."""
 
     fn: Callable[..., Any]
-    output: tuple[str, str] | None  # (url, local staging folder)
+    outputs: tuple[tuple[str, str], ...] = ()  # (url, local staging folder) of each remote output
     inputs: tuple[tuple[str, str], ...] = ()  # (url, local mirror folder)
     keep: bool = False  # keep the staged unit after upload (finish() reads it)
 
     def __call__(self, task: Any, cfg: Any) -> Any:
         for url, local in self.inputs:
             fetch_shards(url, Path(local), task.source or None)
-        if self.output:
-            url, local = self.output
+        for url, local in self.outputs:
             _ensure_staging(url, Path(local))
         stats = self.fn(task, cfg)
-        if self.output:
-            st = store(*self.output)
+        for out in self.outputs:
+            st = store(*out)
             upload_tree(st, task.name)
             if not self.keep:
                 shutil.rmtree(st.local / task.name, ignore_errors=True)  # it lives remotely now
         return stats
+
+
+def _root_file(key: str) -> bool:
+    """A file at the output's root that a machine joining the run needs (tokenizer.json, settings, ...)."""
+    return "/" not in key and key not in (INDEX, META, INCOMPLETE) and not key.startswith(_LOCK)
 
 
 def _ensure_staging(url: str, local: Path) -> None:
@@ -147,88 +156,184 @@ def _ensure_staging(url: str, local: Path) -> None:
         return
     st = store(url, local)
     keys = st.list() or []
-    st.download_many([k for k in keys if "/" not in k and k not in ("index.json", "ettin_meta.json")], fresh=True)
+    st.download_many([k for k in keys if _root_file(k)], fresh=True)
     local.mkdir(parents=True, exist_ok=True)
-    marker.write_text(url)
+    write_bytes(marker, url.encode(), fsync=False)
 
 
 class RemoteWorkspace(Workspace):
     """A run against object storage, seen from the driver: local mirrors of remote inputs and a local staging
-    folder for a remote output (``cfg``), the URLs as given (``given``)."""
+    folder per remote output (``cfg``), the URLs as given (``given``). Its outputs' safety lives in the bucket:
+    the lock is an object created only if absent, the units seen are the bucket's, the dataset state is the
+    marker object."""
 
-    def __init__(self, given: Any, cfg: Any, output: Store | None, inputs: list[tuple[str, Path]],
-                 finish_shards: bool):
-        super().__init__(given, cfg)
-        self.store = output
+    def __init__(self, given: Any, cfg: Any, outputs: dict[str, str], stores: dict[str, Store],
+                 inputs: list[tuple[str, Path]], finish_shards: bool):
+        super().__init__(given, cfg, outputs)
+        self.stores = stores  # the remote outputs, by option name
+        self.store = stores.get("output")
         self.inputs = inputs
         self.finish_shards = finish_shards
         self.done: set[str] = set()
-        self.keys: list[str] = []
+        self.keys: dict[str, list[str]] = {}
 
     def refresh(self) -> None:
-        """Read which units are done remotely (``<unit>/.done`` exists)."""
-        self.keys = (self.store.list() or []) if self.store else []
-        self.done = {k[: -len("/.done")] for k in self.keys if k.endswith("/.done")}
+        """Read the remote outputs' keys; a unit is done when its ``<unit>/.done`` exists remotely."""
+        self.keys = {o: st.list() or [] for o, st in self.stores.items()}
+        self.done = {k[: -len("/.done")] for k in self.keys.get("output", []) if k.endswith("/.done")}
 
     def is_done(self, name: str) -> bool:
         return super().is_done(name) if self.store is None else name in self.done
 
     def unit_fn(self, fn: Callable[..., Any]) -> UnitIO:
-        out = (self.store.url, str(self.store.local)) if self.store else None
-        return UnitIO(fn, out, tuple((u, str(p)) for u, p in self.inputs), keep=self.finish_shards)
+        return UnitIO(fn, tuple((st.url, str(st.local)) for st in self.stores.values()),
+                      tuple((u, str(p)) for u, p in self.inputs), keep=self.finish_shards)
+
+    # ---------------------------------------------------------------- safety, in the bucket
+
+    def _lock_one(self, stack: ExitStack, opt: str, folder: Path) -> None:
+        st = self.stores.get(opt)
+        if st is None:
+            return super()._lock_one(stack, opt, folder)
+        stack.enter_context(_bucket_lock(st, self.cfg.rank, self.cfg.world))
+        for p in list(folder.iterdir()) if folder.is_dir() else []:  # stale staging of an earlier run
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def units_of(self, opt: str) -> list[str]:
+        """A remote output's units are the bucket's (folders holding shards), not the staging folder's."""
+        return _bucket_units(self.keys.get(opt, [])) if opt in self.stores else super().units_of(opt)
+
+    def record_units(self, names: list[str]) -> None:
+        super().record_units(names)
+        for st in self.stores.values():
+            st.upload(UNITS_FILE)
+
+    def mark_incomplete(self, note: dict[str, Any]) -> None:
+        """The marker object first, then the remote root indexes and metadata withdrawn."""
+        super().mark_incomplete(note)
+        for opt, st in self.stores.items():
+            st.upload(INCOMPLETE)
+            keys = self.keys.get(opt, [])
+            units = set(_bucket_units(keys))
+            for k in keys:  # at the root and in its split folders, as dataset.mark_incomplete does locally
+                folder, _, name = k.rpartition("/")
+                if "/" not in folder and (name == META or (name == INDEX and folder not in units)):
+                    st.delete(k)
+
+    def withdraw_done(self) -> None:
+        super().withdraw_done()
+        for opt, st in self.stores.items():
+            for k in self.keys.get(opt, []):
+                if k == ".done" or k.endswith("/.done"):
+                    st.delete(k)
+        self.refresh()
+
+    def mark_complete(self) -> None:
+        super().mark_complete()
+        for st in self.stores.values():
+            st.delete(INCOMPLETE)
+
+    # ---------------------------------------------------------------- run files and publishing
 
     def pull_run_files(self, names: tuple[str, ...]) -> None:
-        if self.store:
+        for opt, st in self.stores.items():
             for name in names:
-                (self.store.local / name).unlink(missing_ok=True)
-                if name in self.keys:
-                    self.store.download(name, fresh=True)
+                (st.local / name).unlink(missing_ok=True)
+                if name in self.keys.get(opt, []):
+                    st.download(name, fresh=True)
 
     def push_run_files(self) -> None:
         """Upload the files at the staging root (tokenizer.json, settings, ...) so other nodes find them."""
-        if self.store:
-            skip = ("index.json", "ettin_meta.json")
-            for p in sorted(self.store.local.iterdir()):
-                if p.is_file() and p.name not in skip and not p.name.startswith((_MIRRORED, _LOCK)):
-                    self.store.upload(p.name)
-            (self.store.local / _MIRRORED).write_text(self.store.url)
+        for st in self.stores.values():
+            for p in sorted(st.local.iterdir()):
+                if p.is_file() and _root_file(p.name) and not p.name.startswith(_MIRRORED):
+                    st.upload(p.name)
+            write_bytes(st.local / _MIRRORED, st.url.encode(), fsync=False)
 
     def pull_units(self, names: list[str]) -> None:
-        if not self.store:
-            return
         prefixes = tuple(f"{n}/" for n in names if n)
-        small = [k for k in self.keys if not is_shard(k) and k.startswith(prefixes)]
-        self.store.download_many(small, fresh=True)
-        if self.finish_shards:  # only those not staged here (written by another rank or Ray node)
-            self.store.download_many([k for k in self.keys if is_shard(k) and k.startswith(prefixes)])
+        self.refresh()
+        for opt, st in self.stores.items():
+            keys = self.keys.get(opt, [])
+            st.download_many([k for k in keys if not is_shard(k) and k.startswith(prefixes)], fresh=True)
+            if self.finish_shards:  # only those not staged here (written by another rank or Ray node)
+                st.download_many([k for k in keys if is_shard(k) and k.startswith(prefixes)])
 
     def push_finished(self, names: list[str], last: tuple[str, ...]) -> None:
         """Upload every staged file outside the unit folders (each unit was uploaded by its worker): nested
         indexes before the root, the files named in ``last`` at the very end, in that order."""
-        if not self.store:
-            return
-        root = self.store.local
         units = tuple(f"{n}/" for n in names if n)
-        picked = []
-        for p in sorted(root.rglob("*")):
-            rel = p.relative_to(root).as_posix()
-            if not p.is_file() or rel.startswith(units) or rel.startswith((_MIRRORED, _LOCK)) or any(
-                    part.endswith((".partial", ".download", ".tmp")) or part.startswith(".ettin_logs")
-                    for part in rel.split("/")):
+        for st in self.stores.values():
+            root = st.local
+            picked = []
+            for p in sorted(root.rglob("*")):
+                rel = p.relative_to(root).as_posix()
+                if not p.is_file() or rel.startswith(units) or rel.startswith((_MIRRORED, _LOCK, INCOMPLETE)) or any(
+                        part.endswith((".partial", ".download", ".tmp", TMP_SUFFIX)) or part.startswith(".ettin_logs")
+                        for part in rel.split("/")):
+                    continue
+                picked.append(rel)
+            tail = [r for r in last if r in picked]
+            first = sorted((r for r in picked if r not in tail),
+                           key=lambda r: (r.endswith("index.json"), -r.count("/"), r))
+            for r in first + tail:
+                st.upload(r)
+
+
+def _bucket_units(keys: list[str]) -> list[str]:
+    """The MDS units among a bucket's keys: the folders that hold shard files ("" for the root)."""
+    return sorted({k.rsplit("/", 1)[0] if "/" in k else "" for k in keys if is_shard(k)})
+
+
+@contextmanager
+def _bucket_lock(st: Store, rank: int, world: int) -> Iterator[None]:
+    """One run per remote output: a lock object created only if absent (S3 ``If-None-Match: *``, GCS
+    ``ifGenerationMatch=0``). A plain run creates ``.ettin_lock``; each rank ``.ettin_lock.rank<R>``; then each
+    looks for the others' (create first, look second: two runs starting at once both refuse rather than both
+    run). Deleted when the run ends; a run killed outright leaves it behind (the error says which to delete)."""
+    name = _LOCK if world == 1 else f"{_LOCK}.rank{rank}"
+    holder = {"holder": f"pid {os.getpid()} on {socket.gethostname()}", "rank": rank, "world": world,
+              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if not st.create(name, json.dumps(holder).encode()):
+        raise _bucket_busy(st, name)
+    try:
+        for k in st.list() or []:
+            if "/" in k or not k.startswith(_LOCK) or k == name:
                 continue
-            picked.append(rel)
-        tail = [r for r in last if r in picked]
-        first = sorted((r for r in picked if r not in tail),
-                       key=lambda r: (r.endswith("index.json"), -r.count("/"), r))
-        for r in first + tail:
-            self.store.upload(r)
+            other = _lock_note(st, k)
+            if world == 1 or k == _LOCK or other.get("world", world) != world:
+                raise _bucket_busy(st, k, other)
+        yield
+    finally:
+        st.delete(name)
+
+
+def _lock_note(st: Store, name: str) -> dict[str, Any]:
+    try:
+        note = json.loads(st.read(name) or b"{}")
+    except ValueError:
+        note = {}
+    return note if isinstance(note, dict) else {}
+
+
+def _bucket_busy(st: Store, name: str, note: dict[str, Any] | None = None) -> ConfigError:
+    note = note if note is not None else _lock_note(st, name)
+    who = note.get("holder", "another run")
+    if int(note.get("world", 1) or 1) > 1:
+        who += f", rank {note.get('rank')} of {note.get('world')}"
+    since = f" since {note['since']}" if note.get("since") else ""
+    return ConfigError(f"{st.url} is in use by another run ({who}{since}; lock {st.url}/{name}); wait for it to "
+                       f"finish, or if that run is gone, delete {st.url}/{name}")
 
 
 @contextmanager
 def open_remote(cfg: Any, command: Any) -> Iterator[RemoteWorkspace]:
-    """Map a config's remote INPUTs and OUTPUT to local folders for the duration of a run. Remote inputs'
+    """Map a config's remote INPUTs and OUTPUTs to local folders for the duration of a run. Remote inputs'
     small files are mirrored now (all their files unless the stage reads lazily: ``Stage.lazy_inputs``);
-    a remote output's bucket is checked now and its local staging folder emptied."""
+    a remote output's bucket is checked now (its staging folder is emptied once the run holds its lock)."""
+    from .stage import Stage
+
     lazy = bool(getattr(command, "lazy_inputs", False))
     update: dict[str, Any] = {}
     inputs: list[tuple[str, Path]] = []
@@ -245,14 +350,16 @@ def open_remote(cfg: Any, command: Any) -> Iterator[RemoteWorkspace]:
             new_inputs.append(i)
     if inputs:
         update["inputs"] = new_inputs
-    out_store = None
-    if is_remote(getattr(cfg, "output", "") or ""):
-        local = local_path(cfg.output, cfg.cache_dir, f"out{getattr(cfg, 'rank', 0)}")  # ranks may share a disk
-        out_store = store(cfg.output, local)
-        out_store.check()
-        for p in list(local.iterdir()) if local.is_dir() else []:  # stale staging of an earlier run
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        local.mkdir(parents=True, exist_ok=True)
-        update["output"] = str(local)
+    folders = command.outputs(cfg) if isinstance(command, Stage) else {}
+    stores: dict[str, Store] = {}
+    for opt, url in folders.items():
+        if is_remote(url):
+            kind = f"out{getattr(cfg, 'rank', 0)}" if opt == "output" else f"{opt}{getattr(cfg, 'rank', 0)}"
+            local = local_path(url, cfg.cache_dir, kind)  # ranks may share a disk
+            stores[opt] = store(url, local)
+            stores[opt].check()
+            update[opt] = str(local)
     lcfg = cfg.model_copy(update=update) if update else cfg
-    yield RemoteWorkspace(cfg, lcfg, out_store, inputs, bool(getattr(command, "finish_reads_shards", False)))
+    local_outputs = {opt: str(getattr(lcfg, opt)) for opt in folders}
+    finish_shards = bool(getattr(command, "finish_reads_shards", False))
+    yield RemoteWorkspace(cfg, lcfg, local_outputs, stores, inputs, finish_shards)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,10 @@ from .dataset import META, TOKENIZER_FILE, dataset_tokenizer
 from .errors import ConfigError, InputError
 from .indexcheck import UnsafePath, check_member
 from .mds import INDEX, ShardWriter, UnitReader, find_units, jsonable, read_index, write_json_atomic, write_root_index
+from .safefile import copy_file
 from .stage import Stage
 from .stats import Stats, percentiles
-from .units import atomic_dir, clear, mark_done
+from .units import clear
 from .zerocopy import link_or_copy, link_unit
 
 __all__ = [
@@ -194,12 +194,9 @@ def write_subset(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray) -
 
 def sample_unit(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray | None = None,
                 tokens: int | None = None) -> Stats:
-    """One output unit of a ``sample`` stage, atomically and marked done: the whole input unit ``src``
-    hard-linked (``keep`` None; ``tokens``: its known token count), else its samples ``keep`` written anew."""
-    with atomic_dir(dst) as tmp:
-        st = place_unit(src, tmp, tokens) if keep is None else write_subset(src, tmp, keep)
-    mark_done(dst, st)
-    return st
+    """One output unit of a ``sample`` stage, written into ``dst``: the whole input unit ``src`` hard-linked
+    (``keep`` None; ``tokens``: its known token count), else its samples ``keep`` written anew."""
+    return place_unit(src, dst, tokens) if keep is None else write_subset(src, dst, keep)
 
 
 def copy_tokenizer(src_roots: Iterable[str | Path], dst: Path) -> None:
@@ -210,8 +207,7 @@ def copy_tokenizer(src_roots: Iterable[str | Path], dst: Path) -> None:
             try:
                 check_member(Path(root), TOKENIZER_FILE, str(p))
             except UnsafePath:  # a symlink out of the input: copied, never hard-linked to the outside file
-                (dst / TOKENIZER_FILE).unlink(missing_ok=True)
-                shutil.copyfile(p, dst / TOKENIZER_FILE)
+                copy_file(p, dst / TOKENIZER_FILE)
                 return
             link_or_copy(p, dst / TOKENIZER_FILE)
             return

@@ -133,6 +133,70 @@ class Store:
                 out.append(k)
         return sorted(out)
 
+    # objects the driver manages itself (lock, dataset state): created only if absent, read, deleted
+
+    def _sdk(self) -> tuple[str, Any]:
+        """The store's own client for conditional creates and deletes: S3 (boto3; S3-compatible servers too) or
+        GCS (google-cloud-storage). Other stores cannot lock: ConfigError."""
+        up = self._up()
+        if getattr(up, "s3", None) is not None:
+            return "s3", up.s3
+        gcs = getattr(up, "gcs_client", None)
+        if gcs is not None and hasattr(gcs, "bucket"):
+            return "gcs", gcs
+        raise ConfigError(f"{self.url}: ettin-data locks an output and records its state with objects created only "
+                          "if absent, which it does for s3:// (and S3-compatible servers) and gs://; write to one "
+                          "of those or to a local folder")
+
+    def _key(self, rel: str) -> tuple[str, str]:
+        parsed = urllib.parse.urlparse(self.url)
+        return parsed.netloc, "/".join(p for p in (parsed.path.strip("/"), rel) if p)
+
+    def create(self, rel: str, data: bytes) -> bool:
+        """Create object ``rel`` holding ``data`` only if it does not exist (atomically, in the store); False if
+        it exists."""
+        kind, sdk = self._sdk()
+        bucket, key = self._key(rel)
+        with _storage(f"{self.url}/{rel}"):
+            try:
+                if kind == "s3":
+                    sdk.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                else:
+                    sdk.bucket(bucket).blob(key).upload_from_string(data, if_generation_match=0)
+            except Exception as e:
+                if _precondition_failed(e):
+                    return False
+                raise
+        return True
+
+    def read(self, rel: str) -> bytes | None:
+        """The bytes of object ``rel`` (None when absent)."""
+        kind, sdk = self._sdk()
+        bucket, key = self._key(rel)
+        with _storage(f"{self.url}/{rel}"):
+            try:
+                if kind == "s3":
+                    return sdk.get_object(Bucket=bucket, Key=key)["Body"].read()
+                return sdk.bucket(bucket).blob(key).download_as_bytes()
+            except Exception as e:
+                if _not_found(e):
+                    return None
+                raise
+
+    def delete(self, rel: str) -> None:
+        """Delete object ``rel`` (absent: nothing to do)."""
+        kind, sdk = self._sdk()
+        bucket, key = self._key(rel)
+        with _storage(f"{self.url}/{rel}"):
+            try:
+                if kind == "s3":
+                    sdk.delete_object(Bucket=bucket, Key=key)
+                else:
+                    sdk.bucket(bucket).blob(key).delete()
+            except Exception as e:
+                if not _not_found(e):
+                    raise
+
     def upload(self, rel: str) -> None:
         with _storage(f"{self.url}/{rel}"):
             self._up().upload_file(rel)
@@ -170,10 +234,17 @@ class Store:
             list(pool.map(lambda r: self.download(r, fresh=fresh, missing_ok=missing_ok), rels))
 
 
+def _precondition_failed(e: BaseException) -> bool:
+    resp = getattr(e, "response", None)
+    code = str(resp.get("Error", {}).get("Code", "")) if isinstance(resp, dict) else ""
+    return code in ("PreconditionFailed", "412") or type(e).__name__ == "PreconditionFailed"
+
+
 def _not_found(e: BaseException) -> bool:
     resp = getattr(e, "response", None)
     code = str(resp.get("Error", {}).get("Code", "")) if isinstance(resp, dict) else ""
-    return code in ("404", "NoSuchKey") or isinstance(e, FileNotFoundError) or "not found" in str(e).lower()
+    return (code in ("404", "NoSuchKey") or isinstance(e, FileNotFoundError) or "not found" in str(e).lower()
+            or type(e).__name__ in ("NotFound", "NoSuchKey"))
 
 
 _STORES: dict[tuple[str, str], Store] = {}

@@ -300,14 +300,11 @@ def tokenizer_identity(tok: Tokenizer, spec: str, raw_json_bytes: bytes, *, spec
 
 def save_tokenizer_json(raw_json_bytes: bytes, folder: str | Path) -> Path:
     """Write ``folder/tokenizer.json`` atomically (a byte copy, so later stages load it offline)."""
+    from .safefile import write_bytes
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / TOKENIZER_FILE
-    tmp = folder / f".{TOKENIZER_FILE}.{os.getpid()}.tmp"  # per process: ranks may write it at once
-    with open(tmp, "wb") as f:
-        f.write(raw_json_bytes)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes(path, raw_json_bytes)  # a temporary of its own per process (ranks may write it at once)
     return path
 

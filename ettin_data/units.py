@@ -1,4 +1,4 @@
-"""Units of work and their crash-safe output folders.
+"""Units of work and their crash-safe output folders (used by the framework, ``worker.py``; never by a stage).
 
 A task writes one output folder (``OUTPUT/<task.name>``). It is built in a temporary sibling
 (``.<name>.partial``), renamed into place, and marked finished by a ``.done`` file written last
@@ -19,7 +19,7 @@ from .errors import EttinError
 from .mds import INDEX, read_index, write_json_atomic
 from .stats import Stats
 
-__all__ = ["Task", "DONE", "output_name", "atomic_dir", "mark_done", "is_done", "read_done", "clear"]
+__all__ = ["Task", "DONE", "output_name", "atomic_dir", "mark_done", "is_done", "read_done", "clear", "empty"]
 
 DONE = ".done"
 
@@ -68,6 +68,12 @@ def clear(final: str | Path) -> None:
     final = Path(final)
     shutil.rmtree(_partial(final), ignore_errors=True)
     _remove(final)
+
+
+def empty(folder: str | Path) -> None:
+    """Remove everything inside ``folder`` (a unit folder a stage starts again, e.g. tokenize's redo)."""
+    for p in Path(folder).iterdir():
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 def _remove(final: Path) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
 from .mds import INDEX, read_index, shard_files
+from .safefile import copy_file
 
 __all__ = ["Placed", "link_or_copy", "link_unit"]
 
@@ -53,7 +53,7 @@ def link_or_copy(src: str | Path, dst: str | Path) -> Placed:
     except OSError as e:
         if e.errno not in _NO_LINK:
             raise
-    shutil.copyfile(src, dst)
+    copy_file(src, dst)
     return Placed(copied_files=1, copied_bytes=size)
 
 
@@ -71,5 +71,5 @@ def link_unit(src: str | Path, dst: str | Path, extra_files: tuple[str, ...] = (
             placed += link_or_copy(src / name, dst / name)
     for name in (INDEX, *extra_files):
         if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)
+            copy_file(src / name, dst / name)
     return placed

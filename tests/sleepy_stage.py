@@ -31,15 +31,15 @@ def _sleep() -> None:
 
 
 class SlowTokenize(tokenize.Tokenize):
-    def process_unit(self, task, cfg):
+    def process_unit(self, task, cfg, dst):
         _sleep()
-        return super().process_unit(task, cfg)
+        return super().process_unit(task, cfg, dst)
 
 
 class SlowChunk(chunk.Chunk):
-    def process_unit(self, task, cfg):
+    def process_unit(self, task, cfg, dst):
         _sleep()
-        return super().process_unit(task, cfg)
+        return super().process_unit(task, cfg, dst)
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """The shape of the code, as properties: every registered command is what it says, a run plans once, a local
-run never touches the storage layer, and the package's imports have no cycle."""
+run never touches the storage layer, the framework (not the stages) owns a unit's life, and the package's
+imports have no cycle."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ def test_every_registered_command_is_its_class() -> None:
         cmd = e.load()
         assert isinstance(cmd, Command) and cmd.name == e.name and cmd.Config is e.Config, e.name
         assert command_for(e.Config.model_construct()).name == e.name
-        if isinstance(cmd, Stage):  # a stage defines the three steps itself
-            for step in ("plan", "process_unit", "finish"):
+        if isinstance(cmd, Stage):  # a stage defines the three steps itself (units: one per task, or several)
+            write = "units" if cmd.many_units else "process_unit"
+            for step in ("plan", write, "finish"):
                 assert getattr(type(cmd), step) is not getattr(Stage, step), (e.name, step)
         else:
             assert type(cmd).run is not Command.run, e.name
@@ -105,3 +107,11 @@ def test_no_import_cycle() -> None:
         if m not in state:
             visit(m, [m])
     assert "ettin_data.executors.ray" in graph and "ettin_data.executors.local" not in graph["ettin_data.executors.ray"]
+
+
+def test_no_stage_module_handles_unit_folders_or_markers() -> None:
+    """Making a unit folder atomic and marking it done is the framework's job (worker.py), never a stage's."""
+    for p in sorted((PACKAGE / "stages").glob("*.py")) + [PACKAGE / "sampling.py"]:
+        names = {n for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, (ast.Name, ast.Attribute))}
+        used = {getattr(n, "id", None) or getattr(n, "attr", None) for n in names}
+        assert not used & {"mark_done", "atomic_dir"}, (p.name, used & {"mark_done", "atomic_dir"})

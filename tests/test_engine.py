@@ -300,7 +300,10 @@ def test_a_redone_unit_reaches_the_progress_bar_once(tmp_path: Path, text_datase
                          workers=1, batch_size=8)
     tok = stage.Tokenize()
     task = tok.plan(cfg)[0]
+    tok.check(cfg)
     tok.prepare(cfg)
+    dst = tmp_path / "unit"
+    dst.mkdir()
     real, raised = engines.Guarded.encode, []
 
     def late(self, texts, add_special_tokens, **kw):
@@ -319,11 +322,12 @@ def test_a_redone_unit_reaches_the_progress_bar_once(tmp_path: Path, text_datase
 
     progress.set_sink(sink)
     try:
-        st_ = tok.process_unit(task, cfg)
+        st_ = tok.process_unit(task, cfg, dst)
     finally:
         progress.set_sink(None)
         stage._WORKER.clear()
     assert raised == [16] and st_["engine.units_redone"] == 1
+    assert sum(s["samples"] for s in json.loads((dst / "index.json").read_text())["shards"]) == st_["documents_written"]
     assert seen == [st_["documents_in"], st_["tokens_written"]] and st_["documents_in"] > 16
 
 

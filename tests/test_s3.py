@@ -17,6 +17,7 @@ from ettin_data.config import ConvertConfig
 from ettin_data.errors import ConfigError, InputError
 from ettin_data.mds import UnitReader, find_units
 from ettin_data.stages import convert
+from ettin_data.worker import UnitJob
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -195,8 +196,7 @@ def test_missing_bucket_and_missing_credentials_are_one_line(s3, tmp_path, monke
 def test_unit_wrapper_pickles_for_process_pools_and_ray():
     import pickle
 
-    io = remote.UnitIO(convert.Convert().process_unit, ("s3://b/out", "/tmp/x/out"),
-                       (("s3://b/in", "/tmp/x/in"),))
+    io = remote.UnitIO(UnitJob(convert.Convert()), (("s3://b/out", "/tmp/x/out"),), (("s3://b/in", "/tmp/x/in"),))
     back = pickle.loads(pickle.dumps(io))
-    assert (back.output, back.inputs, back.keep) == (io.output, io.inputs, io.keep)
-    assert back.fn.__func__ is convert.Convert.process_unit and type(back.fn.__self__) is convert.Convert
+    assert (back.outputs, back.inputs, back.keep) == (io.outputs, io.inputs, io.keep)
+    assert type(back.fn) is UnitJob and type(back.fn.stage) is convert.Convert

@@ -9,7 +9,6 @@ One task per input unit; the output unit keeps the input unit's relative path. T
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from ..config import ChunkConfig
 from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
-from ..stage import Stage
+from ..safefile import copy_file
+from ..stage import Finished, Stage
 from ..stats import Stats
 from ..token_rows import fast_columns, token_row
 from ..tokenizer import json_fields
@@ -220,40 +220,37 @@ class Chunk(Stage):
                 tasks.append(U.Task(U.output_name(root, rel, many), str(root / rel), str(root)))
         return tasks
 
-    def process_unit(self, task: U.Task, cfg: ChunkConfig) -> Stats:
+    def process_unit(self, task: U.Task, cfg: ChunkConfig, dst: Path) -> Stats:
         root = task.params  # the token dataset the unit belongs to (its tokenizer)
         p, unavailable = _params(cfg, root)
         reader = UnitReader(task.source)
         dtype = reader.columns.get("input_ids", "ndarray:uint32")
         has_domain = "domain" in reader.columns
         columns = {"id": "str", "input_ids": dtype, "len": "int", **({"domain": "str"} if has_domain else {})}
-        final = Path(cfg.output) / task.name
-        with U.atomic_dir(final) as tmp:
-            docs = ((doc_id, ids, domain) for doc_id, ids, domain, _ in _documents(reader))
-            st = chunk_into(tmp, docs, p, columns, task.source)
-            if st["documents"] != reader.num_samples:  # documents in = documents chunked
-                raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
-                                 f"index, {st['documents']} chunked); this is a bug")
-            if unavailable:
-                st.add("word_boundaries_unavailable")
-        U.mark_done(final, st)
+        docs = ((doc_id, ids, domain) for doc_id, ids, domain, _ in _documents(reader))
+        st = chunk_into(dst, docs, p, columns, task.source)
+        if st["documents"] != reader.num_samples:  # documents in = documents chunked
+            raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
+                             f"index, {st['documents']} chunked); this is a bug")
+        if unavailable:
+            st.add("word_boundaries_unavailable")
         return st
 
-    def finish(self, cfg: ChunkConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    def finish(self, cfg: ChunkConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         write_root_index(out, [t.name for t in tasks])
         summary = stats_json(stats)
         write_json_atomic(out / STATS_FILE, summary)
         tok, path = input_tokenizer(cfg.inputs[0])
         if path is not None:
-            shutil.copyfile(path, out / TOKENIZER_FILE)
+            copy_file(path, out / TOKENIZER_FILE)
         if not cfg.word_boundaries:
             wb = "off"
         elif stats["word_boundaries_unavailable"]:
             wb = "unavailable"
         else:
             wb = "on"
-        return {"tokenizer": tok, **summary, "word_boundaries": wb}
+        return Finished({"tokenizer": tok, **summary, "word_boundaries": wb}, {"tokenizer": tok})
 
     def render(self, summary: dict[str, Any]) -> None:
         from ..report import print_summary

@@ -10,7 +10,7 @@ documents are re-read but not re-written), so unit boundaries never depend on th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..mds import TEXT_COLUMNS, ShardWriter, write_json_atomic, write_root_index
 from ..parts import Part, part_name
 from ..sources import BadLine, Source, discover, read_records, source_parts
-from ..stage import Stage
+from ..stage import Finished, Stage, Unit
 from ..stats import Stats
 
 STATS_FILE = "convert_stats.json"
@@ -159,38 +159,31 @@ def close_accounting(total: Stats, label: str) -> None:
 class Convert(Stage):
     name = "convert"
     Config = ConvertConfig
+    many_units = True
 
     def plan(self, cfg: ConvertConfig) -> list[U.Task]:
         part_bytes = cfg.part_size_mb << 20
         return [U.Task(part_name(s.key, part), s.path, SourcePart(s.kind, s.label, part)) for s in discover(cfg.inputs)
                 for part in source_parts(s, part_bytes, cfg.hf_config, cfg.hf_split)]
 
-    def process_unit(self, task: U.Task, cfg: ConvertConfig) -> Stats:
-        root = Path(cfg.output) / task.name
-        root.mkdir(parents=True, exist_ok=True)
+    def units(self, task: U.Task, cfg: ConvertConfig) -> Generator[Unit, dict[str, Stats], dict[str, Stats]]:
         columns = text_columns(cfg)
         total, reading = Stats(), Stats()
         k = 0
         for k, docs in enumerate(read_units(task, cfg, reading), 1):
-            unit = root / unit_name(k - 1)
-            if not cfg.overwrite and U.is_done(unit):
-                st = U.read_done(unit)
-            else:
-                with U.atomic_dir(unit) as tmp:
-                    st = write_text_unit(tmp, docs, columns)
-                U.mark_done(unit, st)
-            total = total + st
+            done = yield Unit(f"{task.name}/{unit_name(k - 1)}",
+                              lambda dirs, docs=docs: {"output": write_text_unit(dirs["output"], docs, columns)})
+            total = total + done["output"]
             progress.advance(docs=len(docs))
-        clear_stale(root, k)
+        clear_stale(Path(cfg.output) / task.name, k)
         total = total + reading
         total.add("units", k)
         if k == 0:  # an empty input file: reported, never silently a 0-document dataset
             total.add("empty_sources")
         close_accounting(total, task.params.label)
-        U.mark_done(root, total)
-        return total
+        return {"output": total}
 
-    def finish(self, cfg: ConvertConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    def finish(self, cfg: ConvertConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         units = []  # this run's own units only (never another dataset's units in the same folder)
         empty = []
@@ -215,4 +208,4 @@ class Convert(Stage):
         if empty:
             summary["warnings"] = [f"{src}: no documents (empty input file?)" for src in empty[:20]]
         write_json_atomic(out / STATS_FILE, summary)
-        return summary
+        return Finished(summary)

@@ -35,7 +35,7 @@ from ..sampling import (
     unit_stats,
     write_split_meta,
 )
-from ..stage import Stage
+from ..stage import Finished, Stage
 from ..stats import Stats
 from ..verify import MANIFEST, stage_chain, verify
 
@@ -142,22 +142,17 @@ class Finalize(Stage):
         same_tokenizer([Path(i) / s for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()])
         return tasks
 
-    def process_unit(self, task: U.Task, cfg: FinalizeConfig) -> Stats:
+    def process_unit(self, task: U.Task, cfg: FinalizeConfig, dst: Path) -> Stats:
         src = Path(task.source)
-        dst = Path(cfg.output) / task.name
         index = read_index(src)
         compressed = any(s.get("compression") for s in index["shards"])
         same_columns = not cfg.columns or set(cfg.columns) >= set(index["shards"][0]["column_names"] if index["shards"]
                                                                       else [])
-        with U.atomic_dir(dst) as tmp:
-            if not cfg.dtype and same_columns and profiles.can_link(cfg, compressed):
-                st = place_unit(src, tmp)
-            else:
-                st = _rewrite(src, tmp, cfg, profiles.compression(cfg, compressed))
-        U.mark_done(dst, st)
-        return st
+        if not cfg.dtype and same_columns and profiles.can_link(cfg, compressed):
+            return place_unit(src, dst)
+        return _rewrite(src, dst, cfg, profiles.compression(cfg, compressed))
 
-    def finish(self, cfg: FinalizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    def finish(self, cfg: FinalizeConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         inputs = [Path(i) for i in cfg.inputs]
         names = dataset_names(cfg)
@@ -207,7 +202,7 @@ class Finalize(Stage):
             summary["problems"] = verify(out)
             summary["verified"] = not summary["problems"]
         summary["warnings"] = profiles.loader_warnings(out)
-        return summary
+        return Finished(summary, {"tokenizer": tok})
 
     def render(self, summary: dict[str, Any]) -> None:
         from ..report import human_bytes, print_table

@@ -14,6 +14,8 @@ skips and tokenize's ``empty_tokens``); content tokens in = written + skipped - 
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,10 @@ import numpy as np
 from .. import units as U
 from ..chunking import cached_word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
-from ..dataset import META
 from ..engines import Mismatch
 from ..errors import ConfigError, EttinError
 from ..mds import find_units, write_json_atomic, write_root_index
-from ..stage import Stage
+from ..stage import Finished, Stage, Unit
 from ..stats import Stats
 from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_identity
 from . import chunk, convert, tokenize
@@ -90,31 +91,28 @@ def _kept(cfg: PrepareConfig) -> tuple[Path | None, Path | None]:
     return (Path(cfg.keep_text) if cfg.keep_text else None), (Path(cfg.keep_tokens) if cfg.keep_tokens else None)
 
 
-def _unit(name: str, docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, params: Any,
-          where: str) -> Stats:
-    """Encode and chunk one unit's documents into ``OUTPUT/name`` (and the kept text/token units)."""
-    keep_text, keep_tokens = _kept(cfg)
-    if keep_text is not None:
-        with U.atomic_dir(keep_text / name) as tmp:
-            text_st = convert.write_text_unit(tmp, docs, convert.text_columns(sub_config(ConvertConfig, cfg)))
-        U.mark_done(keep_text / name, text_st)
+def _unit(dirs: dict[str, Path], docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, params: Any,
+          name: str, where: str) -> dict[str, Stats]:
+    """Encode and chunk one unit's documents into ``dirs["output"]`` (and the kept text/token units into
+    ``dirs["keep_text"]``/``dirs["keep_tokens"]``); the stats of each."""
+    out: dict[str, Stats] = {}
+    if "keep_text" in dirs:
+        out["keep_text"] = convert.write_text_unit(dirs["keep_text"], docs,
+                                                   convert.text_columns(sub_config(ConvertConfig, cfg)))
     st = Stats()
     encoded = _encode(docs, cfg, enc, name, st)
     has_domain = bool(cfg.domain_field)
-    if keep_tokens is not None:
-        with U.atomic_dir(keep_tokens / name) as tmp:
-            tok_st = tokenize.write_token_unit(tmp, encoded, tokenize.token_columns(cfg.dtype, has_domain))
+    if "keep_tokens" in dirs:
+        tok_st = tokenize.write_token_unit(dirs["keep_tokens"], encoded, tokenize.token_columns(cfg.dtype, has_domain))
         tok_st = tok_st + st
         tok_st.add("documents_in", len(docs))
-        U.mark_done(keep_tokens / name, tok_st)
-    with U.atomic_dir(Path(cfg.output) / name) as tmp:
-        chunked = chunk.chunk_into(tmp, encoded, params, tokenize.token_columns(cfg.dtype, has_domain), where)
+        out["keep_tokens"] = tok_st
+    chunked = chunk.chunk_into(dirs["output"], encoded, params, tokenize.token_columns(cfg.dtype, has_domain), where)
     if chunked["documents"] + st["skipped.empty_tokens"] != len(docs):
         raise EttinError(f"{where}: {len(docs)} documents, {chunked['documents']} chunked and "
                          f"{st['skipped.empty_tokens']} skipped; this is a bug")
-    st = st + chunked
-    U.mark_done(Path(cfg.output) / name, st)
-    return st
+    out["output"] = st + chunked
+    return out
 
 
 def _own_units(out: Path, tasks: list[U.Task]) -> list[str]:
@@ -125,18 +123,14 @@ def _own_units(out: Path, tasks: list[U.Task]) -> list[str]:
 class Prepare(Stage):
     name = "prepare"
     Config = PrepareConfig
+    many_units = True
+    output_options = ("output", "keep_text", "keep_tokens")
 
     def plan(self, cfg: PrepareConfig) -> list[U.Task]:
         return convert.Convert().plan(sub_config(ConvertConfig, cfg))
 
-    def prepare(self, cfg: PrepareConfig) -> None:
-        """Resolve the tokenizer, check that chunks can be made with it, then write ``OUTPUT/tokenizer.json``."""
-        folders = [Path(f).resolve() for f in (cfg.output, cfg.keep_text, cfg.keep_tokens) if f]
-        for i, a in enumerate(folders):
-            for b in folders[i + 1:]:
-                if a == b or a.is_relative_to(b) or b.is_relative_to(a):
-                    raise ConfigError(f"--output, --keep-text and --keep-tokens must be separate folders ({a} and {b} "
-                                      "overlap); choose distinct folders")
+    def check(self, cfg: PrepareConfig) -> list[str]:
+        """Resolve the tokenizer and check that chunks can be made with it (and that it is the output's)."""
         tcfg = sub_config(TokenizeConfig, cfg)
         raw, tok = tokenize.resolve(tcfg)
         ident = _identity(cfg, tok, raw)
@@ -144,42 +138,45 @@ class Prepare(Stage):
             if not isinstance(ident.get(key), int):
                 raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no {key}: chunks are [BOS] piece [EOS]; use a "
                                   "tokenizer whose post-processor adds BOS/EOS (e.g. builtin:modernbert)")
-        tokenize.Tokenize().prepare(tcfg)
+        return tokenize.tokenizer_change(tcfg, raw)
+
+    def prepare(self, cfg: PrepareConfig) -> None:
+        """Write ``OUTPUT/tokenizer.json`` (and the kept token dataset's)."""
+        tcfg = sub_config(TokenizeConfig, cfg)
+        raw, _ = tokenize.Tokenize().prepare(tcfg)
         if cfg.keep_tokens:
             save_tokenizer_json(raw, cfg.keep_tokens)
 
-    def process_unit(self, task: U.Task, cfg: PrepareConfig) -> Stats:
+    def units(self, task: U.Task, cfg: PrepareConfig) -> Generator[Unit, dict[str, Stats], dict[str, Stats]]:
         ccfg = sub_config(ConvertConfig, cfg)
         enc, params, _ = _worker(cfg)
-        out = Path(cfg.output)
-        roots = [r for r in (out, *_kept(cfg)) if r is not None]
-        for r in roots:
-            (r / task.name).mkdir(parents=True, exist_ok=True)
+        outputs = tuple(o for o in ("keep_text", "keep_tokens", "output") if getattr(cfg, o))
         total, reading, text_total = Stats(), Stats(), Stats()
         k = 0
         for k, docs in enumerate(convert.read_units(task, ccfg, reading), 1):
             name = f"{task.name}/{convert.unit_name(k - 1)}"
-            if cfg.overwrite or not all(U.is_done(r / name) for r in roots):
-                _unit(name, docs, cfg, enc, params, f"{task.params.label} unit {k - 1}")
-            total = total + U.read_done(out / name)
+            where = f"{task.params.label} unit {k - 1}"
+            done = yield Unit(name, partial(_unit, docs=docs, cfg=cfg, enc=enc, params=params, name=name,
+                                            where=where), outputs)
+            total = total + done["output"]
             if cfg.keep_text:
-                text_total = text_total + U.read_done(Path(cfg.keep_text) / name)
-        for r in roots:
-            convert.clear_stale(r / task.name, k)
+                text_total = text_total + done["keep_text"]
+        for r in (Path(cfg.output), *_kept(cfg)):
+            if r is not None:
+                convert.clear_stale(r / task.name, k)
         total = total + reading
         skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
         if total["documents_in"] != total["documents"] + skipped:
             raise EttinError(f"{task.params.label}: document accounting does not close ({total['documents_in']} in, "
                              f"{total['documents']} chunked, {skipped} skipped)")
-        if cfg.keep_text:  # the text dataset's per-source marker, as convert writes it
-            text_total = text_total + reading
-            text_total.add("units", k)
-            convert.close_accounting(text_total, task.params.label)
-            U.mark_done(Path(cfg.keep_text) / task.name, text_total)
-        U.mark_done(out / task.name, total)
-        return total
+        if not cfg.keep_text:
+            return {"output": total}
+        text_total = text_total + reading  # the text dataset's per-source marker, as convert writes it
+        text_total.add("units", k)
+        convert.close_accounting(text_total, task.params.label)
+        return {"output": total, "keep_text": text_total}
 
-    def finish(self, cfg: PrepareConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    def finish(self, cfg: PrepareConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         units = _own_units(out, tasks)
         write_root_index(out, units)
@@ -195,21 +192,22 @@ class Prepare(Stage):
                          "upstream": [meta_convert], "tokenizer": ident, "engine": engine}
         meta = {"stage": "chunk", **via, "settings": recorded_settings(kcfg), "inputs": list(cfg.inputs),
                 "upstream": [meta_tokenize], "tokenizer": ident}
+        kept: dict[str, dict[str, Any]] = {}
         keep_text, keep_tokens = _kept(cfg)
         if keep_text is not None:  # as convert finishes its output
             convert.Convert().finish(sub_config(ConvertConfig, cfg, output=str(keep_text)),
-                           sum((U.read_done(keep_text / t.name) for t in tasks), Stats()), tasks)
-            write_json_atomic(keep_text / META, {**meta_convert, "via": self.name})
+                                     sum((U.read_done(keep_text / t.name) for t in tasks), Stats()), tasks)
+            kept["keep_text"] = meta_convert
         if keep_tokens is not None:  # as tokenize finishes its output
             own = [U.Task(u) for u in units]
-            tok_summary = tokenize.Tokenize().finish(sub_config(TokenizeConfig, cfg, output=str(keep_tokens)),
-                                          sum((U.read_done(keep_tokens / u) for u in units), Stats()), own)
-            write_json_atomic(keep_tokens / META, {**meta_tokenize, "tokenizer": tok_summary["tokenizer"]})
+            tok_done = tokenize.Tokenize().finish(sub_config(TokenizeConfig, cfg, output=str(keep_tokens)),
+                                                  sum((U.read_done(keep_tokens / u) for u in units), Stats()), own)
+            kept["keep_tokens"] = {**meta_tokenize, "tokenizer": tok_done.meta["tokenizer"]}
         skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
-        return {"tokenizer": ident, "engine": engine, "meta": meta, "documents_in": stats["documents_in"],
-                "documents": stats["documents"], "skipped": skipped, "duplicate_ids": stats["duplicate_ids"],
-                "documents_with_special_token_text": stats["documents_with_special_token_text"], **summary,
-                "units": len(units)}
+        return Finished({"tokenizer": ident, "engine": engine, "documents_in": stats["documents_in"],
+                         "documents": stats["documents"], "skipped": skipped, "duplicate_ids": stats["duplicate_ids"],
+                         "documents_with_special_token_text": stats["documents_with_special_token_text"], **summary,
+                         "units": len(units)}, meta, kept)
 
     def render(self, summary: dict[str, Any]) -> None:
         tokenize.Tokenize().render({k: v for k, v in summary.items() if k not in ("counts",)})

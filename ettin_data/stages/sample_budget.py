@@ -35,6 +35,7 @@ from ..sampling import (
     single_input,
     unit_lengths,
 )
+from ..stage import Finished
 from ..stats import Stats
 
 __all__ = ["Budget", "Pick", "choose_units", "pick_tasks"]
@@ -106,12 +107,11 @@ class Budget(SamplingStage):
                              cfg.exact, str(root))
         return pick_tasks(picks)
 
-    def process_unit(self, task: U.Task, cfg: Any) -> Stats:
+    def process_unit(self, task: U.Task, cfg: Any, dst: Path) -> Stats:
         p: Pick = task.params
-        return sample_unit(task.source, Path(cfg.output) / task.name, None if p.take is None else range(p.take),
-                           p.tokens)
+        return sample_unit(task.source, dst, None if p.take is None else range(p.take), p.tokens)
 
-    def finish(self, cfg: BudgetConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    def finish(self, cfg: BudgetConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         src = Path(cfg.inputs[0])
         totals = finish_dataset(out, [t.name for t in tasks])
@@ -133,4 +133,5 @@ class Budget(SamplingStage):
         }
         write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed, "units": rows})
         tok = dataset_tokenizer(src)
-        return {**summary, **({"tokenizer": tok} if tok is not None else {})}
+        meta = {"tokenizer": tok} if tok is not None else {}
+        return Finished({**summary, **meta}, meta)

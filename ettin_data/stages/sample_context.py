@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -33,6 +32,7 @@ from ..sampling import (
     single_input,
     unit_lengths,
 )
+from ..stage import Finished
 from ..stats import Stats
 
 __all__ = ["Context"]
@@ -92,11 +92,11 @@ class Context(SamplingStage):
                                 None if whole else tuple(idx.tolist())))  # params: the samples kept, or all
         return tasks
 
-    def process_unit(self, task: U.Task, cfg: ContextConfig) -> Stats:
+    def process_unit(self, task: U.Task, cfg: ContextConfig, dst: Path) -> Stats:
         keep = task.params  # the samples kept, or None: the whole unit
-        return sample_unit(task.source, Path(cfg.output) / task.name, None if keep is None else np.asarray(keep))
+        return sample_unit(task.source, dst, None if keep is None else np.asarray(keep))
 
-    def finish(self, cfg: ContextConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    def finish(self, cfg: ContextConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         src = Path(cfg.inputs[0])
         totals = finish_dataset(out, [t.name for t in tasks])
@@ -113,4 +113,5 @@ class Context(SamplingStage):
         }
         write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed})
         tok = dataset_tokenizer(src)
-        return {**summary, **({"tokenizer": tok} if tok is not None else {})}
+        meta = {"tokenizer": tok} if tok is not None else {}
+        return Finished({**summary, **meta}, meta)

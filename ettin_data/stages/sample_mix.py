@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import units as U
 from ..config import MixConfig
-from ..dataset import read_meta
+from ..dataset import read_meta, require_complete
 from ..errors import ConfigError
 from ..mds import write_json_atomic
 from ..sampling import (
@@ -38,6 +38,7 @@ from ..sampling import (
     rng_for,
     same_tokenizer,
 )
+from ..stage import Finished
 from ..stats import Stats
 from .sample_budget import Budget, choose_units, pick_tasks, picks_summary
 
@@ -94,6 +95,12 @@ def read_mix(path: str | Path) -> tuple[int, dict[str, dict[str, Any]]]:
     return fixed if total is None else total, out
 
 
+def _resolved(cfg: MixConfig) -> dict[str, Any]:
+    total, sources = read_mix(_mixfile(cfg))
+    return {"total_tokens": total, "sources": {n: {"path": s["path"], "planned": s["planned"]}
+                                               for n, s in sources.items()}}
+
+
 def _mixfile(cfg: MixConfig) -> str:
     if len(cfg.inputs) != 1:
         raise ConfigError(f"expected one MIXFILE (TOML), got {len(cfg.inputs)}")
@@ -107,6 +114,8 @@ class Mix(SamplingStage):
 
     def plan(self, cfg: MixConfig) -> list[U.Task]:
         _, sources = read_mix(_mixfile(cfg))
+        for s in sources.values():
+            require_complete(s["path"])
         same_tokenizer(s["path"] for s in sources.values())
         tasks = []
         for name, src in sources.items():
@@ -115,7 +124,7 @@ class Mix(SamplingStage):
             tasks += pick_tasks(picks, prefix=f"{name}/")
         return tasks
 
-    def finish(self, cfg: MixConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    def finish(self, cfg: MixConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         total, sources = read_mix(_mixfile(cfg))
         for name in sources:  # each source is also a dataset of its own (its own root index and stats)
@@ -141,22 +150,28 @@ class Mix(SamplingStage):
             "bytes_written": stats["bytes_written"],
         }
         write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed, "exact": cfg.exact, "units": rows})
-        return {**summary, **({"tokenizer": tok} if tok is not None else {}),
-                # the sources (not the TOML) are this stage's upstream
-                "upstream": [m for m in (read_meta(s["path"]) for s in sources.values()) if m],
-                "record": {"mix": {n: {"path": s["path"], "planned": s["planned"]} for n, s in sources.items()}}}
+        tok_meta = {"tokenizer": tok} if tok is not None else {}
+        return Finished({**summary, **tok_meta}, {
+            **tok_meta,
+            "upstream": [m for m in (read_meta(s["path"]) for s in sources.values()) if m],  # the sources, not the TOML
+            "mix": {n: {"path": s["path"], "planned": s["planned"]} for n, s in sources.items()}})
 
-    def prepare(self, cfg: MixConfig) -> None:
+    def check(self, cfg: MixConfig) -> list[str]:
         """Refuse to resume into an output planned from another mix (the TOML may change under the same name)."""
-        total, sources = read_mix(_mixfile(cfg))
-        resolved = {"total_tokens": total, "sources": {n: {"path": s["path"], "planned": s["planned"]}
-                                                       for n, s in sources.items()}}
         f = Path(cfg.output) / MIX_RECORD
-        if f.is_file() and not cfg.overwrite and json.loads(f.read_text()) != resolved:
+        try:
+            old = json.loads(f.read_text()) if f.is_file() else None
+        except (OSError, ValueError):
+            old = None
+        if old is None or old == _resolved(cfg):
+            return []
+        if not cfg.overwrite:
             raise ConfigError(f"{cfg.output} was written from another mix (see {f}); pass --overwrite to redo it, "
                               "or choose a new output folder")
-        f.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(f, resolved)
+        return [f"mix: {f} differs"]
+
+    def prepare(self, cfg: MixConfig) -> None:
+        write_json_atomic(Path(cfg.output) / MIX_RECORD, _resolved(cfg))
 
     def render(self, summary: dict[str, Any]) -> None:
         from ..report import print_summary, print_table

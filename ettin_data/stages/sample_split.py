@@ -42,6 +42,7 @@ from ..sampling import (
     write_split_meta,
     write_subset,
 )
+from ..stage import Finished
 from ..stats import Stats
 
 __all__ = ["Split", "best_cut", "SPLITS"]
@@ -142,24 +143,21 @@ class Split(SamplingStage):
                 tasks.append(U.Task(f"train/{out_name(u.name)}", u.path, SplitPart("train", None, True)))
         return tasks
 
-    def process_unit(self, task: U.Task, cfg: SplitConfig) -> Stats:
+    def process_unit(self, task: U.Task, cfg: SplitConfig, dst: Path) -> Stats:
         p: SplitPart = task.params
         split, thr, whole = p.split, p.threshold, p.whole
-        dst = Path(cfg.output) / task.name
-        with U.atomic_dir(dst) as tmp:
-            if whole:
-                st = place_unit(task.source, tmp)
-            else:
-                ids, _ = unit_ids_lengths(task.source)
-                h = _hashes(ids, cfg.seed)
-                mask = h <= np.uint64(thr) if split == "validation" else h > np.uint64(thr)
-                st = write_subset(task.source, tmp, np.flatnonzero(mask))
+        if whole:
+            st = place_unit(task.source, dst)
+        else:
+            ids, _ = unit_ids_lengths(task.source)
+            h = _hashes(ids, cfg.seed)
+            mask = h <= np.uint64(thr) if split == "validation" else h > np.uint64(thr)
+            st = write_subset(task.source, dst, np.flatnonzero(mask))
         st.add(f"{split}.samples", st["samples"])
         st.add(f"{split}.tokens", st["tokens"])
-        U.mark_done(dst, st)
         return st
 
-    def finish(self, cfg: SplitConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    def finish(self, cfg: SplitConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         src = Path(cfg.inputs[0])
         tok = dataset_tokenizer(src)
@@ -189,6 +187,5 @@ class Split(SamplingStage):
                       "document (blake2b(seed, id) order) nearest to F x tokens",
         }
         write_json_atomic(out / "split_summary.json", summary)
-        if tok is not None:
-            summary["tokenizer"] = tok
-        return summary
+        meta = {"tokenizer": tok} if tok is not None else {}
+        return Finished({**summary, **meta}, meta)

@@ -44,7 +44,7 @@ from ..config import TokenizeConfig
 from ..engines import Choice, Guarded, Mismatch
 from ..errors import ConfigError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
-from ..stage import Stage
+from ..stage import Finished, Stage
 from ..stats import Stats
 from ..token_rows import token_samples
 from ..tokenizer import (
@@ -62,6 +62,7 @@ MAX_1024 = 1024
 __all__ = ["Tokenize", "NUM_TOKENS", "Encoder"]
 
 _WORKER: dict[str, Any] = {}  # per process: the tokenizer loaded from OUTPUT/tokenizer.json
+_RESOLVED: dict[str, Any] = {}  # per process (the driver): the tokenizer resolved for the run's options
 
 
 def _inputs(cfg: TokenizeConfig) -> list[Path]:
@@ -80,25 +81,37 @@ def _inputs(cfg: TokenizeConfig) -> list[Path]:
     return roots
 
 
-def resolve(cfg: TokenizeConfig) -> tuple[bytes, Any]:
-    """The tokenizer's json bytes and the parsed tokenizer, checked against the options and against an output
-    already tokenized with another tokenizer.json (nothing is written)."""
+def resolve(cfg: TokenizeConfig, *, again: bool = False) -> tuple[bytes, Any]:
+    """The tokenizer's json bytes and the parsed tokenizer, checked against the options (nothing is written).
+    ``again``: the result of the last call for the same options in this process (check, then prepare)."""
+    if again and _RESOLVED.get("cfg") == cfg:
+        return _RESOLVED["val"]
     raw, where = read_tokenizer(cfg.tokenizer)
     tok = tokenizer_from_bytes(raw, where)
     vocab = tok.get_vocab_size(with_added_tokens=True)
     if cfg.dtype == "uint16" and vocab > 1 << 16:
         raise ConfigError(f"--dtype uint16 holds ids < 65536, but tokenizer {cfg.tokenizer!r} has {vocab:,} ids; "
                           "use --dtype uint32")
+    _RESOLVED.update(cfg=cfg, val=(raw, tok))
+    return raw, tok
+
+
+def tokenizer_change(cfg: TokenizeConfig, raw: bytes) -> list[str]:
+    """An output already tokenized with another tokenizer.json: refused (ConfigError) without --overwrite; with
+    it, the change (every finished unit is then redone)."""
     out = Path(cfg.output)
     dest = out / TOKENIZER_FILE
-    if dest.is_file() and not cfg.overwrite and dest.read_bytes() != raw:
-        done = list(out.rglob(U.DONE))
-        if done:
-            old = hashlib.sha256(dest.read_bytes()).hexdigest()[:12]
-            new = hashlib.sha256(raw).hexdigest()[:12]
-            raise ConfigError(f"{out} holds {len(done)} unit(s) tokenized with another tokenizer.json (sha256 "
-                              f"{old}..., now {new}...); pass --overwrite to redo them, or choose a new output folder")
-    return raw, tok
+    if not dest.is_file() or dest.read_bytes() == raw:
+        return []
+    done = list(out.rglob(U.DONE))
+    if not done:
+        return []
+    old = hashlib.sha256(dest.read_bytes()).hexdigest()[:12]
+    new = hashlib.sha256(raw).hexdigest()[:12]
+    if not cfg.overwrite:
+        raise ConfigError(f"{out} holds {len(done)} unit(s) tokenized with another tokenizer.json (sha256 "
+                          f"{old}..., now {new}...); pass --overwrite to redo them, or choose a new output folder")
+    return [f"tokenizer.json: sha256 {old}... -> {new}..."]
 
 
 def _cache_key(path: Path) -> tuple[str, int, int]:
@@ -262,10 +275,9 @@ def write_token_unit(dst: Path, rows: list[tuple[str, np.ndarray, str | None]], 
     return st
 
 
-def _tokenize_unit(task: U.Task, cfg: TokenizeConfig, encoder: Encoder, reported: list[int]) -> Stats:
-    """Encode one unit into ``OUTPUT/<task.name>`` (atomically: a Mismatch leaves nothing behind).
-    ``reported``: [documents, tokens] given to the progress bar so far (taken back if the unit is redone)."""
-    out = Path(cfg.output)
+def _tokenize_unit(task: U.Task, dst: Path, cfg: TokenizeConfig, encoder: Encoder, reported: list[int]) -> Stats:
+    """Encode one unit into the folder ``dst``. ``reported``: [documents, tokens] given to the progress bar so
+    far (taken back if the unit is redone)."""
     reader = UnitReader(task.source)
     has_domain = "domain" in reader.columns
     missing = {"id", "text"} - set(reader.columns)
@@ -274,22 +286,21 @@ def _tokenize_unit(task: U.Task, cfg: TokenizeConfig, encoder: Encoder, reported
                          f"{sorted(reader.columns)}")
     st = Stats()
     pos = 0
-    with U.atomic_dir(out / task.name) as tmp:
-        writer = ShardWriter(tmp, token_columns(cfg.dtype, has_domain))
-        for doc_ids, texts, domains in _batches(reader, has_domain, cfg.batch_size):
-            ids, lengths, keep = encoder.encode_flat(texts, st, unit=task.name, doc_ids=doc_ids, first_index=pos)
-            pos += len(texts)
-            for data, _ in token_samples(doc_ids, ids, lengths, keep, domains):
-                writer.write_raw(data)
-            kept = lengths[keep]
-            st.add("documents_in", len(texts))
-            st.add("documents_written", len(kept))
-            st.add("tokens_written", int(kept.sum()))
-            st.add_lengths(kept)
-            progress.advance(docs=len(texts), tokens=int(kept.sum()))
-            reported[0] += len(texts)
-            reported[1] += int(kept.sum())
-        writer.finish()
+    writer = ShardWriter(dst, token_columns(cfg.dtype, has_domain))
+    for doc_ids, texts, domains in _batches(reader, has_domain, cfg.batch_size):
+        ids, lengths, keep = encoder.encode_flat(texts, st, unit=task.name, doc_ids=doc_ids, first_index=pos)
+        pos += len(texts)
+        for data, _ in token_samples(doc_ids, ids, lengths, keep, domains):
+            writer.write_raw(data)
+        kept = lengths[keep]
+        st.add("documents_in", len(texts))
+        st.add("documents_written", len(kept))
+        st.add("tokens_written", int(kept.sum()))
+        st.add_lengths(kept)
+        progress.advance(docs=len(texts), tokens=int(kept.sum()))
+        reported[0] += len(texts)
+        reported[1] += int(kept.sum())
+    writer.finish()
     if not reader.num_samples == st["documents_in"] == st["documents_written"] + st["skipped.empty_tokens"]:
         raise InputError(f"{task.source}: document accounting does not close ({reader.num_samples} in the index, "
                          f"{st['documents_in']} read, {st['documents_written']} written, "
@@ -365,28 +376,32 @@ class Tokenize(Stage):
                 tasks.append(U.Task(U.output_name(root, rel, many), str(src)))
         return tasks
 
+    def check(self, cfg: TokenizeConfig) -> list[str]:
+        """Resolve the tokenizer, check it fits the options and the output's tokenizer.json (read-only)."""
+        raw, _ = resolve(cfg)
+        return tokenizer_change(cfg, raw)
+
     def prepare(self, cfg: TokenizeConfig) -> tuple[bytes, Any]:
-        """Resolve the tokenizer once, check it fits the options, and write ``OUTPUT/tokenizer.json``."""
-        raw, tok = resolve(cfg)
+        """Write ``OUTPUT/tokenizer.json`` (the output is locked by then: see the driver)."""
+        raw, tok = resolve(cfg, again=True)
         _worker_tokenizer(save_tokenizer_json(raw, Path(cfg.output)), tok)
         return raw, tok
 
-    def process_unit(self, task: U.Task, cfg: TokenizeConfig) -> Stats:
-        out = Path(cfg.output)
+    def process_unit(self, task: U.Task, cfg: TokenizeConfig, dst: Path) -> Stats:
         encoder = Encoder.load(cfg)
         reported = [0, 0]
         try:
-            st = _tokenize_unit(task, cfg, encoder, reported)
+            st = _tokenize_unit(task, dst, cfg, encoder, reported)
         except Mismatch:  # the fast engine differed on a verified document: the whole unit comes from the reference
             progress.advance(docs=-reported[0], tokens=-reported[1])  # the redo reports the unit again
-            st = _tokenize_unit(task, cfg, encoder.reference(), [0, 0])
+            U.empty(dst)
+            st = _tokenize_unit(task, dst, cfg, encoder.reference(), [0, 0])
             st.add("engine.mismatches")
             st.add("engine.units_redone")
         st.add("engine.units_tokie" if encoder.choice.used == "tokie" else "engine.units_tokenizers")
-        U.mark_done(out / task.name, st)
         return st
 
-    def finish(self, cfg: TokenizeConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
+    def finish(self, cfg: TokenizeConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         write_root_index(out, [t.name for t in tasks])
         counts = num_tokens(stats)
@@ -395,9 +410,10 @@ class Tokenize(Stage):
         tok = _worker_tokenizer(out / TOKENIZER_FILE)
         identity = tokenizer_identity(tok, cfg.tokenizer, raw, special_tokens_added=cfg.special_tokens,
                                       prefix_space=cfg.prefix_space)
-        return {
+        engine = engine_summary(_choice(cfg, stats), stats)
+        return Finished({
             "tokenizer": identity,
-            "engine": engine_summary(_choice(cfg, stats), stats),
+            "engine": engine,
             "documents": stats["documents_written"],
             "documents_in": stats["documents_in"],
             "skipped": {"empty_tokens": stats["skipped.empty_tokens"]},
@@ -406,7 +422,7 @@ class Tokenize(Stage):
             "tokens_max_1024": counts["total_tokens_max_1024"],
             "length_percentiles": stats.percentiles((0, 50, 90, 99, 100)),
             "dtype": cfg.dtype,
-        }
+        }, {"tokenizer": identity, "engine": engine})
 
     def render(self, summary: dict[str, Any]) -> None:
         from ..report import print_summary
