@@ -200,3 +200,68 @@ def test_unit_wrapper_pickles_for_process_pools_and_ray():
     back = pickle.loads(pickle.dumps(io))
     assert (back.outputs, back.inputs, back.keep) == (io.outputs, io.inputs, io.keep)
     assert type(back.fn) is UnitJob and type(back.fn.stage) is convert.Convert
+
+
+def _keys(client, prefix: str) -> set[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/")
+    return {o["Key"][len(prefix) + 1:] for page in pages for o in page.get("Contents", [])}
+
+
+def test_two_runs_on_one_s3_output_the_second_stops_with_the_lock_line(s3, tmp_path, text_dataset):
+    """The lock of a remote output is an object in the bucket (created only if absent), taken before anything
+    is written: a second run from anywhere (another cache dir: another machine) stops at once, plain or rank.
+    Meanwhile the output is marked incomplete in the bucket; at the end lock and marker are gone."""
+    import subprocess
+    import sys
+    import time
+
+    import streaming.base.storage.upload  # noqa: F401 - imported before the race: it takes seconds (torch)
+    from typer.testing import CliRunner
+
+    from ettin_data.cli import app
+
+    url = f"s3://{BUCKET}/conc"
+    units = [str(text_dataset / "python-docs" / f"split_0000{k}") for k in range(2)]
+    here = Path(__file__).parent
+    env = {**os.environ, "SLEEPY_SECONDS": "3", "ETTIN_DATA_LOGS": "0",
+           "PYTHONPATH": os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])}
+    first = subprocess.Popen([sys.executable, "-m", "sleepy_stage", "tokenize", *units, "-o", url, "-t",
+                              "builtin:modernbert", "-w", "1", "-q", "--cache-dir", str(tmp_path / "c1")],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not {".ettin_lock", ".ettin_incomplete", "tokenizer.json"} <= _keys(s3, "conc"):
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "the first run did not get going"
+            time.sleep(0.05)
+        for extra in ((), ("--rank", "1", "--world", "2")):
+            r = CliRunner().invoke(app, ["tokenize", *units, "-o", url, "-t", "builtin:modernbert", "-q",
+                                         "--cache-dir", str(tmp_path / "c2"), *extra])
+            lines = r.stderr.strip().splitlines()
+            assert r.exit_code == 2 and len(lines) == 1, r.stderr
+            assert f"{url} is in use by another run" in lines[0] and f"delete {url}/.ettin_lock" in lines[0]
+        assert first.poll() is None, "the first run ended before the second ones were refused: make it slower"
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    finally:
+        first.kill()
+    keys = _keys(s3, "conc")
+    assert "index.json" in keys and not {k for k in keys if k.startswith((".ettin_lock", ".ettin_incomplete"))}
+
+
+def test_an_s3_output_sees_the_buckets_units_and_a_stale_lock_object(s3, tmp_path, text_dataset):
+    url = f"s3://{BUCKET}/shared"
+    unit = text_dataset / "python-docs" / "split_00000"
+    for p in unit.iterdir():  # another dataset's unit, written there by another machine
+        s3.put_object(Bucket=BUCKET, Key=f"shared/other/{p.name}", Body=p.read_bytes())
+    cfg = ConvertConfig(inputs=["builtin:python-docs"], output=url, workers=1, cache_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=rf"^{url} holds MDS units this dataset did not write \(other\)"):
+        run(cfg)
+    assert _keys(s3, "shared") == {f"other/{p.name}" for p in unit.iterdir()}  # nothing written nor deleted
+    for p in unit.iterdir():
+        s3.delete_object(Bucket=BUCKET, Key=f"shared/other/{p.name}")
+    stale = {"holder": "pid 4242 on gone-host", "rank": 0, "world": 1, "since": "2026-12-01T00:00:00Z"}
+    s3.put_object(Bucket=BUCKET, Key="shared/.ettin_lock", Body=json.dumps(stale).encode())
+    with pytest.raises(ConfigError, match=rf"pid 4242 on gone-host since 2026-12-01.*delete {url}/.ettin_lock"):
+        run(cfg)
+    s3.delete_object(Bucket=BUCKET, Key="shared/.ettin_lock")
+    assert run(cfg)["complete"] and ".ettin_lock" not in _keys(s3, "shared")

@@ -5,8 +5,12 @@ stale temporaries, and the framework (not the stage) making unit folders atomic 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -290,3 +294,51 @@ def test_units_yielded_by_a_task_are_skipped_when_done_and_the_task_marked(tmp_p
     log.unlink()
     driver.run(cfg, command=Toy(many=True, log=log))
     assert log.read_text().split() == ["a/u1"] and U.read_done(out / "a")["n"] == 2
+
+
+# ---------------------------------------------------------------- two real runs on one output
+
+def _start_slow(args: list[str], env: dict | None = None):
+    """``ettin-data ARGS`` in a subprocess with every tokenize unit slowed down (tests/sleepy_stage.py)."""
+    here = Path(__file__).parent
+    env = {**os.environ, "SLEEPY_SECONDS": "1", "ETTIN_DATA_LOGS": "0", **(env or {}),
+           "PYTHONPATH": os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "sleepy_stage", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(cond, proc, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f"the first run ended before {what}: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_running_output_stops_at_once_and_changes_nothing(text_dataset, tmp_path,
+                                                                           modernbert_json):
+    """While a tokenize run works on an output, a second tokenize with another tokenizer, and a --rank run,
+    stop at once with the lock line: its tokenizer.json is never rewritten (the lock is taken before the
+    stage writes anything), and the first run finishes with its own tokenizer."""
+    from ettin_data.tokenizer import _olmo_json_path
+
+    out = tmp_path / "tok"
+    first = _start_slow(["tokenize", text_dataset, "-o", out, "-t", "builtin:modernbert", "-w", "1", "-q"])
+    try:
+        _wait_for(lambda: (out / "tokenizer.json").is_file() and U.is_done(out / "python-docs" / "split_00000"),
+                  first, "the first unit")
+        before = (out / "tokenizer.json").read_bytes(), (out / "tokenizer.json").stat()
+        other = str(_olmo_json_path())
+        for extra in ((), ("--overwrite",), ("--rank", "0", "--world", "2")):
+            one_line(cli("tokenize", text_dataset, "-o", out, "-t", other, *extra), 2, "in use by another run",
+                     f"pid {first.pid}")
+        after = (out / "tokenizer.json").read_bytes(), (out / "tokenizer.json").stat()
+        assert after[0] == before[0] == modernbert_json.read_bytes()
+        assert (after[1].st_ino, after[1].st_mtime_ns) == (before[1].st_ino, before[1].st_mtime_ns)
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    finally:
+        first.kill()
+    meta = json.loads((out / "ettin_meta.json").read_text())
+    assert meta["tokenizer"]["sha256"] == hashlib.sha256(modernbert_json.read_bytes()).hexdigest()
+    assert not list(out.glob(".ettin_lock*")) and not (out / dataset.INCOMPLETE).exists()
