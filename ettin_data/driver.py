@@ -10,9 +10,9 @@ For a stage (``stage.py``) with options ``cfg``:
    alone on its output sweeps the temporaries stopped runs left);
 4. refuse foreign units and a resume with other settings (``stage.check`` adds what the settings do not say);
    record the units;
-5. mark the output incomplete (root index and metadata withdrawn); with ``--overwrite`` and other settings,
-   withdraw every finished unit (they are never resumed into the new dataset); record the settings;
-   ``stage.prepare``;
+5. when units are about to change, mark the output incomplete (root index and metadata withdrawn); with
+   ``--overwrite`` and other settings, withdraw every finished unit (they are never resumed into the new
+   dataset); record the settings; ``stage.prepare``;
 6. run the units left (``executors``), each in a worker wrapped by ``worker.UnitJob`` (the framework makes each
    unit folder atomic and marks it done), failures collected (one failing unit never stops the others);
 7. when every unit of every rank is done: ``stage.finish``, then ``ettin_meta.json`` of each output; the
@@ -94,6 +94,7 @@ def dry_run(cfg: Any, command: Any = None) -> dict[str, Any]:
         return command.dry_run(cfg)
     with open_workspace(cfg, command) as ws:
         ws.refresh()
+        ws.require_inputs_complete()
         p = plan(command, ws.cfg, ws)
         out = {"units": len(p.tasks), "mine": len(p.mine), "to_do": [t.name for t in p.todo],
                "already_done": [t.name for t in p.done]}
@@ -144,7 +145,8 @@ def _run_stage(stage: Stage, ws: Workspace, quiet: bool, log: Any) -> dict[str, 
                               "pass --overwrite to redo it, or choose a new output folder")
         changes = stage.check(cfg)  # refuses what the settings do not say (another tokenizer.json, mix file)
         ws.record_units([t.name for t in p.tasks])  # the first write (after the lock file)
-        ws.mark_incomplete({"stage": stage.name, "argv": getattr(log, "argv", None)})
+        if p.todo or diff or changes:  # units are about to change: the dataset is incomplete until finished
+            ws.mark_incomplete({"stage": stage.name, "argv": getattr(log, "argv", None)})
         if diff or changes:  # --overwrite with other settings: no unit written under the old ones is resumed
             ws.withdraw_done()
         write_json_atomic(ws.output / SETTINGS, _settings(stage, ws))

@@ -308,3 +308,21 @@ def save_tokenizer_json(raw_json_bytes: bytes, folder: str | Path) -> Path:
     write_bytes(path, raw_json_bytes)  # a temporary of its own per process (ranks may write it at once)
     return path
 
+
+
+def tokenizer_change(output: str | Path, raw_json_bytes: bytes, overwrite: bool) -> list[str]:
+    """An output already tokenized with another ``tokenizer.json``: refused (ConfigError) without ``overwrite``;
+    with it, the change (the driver then redoes every finished unit: see ``Stage.check``)."""
+    out = Path(output)
+    dest = out / TOKENIZER_FILE
+    if not dest.is_file() or dest.read_bytes() == raw_json_bytes:
+        return []
+    done = list(out.rglob(".done"))
+    if not done:
+        return []
+    old = hashlib.sha256(dest.read_bytes()).hexdigest()[:12]
+    new = hashlib.sha256(raw_json_bytes).hexdigest()[:12]
+    if not overwrite:
+        raise ConfigError(f"{out} holds {len(done)} unit(s) tokenized with another tokenizer.json (sha256 "
+                          f"{old}..., now {new}...); pass --overwrite to redo them, or choose a new output folder")
+    return [f"tokenizer.json: sha256 {old}... -> {new}..."]

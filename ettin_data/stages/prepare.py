@@ -29,7 +29,7 @@ from ..errors import ConfigError, EttinError
 from ..mds import find_units, write_json_atomic, write_root_index
 from ..stage import Finished, Stage, Unit
 from ..stats import Stats
-from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_identity
+from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_change, tokenizer_identity
 from . import chunk, convert, tokenize
 
 __all__ = ["Prepare"]
@@ -138,7 +138,7 @@ class Prepare(Stage):
             if not isinstance(ident.get(key), int):
                 raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no {key}: chunks are [BOS] piece [EOS]; use a "
                                   "tokenizer whose post-processor adds BOS/EOS (e.g. builtin:modernbert)")
-        return tokenize.tokenizer_change(tcfg, raw)
+        return tokenizer_change(tcfg.output, raw, cfg.overwrite)
 
     def prepare(self, cfg: PrepareConfig) -> None:
         """Write ``OUTPUT/tokenizer.json`` (and the kept token dataset's)."""

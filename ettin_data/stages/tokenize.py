@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from ..tokenizer import (
     TOKENIZER_FILE,
     read_tokenizer,
     save_tokenizer_json,
+    tokenizer_change,
     tokenizer_from_bytes,
     tokenizer_identity,
 )
@@ -94,24 +94,6 @@ def resolve(cfg: TokenizeConfig, *, again: bool = False) -> tuple[bytes, Any]:
                           "use --dtype uint32")
     _RESOLVED.update(cfg=cfg, val=(raw, tok))
     return raw, tok
-
-
-def tokenizer_change(cfg: TokenizeConfig, raw: bytes) -> list[str]:
-    """An output already tokenized with another tokenizer.json: refused (ConfigError) without --overwrite; with
-    it, the change (every finished unit is then redone)."""
-    out = Path(cfg.output)
-    dest = out / TOKENIZER_FILE
-    if not dest.is_file() or dest.read_bytes() == raw:
-        return []
-    done = list(out.rglob(U.DONE))
-    if not done:
-        return []
-    old = hashlib.sha256(dest.read_bytes()).hexdigest()[:12]
-    new = hashlib.sha256(raw).hexdigest()[:12]
-    if not cfg.overwrite:
-        raise ConfigError(f"{out} holds {len(done)} unit(s) tokenized with another tokenizer.json (sha256 "
-                          f"{old}..., now {new}...); pass --overwrite to redo them, or choose a new output folder")
-    return [f"tokenizer.json: sha256 {old}... -> {new}..."]
 
 
 def _cache_key(path: Path) -> tuple[str, int, int]:
@@ -379,7 +361,7 @@ class Tokenize(Stage):
     def check(self, cfg: TokenizeConfig) -> list[str]:
         """Resolve the tokenizer, check it fits the options and the output's tokenizer.json (read-only)."""
         raw, _ = resolve(cfg)
-        return tokenizer_change(cfg, raw)
+        return tokenizer_change(cfg.output, raw, cfg.overwrite)
 
     def prepare(self, cfg: TokenizeConfig) -> tuple[bytes, Any]:
         """Write ``OUTPUT/tokenizer.json`` (the output is locked by then: see the driver)."""
