@@ -224,9 +224,9 @@ class RemoteWorkspace(Workspace):
     def withdraw_done(self) -> None:
         super().withdraw_done()
         for opt, st in self.stores.items():
-            for k in self.keys.get(opt, []):
-                if k == ".done" or k.endswith("/.done"):
-                    st.delete(k)
+            markers = [k for k in self.keys.get(opt, []) if k == ".done" or k.endswith("/.done")]
+            with ThreadPoolExecutor(min(_THREADS, max(1, len(markers)))) as pool:
+                list(pool.map(st.delete, markers))
         self.refresh()
 
     def mark_complete(self) -> None:
@@ -253,8 +253,7 @@ class RemoteWorkspace(Workspace):
 
     def pull_units(self, names: list[str]) -> None:
         prefixes = tuple(f"{n}/" for n in names if n)
-        self.refresh()
-        for opt, st in self.stores.items():
+        for opt, st in self.stores.items():  # (the driver refreshed the listing once the units ran)
             keys = self.keys.get(opt, [])
             st.download_many([k for k in keys if not is_shard(k) and k.startswith(prefixes)], fresh=True)
             if self.finish_shards:  # only those not staged here (written by another rank or Ray node)

@@ -10,7 +10,7 @@ Every file ettin-data writes in an output (shards, indexes, ``.done``, metadata,
 - :func:`new_file` creates a file (a shard) the same way; an existing one is unlinked first, never written into
   (it may be a hard link shared with another dataset).
 
-Temporary names end in ``.ettin-tmp`` (``.<name>.<pid>-<random>.ettin-tmp``), so that :func:`sweep` can remove
+Temporary names end in ``.ettin-tmp`` (``.<name>.<pid>-<random>.ettin-tmp``), so that :func:`scan` can remove
 the ones a killed run left behind — and only those, plus the names older versions used and unfinished unit
 folders (``.<unit>.partial``) — when a run starts and holds its output alone.
 """
@@ -30,7 +30,7 @@ from typing import IO, Any
 from .errors import ConfigError
 
 __all__ = ["LinkRefused", "TMP_SUFFIX", "refuse_link", "atomic_file", "write_bytes", "copy_file", "new_file",
-           "is_temporary", "sweep", "links_under"]
+           "is_temporary", "scan"]
 
 TMP_SUFFIX = ".ettin-tmp"
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -117,33 +117,25 @@ def is_temporary(name: str) -> bool:
     return (name.startswith(".") and name.endswith(TMP_SUFFIX)) or bool(_LEGACY.match(name))
 
 
-def sweep(root: str | Path) -> list[str]:
-    """Remove the temporaries and unfinished unit folders (``.*.partial``) that stopped runs left under
-    ``root`` (run logs and links are left alone). Only for a run that holds the output alone. Returns what
-    was removed (relative names)."""
+def scan(root: str | Path, remove: bool) -> tuple[list[str], list[str]]:
+    """Walk an output once (links never followed): the symbolic links under ``root`` (an output holds none), and
+    with ``remove`` the temporaries and unfinished unit folders (``.*.partial``) stopped runs left, removed
+    (only for a run that holds the output alone; run logs are left alone). Returns (links, removed)."""
     root = Path(root)
+    links: list[str] = []
     removed: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         d = Path(dirpath)
-        for name in [n for n in dirnames if _PARTIAL.match(n) and not (d / n).is_symlink()]:
+        links += [str(d / n) for n in (*dirnames, *filenames) if (d / n).is_symlink()]
+        partial = [n for n in dirnames if _PARTIAL.match(n) and not (d / n).is_symlink()]
+        dirnames[:] = [n for n in dirnames if n != _LOGS and n not in partial]
+        if not remove:
+            continue
+        for name in partial:
             shutil.rmtree(d / name, ignore_errors=True)
             removed.append((d / name).relative_to(root).as_posix())
-        dirnames[:] = [n for n in dirnames if n != _LOGS and not _PARTIAL.match(n)]
         for name in filenames:
             if is_temporary(name) and stat.S_ISREG(os.lstat(d / name).st_mode):
                 (d / name).unlink(missing_ok=True)
                 removed.append((d / name).relative_to(root).as_posix())
-    return removed
-
-
-def links_under(root: str | Path, limit: int = 5) -> list[str]:
-    """Symbolic links anywhere under ``root`` (not followed; at most ``limit``): an output holds none."""
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        d = Path(dirpath)
-        for name in (*dirnames, *filenames):
-            if (d / name).is_symlink():
-                found.append(str(d / name))
-                if len(found) >= limit:
-                    return found
-    return found
+    return links, removed

@@ -6,7 +6,7 @@ run. The outputs are the folders the stage declares (``Stage.output_options``: `
 
 - ``check_overlap``: no output is a file, overlaps an input or another output (``outputs.py``);
 - ``lock``: one lock per output, taken before anything is written (``outputs.output_lock``); a run that holds
-  an output alone first sweeps the temporaries stopped runs left there (``safefile.sweep``). Links anywhere
+  an output alone first sweeps the temporaries stopped runs left there (``safefile.scan``). Links anywhere
   in an output are refused: ettin-data writes only real files and folders there;
 - ``check_units`` / ``record_units``: MDS units this dataset did not write are refused, the plan's units
   recorded before any is written;
@@ -23,6 +23,7 @@ storage is remote.
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -31,8 +32,7 @@ from typing import Any
 from . import outputs as O
 from . import units as U
 from .dataset import mark_complete, mark_incomplete, require_complete
-from .safefile import LinkRefused, links_under, sweep
-from .storage import is_remote
+from .safefile import LinkRefused, scan
 
 __all__ = ["Workspace"]
 
@@ -61,8 +61,10 @@ class Workspace:
     def require_inputs_complete(self) -> None:
         """Refuse an input dataset that a run has not finished writing (one line naming it as given)."""
         for local, given in zip(getattr(self.cfg, "inputs", ()), getattr(self.given, "inputs", ()), strict=False):
-            if Path(local).is_dir():
-                require_complete(local, shown=str(given))
+            matches = sorted(glob.glob(local)) if any(c in local for c in "*?[") else [local]  # tokenize's globs
+            for m in matches:
+                if Path(m).is_dir():
+                    require_complete(m, shown=str(given) if m == local else m)
 
     def is_done(self, name: str) -> bool:
         """Has unit ``name`` been finished (by this run, an earlier one, or another rank)?"""
@@ -85,12 +87,15 @@ class Workspace:
             yield
 
     def _lock_one(self, stack: ExitStack, opt: str, folder: Path) -> None:
-        _refuse_links(folder)
+        swept: list[bool] = []
 
-        def alone() -> None:
-            self.swept[opt] = sweep(folder)
+        def alone() -> None:  # in the lock, before any other run or rank may come in
+            self.swept[opt] = _scan(folder, remove=True)
+            swept.append(True)
 
         stack.enter_context(O.output_lock(folder, self.cfg.rank, self.cfg.world, alone))
+        if not swept:
+            _scan(folder, remove=False)
 
     def check_units(self, stage: str) -> None:
         """Refuse MDS units under an output that this dataset's runs did not write (read-only)."""
@@ -141,8 +146,10 @@ class Workspace:
         """After ``finish``: publish the dataset-level files (those outside the unit folders), ``last`` last."""
 
 
-def _refuse_links(folder: Path) -> None:
-    links = links_under(folder) if folder.is_dir() and not is_remote(str(folder)) else []
+def _scan(folder: Path, remove: bool) -> list[str]:
+    """Refuse a link anywhere in an output folder; with ``remove``, sweep its stale temporaries (returned)."""
+    links, removed = scan(folder, remove)
     if links:
         raise LinkRefused(f"{links[0]} is a symbolic link inside the output {folder}; ettin-data writes only real "
                           "files and folders in an output (a link could send its writes elsewhere): remove it")
+    return removed
