@@ -155,6 +155,9 @@ def _run_stage(stage: Stage, ws: Workspace, quiet: bool, log: Any) -> dict[str, 
         _run_units(stage, ws, p, quiet)
         summary: dict[str, Any] = {"stage": stage.name, "output": str(given.output), "units": len(p.tasks),
                                    "units_run": len(p.todo), "units_skipped": len(p.done)}
+        swept = sum(len(v) for v in ws.swept.values())
+        if swept:  # temporaries and unfinished unit folders that stopped runs had left
+            summary["swept"] = swept
         ws.refresh()
         pending = [t for t in p.tasks if not ws.is_done(t.name)]
         if pending:  # other ranks still at work: the last one to finish writes the dataset files

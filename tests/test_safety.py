@@ -225,7 +225,8 @@ def test_stale_temporaries_are_swept_by_a_run_alone_on_its_output(chunks, tmp_pa
     with _hold(out / ".ettin_lock", fcntl.LOCK_SH), _hold(out / ".ettin_lock.world2", fcntl.LOCK_SH):
         assert cli(*split, "--rank", "1", "--world", "2").exit_code == 0  # another rank runs: nothing swept
     assert all((out / rel).exists() for rel in STALE) and (out / "src" / ".split_00009.partial").exists()
-    assert cli(*split).exit_code == 0
+    res = cli(*split, "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["swept"] == len(STALE) + 1
     assert not any((out / rel).exists() for rel in STALE) and not (out / "src" / ".split_00009.partial").exists()
     assert all((out / rel).read_text() == "x" for rel in KEPT)
 
