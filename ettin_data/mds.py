@@ -22,6 +22,7 @@ import zstandard
 
 from .dataset import INDEX, is_root_index
 from .errors import InputError
+from .ids import narrow
 from .indexcheck import UnsafePath, check_index
 
 __all__ = [
@@ -82,7 +83,8 @@ def encode_value(encoding: str, value: Any) -> bytes:
         if len(parts) == 1:
             head = bytes([_VALUE_CODE[arr.dtype.name]])
         elif arr.dtype != parts[1]:  # (dtype == str is ~4x cheaper than dtype.name: this runs per sample)
-            arr = arr.astype(parts[1])
+            arr = narrow(arr, parts[1], "") if arr.dtype.kind in "iub" and parts[1][0] in "iu" else \
+                arr.astype(parts[1])
         if len(parts) < 3:  # shape in plain Python: numpy calls on tiny shape arrays cost ~15 us per sample
             m = max(arr.shape)
             code = 0 if m < 1 << 8 else 1 if m < 1 << 16 else 2 if m < 1 << 32 else 3

@@ -152,7 +152,7 @@ def test_finalize_option_errors(final, tmp_path):
     big = tmp_path / "big"
     with ShardWriter(big / "train" / "u", TOKEN_COLUMNS) as w:
         w.write({"id": "d", "input_ids": np.array([BOS, 70000, EOS], np.uint32), "len": 3})
-    with pytest.raises(Exception, match="does not fit --dtype uint16"):
+    with pytest.raises(Exception, match="sample 0: token id 70,000 does not fit uint16"):
         run(FinalizeConfig(inputs=[str(big)], output=str(tmp_path / "b"), dtype="uint16", workers=1))
 
 

@@ -25,6 +25,7 @@ from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, 
 from ..dataset import META
 from ..engines import Mismatch
 from ..errors import ConfigError, EttinError
+from ..ids import id_bound
 from ..mds import find_units, write_json_atomic, write_root_index
 from ..stage import Stage
 from ..stats import Stats
@@ -54,7 +55,7 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
         enc = tokenize.Encoder.load(tcfg)
         raw = path.read_bytes()
         ident = _identity(cfg, enc.tok, raw)
-        table = cached_word_start_table(raw, ident["vocab_size"]) if cfg.word_boundaries else None
+        table = cached_word_start_table(raw, id_bound(ident)) if cfg.word_boundaries else None
         _WORKER.clear()
         _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, ident, table), ident))
     return _WORKER["val"]
