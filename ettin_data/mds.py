@@ -267,6 +267,9 @@ class ShardWriter:
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum([len(s) for s in self._samples], out=offsets[1:])
         offsets += 4 + 4 * (n + 1) + len(self._config_data)
+        if offsets[-1] >= MAX_SHARD_BYTES:  # u32 offsets would wrap: one sample of 4 GiB or more
+            raise InputError(f"{self.dirname}: a sample of {max(len(x) for x in self._samples):,} bytes does not fit "
+                             "an MDS shard (u32 offsets: < 4 GiB)")
         raw = b"".join([np.uint32(n).tobytes(), offsets.astype(np.uint32).tobytes(), self._config_data,
                         *self._samples])
         basename = f"shard.{len(self.shards):05d}.mds"
