@@ -128,6 +128,11 @@ def test_too_long_lines_are_one_line_errors_or_skipped_and_counted(tmp_path):
     ids = texts(tmp_path / "o2", "id")
     assert ids == [f"{path.as_posix()}:1", f"{path.as_posix()}:3"]  # numbering continues past the long line
     assert summary(cli("convert", str(path), "-o", str(tmp_path / "o3"), "--json"))["documents"] == 3  # 64 MiB
+    only = tmp_path / "only.jsonl"
+    only.write_text(json.dumps(recs[1]) + "\n")
+    s = summary(cli("convert", str(only), "-o", str(tmp_path / "o4"), "--max-line-mb", "1", "--skip-bad-lines",
+                    "--json"))
+    assert s["warnings"] == [f"{only}: no documents (1 records read, all skipped)"]
 
 
 def test_parquet_documents_longer_than_the_limit(tmp_path):

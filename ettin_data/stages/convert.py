@@ -231,10 +231,13 @@ class Convert(Stage):
         units = []  # this run's own units only (never another dataset's units in the same folder)
         empty = []
         for t in tasks:
-            n = U.read_done(out / t.name)["units"]
+            done = U.read_done(out / t.name)
+            n = done["units"]
             units += [f"{t.name}/{unit_name(k)}" for k in range(n)]
             if not n:
-                empty.append(t.source)
+                read = done["documents_in"]
+                empty.append(f"{t.source}: no documents ({read:,} records read, all skipped)" if read else
+                             f"{t.source}: no documents (empty input file?)")
         write_root_index(out, units)
         skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
         summary = {
@@ -249,6 +252,6 @@ class Convert(Stage):
             "empty_sources": len(empty),
         }
         if empty:
-            summary["warnings"] = [f"{src}: no documents (empty input file?)" for src in empty[:20]]
+            summary["warnings"] = empty[:20]
         write_json_atomic(out / STATS_FILE, summary)
         return summary
