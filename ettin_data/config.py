@@ -102,9 +102,11 @@ class StageConfig(_Frozen):
 class ConvertConfig(StageConfig):
     text_field: str = Field("text", description="Field that holds the document text.")
     id_field: str = Field(
-        "id", description="Field that holds the document id (made from file and line when absent)."
+        "id", description="Field that holds the document id: a string, or a number (stored as its decimal text); "
+        "made from file and line when absent, null or empty. Other values make the line a bad line."
     )
-    domain_field: str | None = Field(None, description="Field kept as a 'domain' column.")
+    domain_field: str | None = Field(None, description="Field kept as a 'domain' column (a string or a number, "
+                                     "as for the id; absent or null: empty).")
     docs_per_shard: int = Field(30_000, ge=1, description="Documents per output unit (Ettin used 30,000).")
     skip_bad_lines: bool = Field(False, description="Count and skip lines that cannot be used (malformed JSON, "
                                  "values that cannot be stored, lines longer than --max-line-mb) instead of "
