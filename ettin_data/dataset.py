@@ -105,7 +105,9 @@ def incomplete(path: str | Path) -> tuple[Path, dict[str, Any]] | None:
     path = Path(path)
     for root in (path, *path.resolve().parents):
         marker = root / INCOMPLETE
-        if marker.is_file() or marker.is_symlink():
+        if marker.is_symlink():  # present, but never read through a link
+            return root, {}
+        if marker.is_file():
             try:
                 note = json.loads(marker.read_text())
             except (OSError, ValueError):

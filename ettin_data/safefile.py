@@ -96,6 +96,11 @@ def atomic_file(path: str | Path, mode: str = "wb", *, fsync: bool = True) -> It
                 os.fsync(f.fileno())
         refuse_link(path)  # planted while we wrote: still not replaced
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:  # a failed write (disk full, file too large) names the file being written
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
