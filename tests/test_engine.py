@@ -53,7 +53,8 @@ def _select(path: Path, requested: str = "auto", split: bool = False, verify: st
 @pytest.mark.parametrize(("name", "engine", "family"), [
     ("modernbert", "fastokens", "gpt2-bytelevel"), ("olmo-dolma-v1_5", "fastokens", "gpt2-bytelevel"),
     ("gpt-neox-20b-pii", "fastokens", "gpt2-bytelevel"), ("dolma2", "fastokens", "cl100k-split"),
-    ("wordpiece-uncased", "nanotoken", "bert-wordpiece"), ("wordpiece-cased", "nanotoken", "bert-wordpiece")])
+    ("wordpiece-uncased", "nanotoken", "bert-wordpiece"), ("wordpiece-cased", "nanotoken", "bert-wordpiece"),
+    ("mistral-v1", "fastokens", "sentencepiece-bpe")])
 def test_auto_takes_the_fastest_proven_engine_and_preselect_predicts_it(files, name: str, engine: str,
                                                                         family: str) -> None:
     for verify in engines.VERIFY:

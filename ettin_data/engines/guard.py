@@ -3,13 +3,14 @@ sampled verification against the reference.
 
 Families are recognised from the tokenizer.json (model, normalizer, pre-tokenizer): ``gpt2-bytelevel``
 (ModernBERT, GPT-NeoX, OLMo v1.5), ``cl100k-split`` (OLMo dolma2, OpenAI cl100k-style split regex),
-``bert-wordpiece`` (BERT, cased and uncased). :data:`PROVEN` lists, per (engine, family), the rules that
+``bert-wordpiece`` (BERT, cased and uncased), ``sentencepiece-bpe`` (Llama / Mistral v1 converted from
+SentencePiece: BPE with byte fallback, "▁" prepended and for spaces, no pre-tokenizer). :data:`PROVEN` lists, per (engine, family), the rules that
 route documents of a known divergence class to the reference; a pair that is not listed is never chosen by
 ``auto``, and a rule an engine does not need is not applied to it (routing costs speed). Every listed pair is
 proven by tests/test_engine.py on the built-in corpus, an edge corpus, seeded and hypothesis fuzz corpora and
 the real multilingual sample (0 differing documents, with and without special tokens).
 
-fastokens 0.3.5 (byte-level families) and nanotoken 0.1.0 (WordPiece) need no rule: 0 differing documents on
+fastokens 0.3.5 (byte-level and SentencePiece BPE) and nanotoken 0.1.0 (WordPiece) need no rule: 0 differing documents on
 all of the above, on every code point of Unicode alone in context and on 300,000 random base + two
 combining-mark sequences (the classes where tokie's Unicode tables differ). tokie 0.1.4 needs these:
 
@@ -88,6 +89,7 @@ _TOKIE_NFC = Rule(nfc=True)
 PROVEN: dict[tuple[str, str], tuple[Rule, ...]] = {
     ("fastokens", "gpt2-bytelevel"): (),
     ("fastokens", "cl100k-split"): (),
+    ("fastokens", "sentencepiece-bpe"): (),
     ("nanotoken", "bert-wordpiece"): (),
     ("tokie", "gpt2-bytelevel"): (Rule(r"\t'(?:s|t|re|ve|m|ll|d)", ("\t'",)), Rule(None, ("\x0b", "\x0c")),
                                   _TOKIE_NFC),
@@ -96,6 +98,7 @@ PROVEN: dict[tuple[str, str], tuple[Rule, ...]] = {
                                      needles_ascii_only=True),
                                 Rule(chars="nonascii_numbers"), _TOKIE_NFC),
     ("tokie", "bert-wordpiece"): (Rule(chars="nonascii"),),
+    ("tokie", "sentencepiece-bpe"): (),
 }
 ORDER = ("fastokens", "nanotoken", "tokie")
 
@@ -109,11 +112,20 @@ class Mismatch(Exception):
     """A verified document's fast-engine ids differ from the reference: redo the unit with the reference."""
 
 
+# Llama / Mistral v1 as converted from SentencePiece (legacy form): "▁" before the text and for every space
+SPM_NORMALIZER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                      {"type": "Replace", "pattern": {"String": " "},
+                                                       "content": "\u2581"}]}
+
+
 def family_of(obj: dict[str, Any]) -> str | None:
-    """The guard family of a parsed tokenizer.json, or None when no proven guard exists for it."""
+    """The family of a parsed tokenizer.json, or None when no engine is proven for it."""
     model = obj.get("model") or {}
     norm, pre = obj.get("normalizer"), obj.get("pre_tokenizer") or {}
     kind = model.get("type")
+    if kind == "BPE" and model.get("byte_fallback") and not model.get("dropout") \
+            and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix"):
+        return "sentencepiece-bpe" if norm == SPM_NORMALIZER and not pre else None
     if kind == "BPE" and not model.get("dropout") and not model.get("byte_fallback") \
             and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix"):
         if norm not in (None, {"type": "NFC"}):

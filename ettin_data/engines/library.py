@@ -72,9 +72,9 @@ class Library:
 
 LIBRARIES: dict[str, Library] = {
     "fastokens": Library("fastokens", (0, 3, 5), (0, 4), "ettin_data.engines.fastokens_engine", True,
-                         ("gpt2-bytelevel", "cl100k-split")),
+                         ("gpt2-bytelevel", "cl100k-split", "sentencepiece-bpe")),
     "nanotoken": Library("nanotoken", (0, 1, 0), (0, 2), "ettin_data.engines.nanotoken_engine", False,
                          ("bert-wordpiece",)),
     "tokie": Library("tokie", (0, 1, 4), (0, 2), "ettin_data.engines.tokie_engine", False,
-                     ("gpt2-bytelevel", "cl100k-split", "bert-wordpiece")),
+                     ("gpt2-bytelevel", "cl100k-split", "bert-wordpiece", "sentencepiece-bpe")),
 }
