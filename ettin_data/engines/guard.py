@@ -4,15 +4,17 @@ sampled verification against the reference.
 Families are recognised from the tokenizer.json (model, normalizer, pre-tokenizer): ``gpt2-bytelevel``
 (ModernBERT, GPT-NeoX, OLMo v1.5), ``cl100k-split`` (OLMo dolma2, OpenAI cl100k-style split regex),
 ``bert-wordpiece`` (BERT, cased and uncased), ``sentencepiece-bpe`` (Llama / Mistral v1 converted from
-SentencePiece: BPE with byte fallback, "▁" prepended and for spaces, no pre-tokenizer). :data:`PROVEN` lists, per (engine, family), the rules that
-route documents of a known divergence class to the reference; a pair that is not listed is never chosen by
-``auto``, and a rule an engine does not need is not applied to it (routing costs speed). Every listed pair is
-proven by tests/test_engine.py on the built-in corpus, an edge corpus, seeded and hypothesis fuzz corpora and
-the real multilingual sample (0 differing documents, with and without special tokens).
+SentencePiece: BPE with byte fallback, "▁" prepended and for spaces, no pre-tokenizer). :data:`PROVEN`
+lists, per (engine, family), the rules that route documents of a known divergence class to the reference; a
+pair that is not listed is never chosen by ``auto``, and a rule an engine does not need is not applied to it
+(routing costs speed). Every listed pair is proven by tests/test_engine_proof.py on the built-in corpus, an
+edge corpus, seeded and hypothesis fuzz corpora and the real multilingual sample (0 differing documents).
 
-fastokens 0.3.5 (byte-level and SentencePiece BPE) and nanotoken 0.1.0 (WordPiece) need no rule: 0 differing documents on
-all of the above, on every code point of Unicode alone in context and on 300,000 random base + two
-combining-mark sequences (the classes where tokie's Unicode tables differ). tokie 0.1.4 needs these:
+fastokens 0.3.5 (byte-level and SentencePiece BPE) and nanotoken 0.1.0 (WordPiece) need no rule: 0 differing
+documents on all of the above, and (measured once, 2026-12-06: ModernBERT and dolma2 for fastokens; cased,
+uncased and real BERT vocabularies, and one holding every character, for nanotoken) on every code point of
+Unicode alone in context and on 300,000 random base + two combining-mark sequences, the classes where
+tokie's Unicode tables differ. tokie 0.1.4 needs these:
 
   tab before a contraction        ``"\\t's"``: tokenizers ``ĉ 's``, tokie ``ĉ ' s`` (GPT-2 byte-level); with
                                   the cl100k-style regex a tab before any punctuation (``"\\t$x"``, ``"\\t(x"``)
