@@ -43,12 +43,14 @@ from .. import units as U
 from ..config import TokenizeConfig
 from ..engines import Checked, Choice, Mismatch
 from ..errors import ConfigError, InputError
+from ..ids import fits, max_token_id, narrow
 from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
 from ..stage import Stage
 from ..stats import Stats
 from ..token_rows import token_samples
 from ..tokenizer import (
     TOKENIZER_FILE,
+    check_template,
     read_tokenizer,
     save_tokenizer_json,
     tokenizer_from_bytes,
@@ -85,10 +87,14 @@ def resolve(cfg: TokenizeConfig) -> tuple[bytes, Any]:
     already tokenized with another tokenizer.json (nothing is written)."""
     raw, where = read_tokenizer(cfg.tokenizer)
     tok = tokenizer_from_bytes(raw, where)
-    vocab = tok.get_vocab_size(with_added_tokens=True)
-    if cfg.dtype == "uint16" and vocab > 1 << 16:
-        raise ConfigError(f"--dtype uint16 holds ids < 65536, but tokenizer {cfg.tokenizer!r} has {vocab:,} ids; "
-                          "use --dtype uint32")
+    if cfg.special_tokens:
+        check_template(tok, where)
+    if cfg.dtype != "uint32":  # tokenizers' ids are u32: only a narrower type needs the largest id
+        top = max_token_id(tok)
+        if not fits(cfg.dtype, top):
+            raise ConfigError(f"--dtype {cfg.dtype} holds ids up to {np.iinfo(cfg.dtype).max:,}, but tokenizer "
+                              f"{cfg.tokenizer!r} can emit id {top:,} (vocabulary, added tokens and "
+                              "post-processor); use --dtype uint32")
     out = Path(cfg.output)
     dest = out / TOKENIZER_FILE
     if dest.is_file() and not cfg.overwrite and dest.read_bytes() != raw:
@@ -153,7 +159,7 @@ def _special_in_text(ids: np.ndarray, lengths: np.ndarray, keep: np.ndarray, spe
     a lookup table (True at the special ids), one gather per batch."""
     if not special.any() or not len(ids):
         return 0
-    hit = np.flatnonzero(np.take(special, ids))  # take: half the time of special[ids]
+    hit = np.flatnonzero(np.take(special, ids, mode="clip"))  # take: half the time of special[ids]
     if not len(hit):
         return 0
     ends = np.cumsum(lengths)
@@ -204,7 +210,8 @@ class Encoder:
         tok.encode_special_tokens = cfg.split_special_tokens
         dtype = np.dtype(cfg.dtype)
         added = tok.get_added_tokens_decoder()
-        special = np.zeros(max([tok.get_vocab_size(with_added_tokens=True), *(i + 1 for i in added)]), bool)
+        # one slot past every special id: ids beyond the table are looked up clipped to that last (False) slot
+        special = np.zeros(max([tok.get_vocab_size(with_added_tokens=True), *(i + 1 for i in added)]) + 1, bool)
         special[[i for i, a in added.items() if a.special]] = True
         n_special = tok.num_special_tokens_to_add(False) if cfg.special_tokens else 0
         engine, choice = _engine(path, tok, cfg)
@@ -233,8 +240,7 @@ class Encoder:
         if not cfg.split_special_tokens:
             st.add("documents_with_special_token_text",
                    _special_in_text(ids, lengths, keep, self.special, cfg.special_tokens))
-        if ids.dtype != self.dtype:
-            ids = ids.astype(self.dtype)
+        ids = narrow(ids, self.dtype, f"{unit or 'tokenize'}: --dtype {self.dtype}", "use --dtype uint32")
         return ids, lengths, keep
 
     def encode(self, texts: list[str], st: Stats, *, unit: str = "", doc_ids: list[str] | None = None,
