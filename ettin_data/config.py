@@ -138,12 +138,17 @@ class TokenizeConfig(StageConfig):
                                                "vocabulary of at most 65,536 ids).")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Documents per encode_batch call (memory vs "
                             "thread use; output does not depend on it).", json_schema_extra=_runtime())
-    engine: Literal["auto", "tokenizers", "tokie"] = Field(
-        "auto", description="Tokenizer engine. tokenizers: Hugging Face encode_batch (the reference). auto: tokie "
-        "(~15x faster per core) behind a guard that routes documents of known divergence classes to the reference and "
-        "verifies a sample, so ids are identical to tokenizers; falls back to tokenizers where tokie is not "
-        "proven. tokie: tokie alone, unguarded (may differ).",
+    engine: Literal["auto", "tokenizers", "fastokens", "nanotoken", "tokie"] = Field(
+        "auto", description="Tokenizer engine. tokenizers: Hugging Face (the reference). auto: the fastest engine "
+        "proven exact for the tokenizer's family (fastokens: byte-level BPE; nanotoken: WordPiece; tokie behind "
+        "routing rules), with a verified sample, so ids are identical to tokenizers; falls back to tokenizers where "
+        "none is proven. fastokens, nanotoken, tokie: that engine alone, unchecked (may differ).",
         json_schema_extra={"same_output": ["auto", "tokenizers"]})
+    verify: Literal["sample", "full"] = Field(
+        "sample", description="How auto checks its fast engine: sample (about 1 document in 1,024 and each unit's "
+        "start against tokenizers) or full (also every document by a second, independent engine; disagreements "
+        "are encoded by tokenizers and counted).",
+        json_schema_extra={"same_output": ["sample", "full"]})
 
 
 class ChunkConfig(StageConfig):
