@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "read_tokenizer",
     "tokenizer_from_bytes",
     "tokenizer_identity",
+    "template_ids",
     "save_tokenizer_json",
     "json_fields",
 ]
@@ -265,6 +267,18 @@ def _template_ends(post: Any) -> tuple[str | None, str | None]:
             if ends != (None, None):
                 return ends
     return None, None
+
+
+def template_ids(raw_json_bytes: bytes, token_to_id: Callable[[str], int | None]) -> tuple[int | None, int | None]:
+    """The ids the post-processor puts first and last around a single sequence (``[CLS]``/``[SEP]`` for
+    ModernBERT); None where it adds nothing (GPT-NeoX, OLMo's dolma2: no template)."""
+    first, last = _template_ends(json_fields(raw_json_bytes, ("post_processor",)).get("post_processor"))
+
+    def tid(t: str | None) -> int | None:
+        i = token_to_id(t) if t is not None else None
+        return int(i) if i is not None else None
+
+    return tid(first), tid(last)
 
 
 def tokenizer_identity(tok: Tokenizer, spec: str, raw_json_bytes: bytes, *, special_tokens_added: bool = True,

@@ -37,7 +37,8 @@ _WORKER: dict[str, Any] = {}  # per process: encoder, chunk parameters
 
 
 def _configs(cfg: PrepareConfig) -> tuple[ConvertConfig, TokenizeConfig, ChunkConfig]:
-    return sub_config(ConvertConfig, cfg), sub_config(TokenizeConfig, cfg), sub_config(ChunkConfig, cfg)
+    return (sub_config(ConvertConfig, cfg), sub_config(TokenizeConfig, cfg),
+            sub_config(ChunkConfig, cfg, tokenizer=None))  # chunk's --tokenizer names a foreign input's
 
 
 def _identity(cfg: PrepareConfig, tok: Any, raw: bytes) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
         ident = _identity(cfg, enc.tok, raw)
         table = cached_word_start_table(raw, ident["vocab_size"]) if cfg.word_boundaries else None
         _WORKER.clear()
-        _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, ident, table), ident))
+        _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, chunk.framing(kcfg, ident, raw), table), ident))
     return _WORKER["val"]
 
 
@@ -139,11 +140,7 @@ class Prepare(Stage):
                                       "overlap); choose distinct folders")
         tcfg = sub_config(TokenizeConfig, cfg)
         raw, tok = tokenize.resolve(tcfg)
-        ident = _identity(cfg, tok, raw)
-        for key in ("bos_id", "eos_id"):
-            if not isinstance(ident.get(key), int):
-                raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no {key}: chunks are [BOS] piece [EOS]; use a "
-                                  "tokenizer whose post-processor adds BOS/EOS (e.g. builtin:modernbert)")
+        chunk.framing(_configs(cfg)[2], _identity(cfg, tok, raw), raw)  # --bos/--eos resolve (or one line)
         tokenize.Tokenize().prepare(tcfg)
         if cfg.keep_tokens:
             save_tokenizer_json(raw, cfg.keep_tokens)
@@ -194,7 +191,8 @@ class Prepare(Stage):
         meta_tokenize = {"stage": "tokenize", **via, "settings": recorded_settings(tcfg), "inputs": list(cfg.inputs),
                          "upstream": [meta_convert], "tokenizer": ident, "engine": engine}
         meta = {"stage": "chunk", **via, "settings": recorded_settings(kcfg), "inputs": list(cfg.inputs),
-                "upstream": [meta_tokenize], "tokenizer": ident}
+                "upstream": [meta_tokenize], "tokenizer": ident,
+                "framing": chunk.framing(kcfg, ident, (out / TOKENIZER_FILE).read_bytes()).record()}
         keep_text, keep_tokens = _kept(cfg)
         if keep_text is not None:  # as convert finishes its output
             convert.Convert().finish(sub_config(ConvertConfig, cfg, output=str(keep_text)),
