@@ -2,7 +2,8 @@
 or removed (the seed's ``make_recursive_root.py``; mosaicml-streaming's ``merge_index`` handles one level only).
 
 Every ``index.json`` below FOLDER is read and checked first (``indexcheck.py``: shard names inside their folder,
-sizes and counts sane), so nothing is written when one is unsafe or broken. Then, deepest first, each folder
+sizes and counts sane) and every unit must have the same columns (one root index is one dataset), so nothing
+is written when one is unsafe, broken or different. Then, deepest first, each folder
 below FOLDER that already holds a root index (a dataset inside the collection) gets it rebuilt over its own units
 (removed when none is left), and FOLDER's root index is written last, every file atomically. A ``stats.json``
 next to a rebuilt root index whose sample or token count no longer holds is rewritten with the new counts
@@ -87,10 +88,18 @@ def plan_folder(path: str) -> dict[str, Any]:
     _check_finished(folder, units)
     nested = _nested_roots(folder)
     shards = samples = 0
+    first: tuple[str, dict[str, str]] | None = None
     for u in units:
         for s in read_index(folder / u)["shards"]:
             shards += 1
             samples += int(s["samples"])
+            cols = dict(zip(s["column_names"], s["column_encodings"], strict=True))
+            if first is None:
+                first = (u, cols)
+            elif cols != first[1]:
+                raise InputError(f"{folder}: units {first[0]} and {u} have different columns ({first[1]} vs {cols}); "
+                                 "a root index makes them one dataset: give them the same columns (ettin-data chunk "
+                                 "--tokenizer T writes another tool's token data as id, input_ids, len)")
     return {"folder": str(folder), "units": len(units), "shards": shards, "samples": samples,
             "nested_root_indexes": nested, "_units": units}
 
