@@ -163,11 +163,24 @@ def _spec_bytes(spec: str) -> bytes:
     return read_tokenizer(spec)[0]
 
 
+_PARSED: dict[str, Any] = {}  # sha256 of a tokenizer.json -> its parsed Tokenizer (a run opens its input ~3 times)
+
+
+def _parsed(raw: bytes, where: str) -> Any:
+    from .tokenizer import tokenizer_from_bytes
+
+    key = hashlib.sha256(raw).hexdigest()
+    if key not in _PARSED:
+        _PARSED.clear()
+        _PARSED[key] = tokenizer_from_bytes(raw, where)
+    return _PARSED[key]
+
+
 def _foreign(root: Path, spec: str, first: Path, column: TokenColumn, units: list[str] | None) -> TokenInput:
-    from .tokenizer import read_tokenizer, template_ids, tokenizer_from_bytes, tokenizer_identity
+    from .tokenizer import read_tokenizer, template_ids, tokenizer_identity
 
     raw, where = read_tokenizer(spec)
-    tok = tokenizer_from_bytes(raw, where)
+    tok = _parsed(raw, where)
     head, tail = template_ids(raw, tok.token_to_id)
     docs = _probe(first, column, tok)
     carried = _carried(docs, head, tail, str(first))

