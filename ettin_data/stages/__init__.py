@@ -44,8 +44,9 @@ COMMANDS: tuple[Entry, ...] = (
           "Tokenize text MDS units with a Hugging Face tokenizers tokenizer.json (ids, len, domain).",
           "Text dataset folders written by 'ettin-data convert'."),
     Entry("chunk", C.ChunkConfig, "ettin_data.stages.chunk:Chunk",
-          "Cut tokenized documents into [BOS] piece [EOS] chunks of at most --chunk-size tokens.",
-          "Token dataset folders written by 'ettin-data tokenize'."),
+          "Cut tokenized documents into [BOS] piece [EOS] chunks of at most --chunk-size tokens (--bos/--eos: "
+          "other framing, e.g. for decoder tokenizers).",
+          "Token dataset folders written by 'ettin-data tokenize', or by another tool (then pass --tokenizer)."),
     Entry("prepare", C.PrepareConfig, "ettin_data.stages.prepare:Prepare",
           "Raw text -> training chunks in one pass (convert + tokenize + chunk per unit; byte-identical chunks).",
           "Input files, folders, globs or Hugging Face datasets, as for 'ettin-data convert'."),
