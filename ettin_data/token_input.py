@@ -97,10 +97,13 @@ class TokenInput:
     column: TokenColumn
     foreign: dict[str, Any] | None = None
     tokenizer_bytes: bytes | None = field(default=None, repr=False)
+    added_limit: int = 0  # one past the largest added-token id (may lie beyond the vocabulary size)
 
     @property
     def limit(self) -> int | None:
-        return id_limit(self.tokenizer) if self.tokenizer else None
+        """One past the largest id the tokenizer can emit (vocabulary, special and added tokens)."""
+        base = id_limit(self.tokenizer) if self.tokenizer else None
+        return None if base is None else max(base, self.added_limit)
 
 
 def _meta_root(root: Path) -> dict[str, Any] | None:
@@ -182,10 +185,12 @@ def _foreign(root: Path, spec: str, first: Path, column: TokenColumn, units: lis
     raw, where = read_tokenizer(spec)
     tok = _parsed(raw, where)
     head, tail = template_ids(raw, tok.token_to_id)
-    docs = _probe(first, column, tok)
+    probed = _probe(first, column, tok)
+    docs = probed or []
     carried = _carried(docs, head, tail, str(first))
     ident = tokenizer_identity(tok, spec, raw, special_tokens_added=carried)
-    limit = id_limit(ident)
+    added = max(tok.get_added_tokens_decoder(), default=-1) + 1
+    limit = max(id_limit(ident) or 0, added)
     for k, ids in enumerate(docs):
         if ids.size and (int(ids.min()) < 0 or (limit is not None and int(ids.max()) >= limit)):
             bad = int(ids.max()) if int(ids.min()) >= 0 else int(ids.min())
@@ -197,16 +202,22 @@ def _foreign(root: Path, spec: str, first: Path, column: TokenColumn, units: lis
     record = {"path": str(root), "columns": _columns(first), "token_column": column.name,
               "encoding": column.encoding, "tokenizer": spec, "tokenizer_sha256": ident["sha256"],
               "units": len(names), "documents_carry_special_tokens": carried,
-              "checked": f"first {len(docs)} sample(s) of {first.relative_to(root).as_posix() or '.'}: ids in "
-                         f"[0, {limit}), special tokens added to all or none; every id below {limit} as read"}
-    return TokenInput(root, ident, column, record, raw)
+              "checked": (f"first {len(docs)} sample(s) of {first.relative_to(root).as_posix() or '.'}: ids in "
+                          f"[0, {limit}), special tokens added to all or none; " if probed is not None else "")
+              + f"every id below {limit} as read"}
+    return TokenInput(root, ident, column, record, raw, added)
 
 
-def _probe(unit: Path, column: TokenColumn, tok: Any) -> list[np.ndarray]:
+def _probe(unit: Path, column: TokenColumn, tok: Any) -> list[np.ndarray] | None:
+    """The first shard's documents (at most PROBE_SAMPLES); None when its files are not here (object storage
+    fetches shards per unit: the ids are then checked as they are read)."""
     index = read_index(unit)
     if not index["shards"]:
         return []
-    shard = load_shard(unit, index["shards"][0])
+    first = index["shards"][0]
+    if not any((unit / f["basename"]).exists() for f in (first["raw_data"], first.get("zip_data")) if f):
+        return None
+    shard = load_shard(unit, first)
     out = []
     for k, s in enumerate(shard.samples({column.name})):
         if k >= PROBE_SAMPLES:

@@ -188,10 +188,10 @@ def _params(cfg: ChunkConfig, src: ChunkSource) -> tuple[ChunkParams, bool]:
         _CACHE.clear()
         _CACHE[key] = (table, cfg.word_boundaries and table is None)
     table, unavailable = _CACHE[key]
-    return chunk_params(cfg, src.framing, table, src.limit), unavailable
+    return chunk_params(cfg, src.framing, table), unavailable
 
 
-def chunk_params(cfg: Any, f: Framing, table: np.ndarray | None, limit: int | None = None) -> ChunkParams:
+def chunk_params(cfg: Any, f: Framing, table: np.ndarray | None) -> ChunkParams:
     """Kernel parameters from the chunk options, the framing and the tokenizer's word-start table."""
     return ChunkParams(
         chunk_size=cfg.chunk_size, bos_id=f.bos_id, eos_id=f.eos_id, min_chunk_size=cfg.min_chunk_size,
@@ -345,9 +345,11 @@ class Chunk(Stage):
         has_domain = "domain" in reader.columns
         columns = {"id": "str", "input_ids": dtype, "len": "int", **({"domain": "str"} if has_domain else {})}
         final = Path(cfg.output) / task.name
+        # the id range: the tokenizer's, or its word-start table's (every id of tokenizer.json) when larger
+        limit = max(src.limit or 0, len(p.word_start) if p.word_start is not None else 0) or None
         with U.atomic_dir(final) as tmp:
-            docs = _documents(reader, column, task.name, dtype, src.limit)
-            st = chunk_into(tmp, docs, p, columns, task.source, src.limit)
+            docs = _documents(reader, column, task.name, dtype, limit)
+            st = chunk_into(tmp, docs, p, columns, task.source, limit)
             if st["documents"] != reader.num_samples:  # documents in = documents chunked
                 raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
                                  f"index, {st['documents']} chunked); this is a bug")
