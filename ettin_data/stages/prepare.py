@@ -25,6 +25,7 @@ from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, 
 from ..dataset import META
 from ..engines import Mismatch
 from ..errors import ConfigError, EttinError
+from ..framing import framing
 from ..mds import find_units, write_json_atomic, write_root_index
 from ..stage import Stage
 from ..stats import Stats
@@ -57,7 +58,7 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
         ident = _identity(cfg, enc.tok, raw)
         table = cached_word_start_table(raw, ident["vocab_size"]) if cfg.word_boundaries else None
         _WORKER.clear()
-        _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, chunk.framing(kcfg, ident, raw), table), ident))
+        _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, framing(kcfg, ident, raw), table), ident))
     return _WORKER["val"]
 
 
@@ -140,7 +141,7 @@ class Prepare(Stage):
                                       "overlap); choose distinct folders")
         tcfg = sub_config(TokenizeConfig, cfg)
         raw, tok = tokenize.resolve(tcfg)
-        chunk.framing(_configs(cfg)[2], _identity(cfg, tok, raw), raw)  # --bos/--eos resolve (or one line)
+        framing(_configs(cfg)[2], _identity(cfg, tok, raw), raw)  # --bos/--eos resolve (or one line)
         tokenize.Tokenize().prepare(tcfg)
         if cfg.keep_tokens:
             save_tokenizer_json(raw, cfg.keep_tokens)
@@ -192,7 +193,7 @@ class Prepare(Stage):
                          "upstream": [meta_convert], "tokenizer": ident, "engine": engine}
         meta = {"stage": "chunk", **via, "settings": recorded_settings(kcfg), "inputs": list(cfg.inputs),
                 "upstream": [meta_tokenize], "tokenizer": ident,
-                "framing": chunk.framing(kcfg, ident, (out / TOKENIZER_FILE).read_bytes()).record()}
+                "framing": framing(kcfg, ident, (out / TOKENIZER_FILE).read_bytes()).record()}
         keep_text, keep_tokens = _kept(cfg)
         if keep_text is not None:  # as convert finishes its output
             convert.Convert().finish(sub_config(ConvertConfig, cfg, output=str(keep_text)),
