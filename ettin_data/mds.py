@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from .codecs import Inflated, decompress_shard
 from .dataset import INDEX, is_root_index
 from .errors import InputError
+from .ids import narrow
 from .indexcheck import UnsafePath, check_index
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 SIZE_LIMIT = 1 << 26
+MAX_SHARD_BYTES = 1 << 32  # a shard's sample offsets are u32
 HASH_ALGO = "sha1"
 
 TEXT_COLUMNS = {"id": "str", "text": "str"}
@@ -82,7 +85,8 @@ def encode_value(encoding: str, value: Any) -> bytes:
         if len(parts) == 1:
             head = bytes([_VALUE_CODE[arr.dtype.name]])
         elif arr.dtype != parts[1]:  # (dtype == str is ~4x cheaper than dtype.name: this runs per sample)
-            arr = arr.astype(parts[1])
+            arr = narrow(arr, parts[1], "") if arr.dtype.kind in "iub" and parts[1][0] in "iu" else \
+                arr.astype(parts[1])
         if len(parts) < 3:  # shape in plain Python: numpy calls on tiny shape arrays cost ~15 us per sample
             m = max(arr.shape)
             code = 0 if m < 1 << 8 else 1 if m < 1 << 16 else 2 if m < 1 << 32 else 3
@@ -263,6 +267,9 @@ class ShardWriter:
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum([len(s) for s in self._samples], out=offsets[1:])
         offsets += 4 + 4 * (n + 1) + len(self._config_data)
+        if offsets[-1] >= MAX_SHARD_BYTES:  # u32 offsets would wrap: one sample of 4 GiB or more
+            raise InputError(f"{self.dirname}: a sample of {max(len(x) for x in self._samples):,} bytes does not fit "
+                             "an MDS shard (u32 offsets: < 4 GiB)")
         raw = b"".join([np.uint32(n).tobytes(), offsets.astype(np.uint32).tobytes(), self._config_data,
                         *self._samples])
         basename = f"shard.{len(self.shards):05d}.mds"
@@ -400,24 +407,32 @@ def _fast_decoder(encoding: str) -> Callable[[bytes, int, int], Any]:
 
 
 def load_shard(dirname: Path, shard: dict[str, Any], check_hash: bool = False) -> Shard:
-    """Read a shard's raw bytes (decompressing in memory; the input folder is never modified)."""
+    """Read a shard's raw bytes (decompressing in memory; the input folder is never modified). Memory is
+    bounded by the sizes the index declares: a file is checked against its recorded size before it is read,
+    and decompression stops one byte past the declared raw size (``codecs.decompress_shard``)."""
     raw_path = dirname / shard["raw_data"]["basename"]
     zip_info = shard.get("zip_data")
+    declared = shard["raw_data"]["bytes"]
+    if declared >= MAX_SHARD_BYTES:
+        raise InputError(f"{raw_path}: the index declares {declared:,} bytes, more than an MDS shard can hold "
+                         f"(u32 offsets: < 4 GiB); the index is corrupt")
     try:
         if raw_path.exists():
-            data = raw_path.read_bytes()
             path = raw_path
+            _check_size(path, path.stat().st_size, shard["raw_data"])
+            data = raw_path.read_bytes()
         elif zip_info:
             path = dirname / zip_info["basename"]
+            _check_size(path, path.stat().st_size, zip_info)
             comp = path.read_bytes()
-            _check_size(path, comp, zip_info)
+            _check_size(path, len(comp), zip_info)
             _check_hash(path, comp, zip_info)  # always: bit flips in zstd data can decode silently
-            data = _decompress(shard.get("compression"), comp, path)
+            data = _decompress(shard.get("compression"), comp, path, declared)
         else:
             raise InputError(f"{raw_path} is missing (named in {dirname / INDEX})")
     except FileNotFoundError as e:
         raise InputError(f"{e.filename} is missing (named in {dirname / INDEX})") from None
-    _check_size(path, data, shard["raw_data"])
+    _check_size(path, len(data), shard["raw_data"])
     if check_hash or path == raw_path:  # the bytes read from disk are always checked (sha1: ~1.4 GB/s)
         _check_hash(path, data, shard["raw_data"])
     n = shard["samples"]
@@ -429,10 +444,10 @@ def load_shard(dirname: Path, shard: dict[str, Any], check_hash: bool = False) -
     return Shard(path, shard, data)
 
 
-def _check_size(path: Path, data: bytes, info: dict[str, Any]) -> None:
+def _check_size(path: Path, size: int, info: dict[str, Any]) -> None:
     expected = info.get("bytes")
-    if expected is not None and len(data) != expected:
-        raise InputError(f"{path} is corrupt: {len(data)} bytes, index says {expected} (truncated?)")
+    if expected is not None and size != expected:
+        raise InputError(f"{path} is corrupt: {size} bytes, index says {expected} (truncated?)")
 
 
 def _check_hash(path: Path, data: bytes, info: dict[str, Any]) -> None:
@@ -441,15 +456,15 @@ def _check_hash(path: Path, data: bytes, info: dict[str, Any]) -> None:
             raise InputError(f"{path} is corrupt: {algo} hash does not match the index")
 
 
-def _decompress(compression: str | None, data: bytes, path: Path) -> bytes:
+def _decompress(compression: str | None, data: bytes, path: Path, limit: int) -> bytes:
     try:
-        if compression and compression.split(":")[0] == "zstd":
-            return zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 32)
-        from streaming.base.compression import decompress  # other codecs: streaming knows them
-
-        return decompress(compression, data)
-    except zstandard.ZstdError as e:
-        raise InputError(f"{path} is corrupt: cannot decompress ({e})") from None
+        return decompress_shard(compression or "", data, limit)
+    except Inflated as e:
+        raise InputError(f"{path} is corrupt: it {e}") from None
+    except ImportError as e:
+        raise InputError(f"{path}: compression {compression!r} needs {e.name} (pip install it)") from None
+    except Exception as e:  # zstandard.ZstdError, zlib.error, OSError, EOFError, brotli.error, ...
+        raise InputError(f"{path} is corrupt: cannot decompress ({type(e).__name__}: {e})") from None
 
 
 class UnitReader:

@@ -29,6 +29,7 @@ import numpy as np
 
 from .dataset import META, TOKENIZER_FILE, read_meta
 from .errors import ConfigError, InputError
+from .ids import id_bound
 from .mds import INDEX, find_units, load_shard, read_index
 
 __all__ = ["TokenColumn", "TokenInput", "token_column", "open_token_input", "id_limit", "check_ids",
@@ -79,11 +80,12 @@ def token_column(columns: dict[str, str], where: str) -> TokenColumn:
 
 
 def id_limit(tok: dict[str, Any]) -> int | None:
-    """One past the largest id a tokenizer identity can emit (its vocabulary and special ids)."""
-    vocab = tok.get("vocab_size")
-    if not isinstance(vocab, int):
+    """One past the largest id a tokenizer identity can emit (``ids.id_bound``: its ``max_id``, else the
+    vocabulary size of identities recorded before it; and its special ids)."""
+    bound = id_bound(tok)
+    if bound is None:
         return None
-    return max([vocab, *(int(i) + 1 for i in tok.get("special_ids") or [])])
+    return max([bound, *(int(i) + 1 for i in tok.get("special_ids") or [])])
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,11 @@ class TokenInput:
     column: TokenColumn
     foreign: dict[str, Any] | None = None
     tokenizer_bytes: bytes | None = field(default=None, repr=False)
-    added_limit: int = 0  # one past the largest added-token id (may lie beyond the vocabulary size)
 
     @property
     def limit(self) -> int | None:
-        """One past the largest id the tokenizer can emit (vocabulary, special and added tokens)."""
-        base = id_limit(self.tokenizer) if self.tokenizer else None
-        return None if base is None else max(base, self.added_limit)
+        """One past the largest id the tokenizer can emit (vocabulary, added and special tokens)."""
+        return id_limit(self.tokenizer) if self.tokenizer else None
 
 
 def _meta_root(root: Path) -> dict[str, Any] | None:
@@ -189,8 +189,7 @@ def _foreign(root: Path, spec: str, first: Path, column: TokenColumn, units: lis
     docs = probed or []
     carried = _carried(docs, head, tail, str(first))
     ident = tokenizer_identity(tok, spec, raw, special_tokens_added=carried)
-    added = max(tok.get_added_tokens_decoder(), default=-1) + 1
-    limit = max(id_limit(ident) or 0, added)
+    limit = id_limit(ident)
     for k, ids in enumerate(docs):
         if ids.size and (int(ids.min()) < 0 or (limit is not None and int(ids.max()) >= limit)):
             bad = int(ids.max()) if int(ids.min()) >= 0 else int(ids.min())
@@ -205,7 +204,7 @@ def _foreign(root: Path, spec: str, first: Path, column: TokenColumn, units: lis
               "checked": (f"first {len(docs)} sample(s) of {first.relative_to(root).as_posix() or '.'}: ids in "
                           f"[0, {limit}), special tokens added to all or none; " if probed is not None else "")
               + f"every id below {limit} as read"}
-    return TokenInput(root, ident, column, record, raw, added)
+    return TokenInput(root, ident, column, record, raw)
 
 
 def _probe(unit: Path, column: TokenColumn, tok: Any) -> list[np.ndarray] | None:

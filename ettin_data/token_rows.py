@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .ids import narrow
+
 __all__ = ["token_samples", "token_row", "fast_columns"]
 
 _HEADS = {False: struct.Struct("<II"), True: struct.Struct("<III")}
@@ -68,7 +70,7 @@ def token_row(id_b: bytes, ids: np.ndarray, dtype: np.dtype, dom_b: bytes | None
     n = len(ids)
     if not n:
         raise ValueError("cannot encode an empty array (MDS ndarray columns reject 0 elements)")
-    body = (ids if ids.dtype == dtype else ids.astype(dtype)).tobytes()
+    body = (ids if ids.dtype == dtype else narrow(ids, dtype, "")).tobytes()
     payload = _shape(n)
     if dom_b is None:
         return b"".join((_HEADS[False].pack(len(id_b), len(payload) + len(body)), id_b, payload, body, _LEN.pack(n)))

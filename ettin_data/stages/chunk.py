@@ -23,6 +23,7 @@ from ..config import ChunkConfig
 from ..dataset import META, TOKENIZER_FILE
 from ..errors import ConfigError, EttinError, InputError
 from ..framing import Framing, framing
+from ..ids import check_fits, narrow
 from ..mds import INDEX, ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
 from ..stage import Stage
 from ..stats import Stats
@@ -127,9 +128,9 @@ def _documents(reader: UnitReader, column: TokenColumn, unit: str, dtype: str,
     for shard in reader.shards():
         for doc_id, value, domain in shard.columns(("id", column.name, "domain")):
             ids = column.ids(value, f"{shard.path}: sample {k}")
-            if ids.dtype != out:
+            if ids.dtype != out:  # another tool's ids (int64, bytes, ...): in the tokenizer's range, then stored
                 check_ids(ids, limit, f"{shard.path}: sample {k}")
-                ids = ids.astype(out)
+                ids = narrow(ids, out, f"{shard.path}: sample {k}")
             if doc_id is None:
                 doc_id = f"{unit}:{k}"
             elif not isinstance(doc_id, str):
@@ -153,6 +154,10 @@ def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p:
     vocab = limit if limit is not None else len(p.word_start) if p.word_start is not None else None
     totals = [0] * len(_DOC_KEYS)  # summed per document, added to the stats once
     fast = fast_columns(columns)  # the chunk rows' bytes built directly (token_rows.py), not via write(dict)
+    stored = columns["input_ids"].split(":")[1]
+    for name, value in (("BOS", p.bos_id), ("EOS", p.eos_id)):  # framed into arrays of the stored type
+        if value is not None:
+            check_fits(stored, value, f"{where}: {name} id", "re-tokenize with --dtype uint32")
     for doc_id, ids, domain in docs:
         if vocab is not None and len(ids) and int(ids.max()) >= vocab:
             raise InputError(

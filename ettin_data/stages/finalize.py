@@ -24,6 +24,7 @@ from .. import units as U
 from ..config import FinalizeConfig, recorded_settings
 from ..dataset import read_meta
 from ..errors import ConfigError, InputError
+from ..ids import IdOverflow, check_fits
 from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic
 from ..sampling import (
     UNIT_FILES,
@@ -52,8 +53,6 @@ class FinalUnit:
     split: str
     dataset: str
 
-
-_DTYPE_MAX = {"uint16": 2**16 - 1, "uint32": 2**32 - 1, "int32": 2**31 - 1, "int64": 2**63 - 1}
 
 __all__ = ["Finalize", "dataset_names"]
 
@@ -91,17 +90,16 @@ def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None)
     reader = UnitReader(src)
     cols = _columns(reader, cfg)
     ids, lengths = [], []
-    top = _DTYPE_MAX.get(cfg.dtype or "")
     with ShardWriter(dst, cols, compression=compression) as w:
         for i, s in enumerate(reader.iter_samples()):
             tok = s.get("input_ids")
             if tok is not None:
-                if top is not None and tok.size and int(tok.max()) > top:
-                    raise InputError(f"{src}: sample {i} has token id {int(tok.max())} > {top}, "
-                                     f"which does not fit --dtype {cfg.dtype}")
                 lengths.append(len(tok))
             ids.append(s.get("id", ""))
-            w.write({k: s[profiles.source_column(k)] for k in cols})
+            try:  # ids are narrowed by the one guarded cast (ids.narrow): never wrapped
+                w.write({k: s[profiles.source_column(k)] for k in cols})
+            except IdOverflow as e:
+                raise IdOverflow(f"{src}: sample {i}: {e}; pass a wider --dtype") from None
     stats, deciles = unit_stats(ids, np.asarray(lengths, np.int64))
     write_json_atomic(dst / UNIT_FILES[0], stats)
     write_json_atomic(dst / UNIT_FILES[1], deciles)
@@ -111,6 +109,26 @@ def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None)
     st.add("units_written")
     st.add("bytes_written", sum(p.stat().st_size for p in dst.glob("shard.*")))
     return st
+
+
+def _check_plan(cfg: FinalizeConfig, tok: dict[str, Any] | None, tasks: list[U.Task]) -> None:
+    """Stop before any work: ``--columns`` naming a column some unit lacks, a ``--dtype`` (or the flat type
+    of ``--for numpy``) that cannot hold every id the tokenizer can emit."""
+    if cfg.columns:
+        for t in tasks:
+            shards = read_index(t.source)["shards"]
+            have = set(shards[0]["column_names"]) if shards else set()
+            missing = sorted(set(cfg.columns) - have)
+            if shards and missing:
+                raise ConfigError(f"--columns: {t.source} has no column(s) {', '.join(missing)} (columns: "
+                                  f"{', '.join(sorted(have))}); choose among those")
+    dtype = profiles.flat_dtype(tok, cfg.dtype) if cfg.loader == "numpy" else cfg.dtype
+    top = (tok or {}).get("max_id")
+    if dtype and isinstance(top, int):
+        try:
+            check_fits(dtype, top, f"--dtype {dtype}: tokenizer {tok.get('name')!r} can emit id")
+        except IdOverflow as e:
+            raise ConfigError(f"{e}; choose a wider --dtype") from None
 
 
 def _shard_hashes(root: Path) -> list[dict[str, Any]]:
@@ -142,7 +160,8 @@ class Finalize(Stage):
                 for unit in find_units(root / split):
                     path = root / split / unit if unit else root / split
                     tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), FinalUnit(split, name)))
-        same_tokenizer(self._inputs(cfg))
+        tok = same_tokenizer(self._inputs(cfg))
+        _check_plan(cfg, tok, tasks)
         return tasks
 
     def _inputs(self, cfg: FinalizeConfig) -> list[TokenInput]:
