@@ -105,7 +105,7 @@ def test_readers_refuse_split_folders_units_and_mix_sources_of_an_incomplete_dat
     assert not (tmp_path / "split" / "train" / "ettin_meta.json").exists()
     one_line(cli("finalize", tmp_path / "split", "-o", tmp_path / "final"), 1, "is incomplete", "sample split")
     one_line(cli("stats", tmp_path / "split" / "validation"), 1, "lies in", "is incomplete")
-    dataset.mark_incomplete(chunks, {"stage": "chunk"})
+    (chunks / dataset.INCOMPLETE).write_text('{"stage": "chunk"}')  # the marker alone (its files kept)
     mix = tmp_path / "mix.toml"
     mix.write_text(f'total_tokens = 1000\n[sources.a]\npath = "{chunks}"\nproportion = 1.0\n')
     one_line(cli("sample", "mix", mix, "-o", tmp_path / "mixed"), 1, "is incomplete", "ettin-data chunk")

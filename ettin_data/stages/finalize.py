@@ -30,14 +30,17 @@ from ..sampling import (
     UNIT_FILES,
     copy_tokenizer,
     finish_dataset,
+    foreign_records,
     out_name,
     place_unit,
+    read_input,
     same_tokenizer,
     unit_stats,
     write_split_meta,
 )
 from ..stage import Finished, Stage
 from ..stats import Stats
+from ..token_input import TokenInput
 from ..verify import MANIFEST, stage_chain, verify
 
 SPLITS = ("train", "validation")
@@ -157,9 +160,13 @@ class Finalize(Stage):
                 for unit in find_units(root / split):
                     path = root / split / unit if unit else root / split
                     tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), FinalUnit(split, name)))
-        tok = same_tokenizer([Path(i) / s for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()])
+        tok = same_tokenizer(self._inputs(cfg))
         _check_plan(cfg, tok, tasks)
         return tasks
+
+    def _inputs(self, cfg: FinalizeConfig) -> list[TokenInput]:
+        """Every split folder of every INPUT, as a token input (another tool's needs --tokenizer)."""
+        return [read_input(Path(i) / s, cfg, self.name) for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()]
 
     def process_unit(self, task: U.Task, cfg: FinalizeConfig, dst: Path) -> Stats:
         src = Path(task.source)
@@ -175,7 +182,12 @@ class Finalize(Stage):
         out = Path(cfg.output)
         inputs = [Path(i) for i in cfg.inputs]
         names = dataset_names(cfg)
-        tok = same_tokenizer([i / s for i in inputs for s in SPLITS if (i / s).is_dir()])
+        read = self._inputs(cfg)
+        tok = same_tokenizer(read)
+        foreign: dict[str, Any] = {}
+        for r in read:  # an INPUT another tool wrote: the record of its first split folder
+            if r.foreign is not None:
+                foreign.setdefault(str(r.root.parent), r.foreign)
         splits: dict[str, Any] = {}
         shards: dict[str, Any] = {}
         for split in SPLITS:
@@ -184,9 +196,10 @@ class Finalize(Stage):
                 continue
             root = out / split
             totals = finish_dataset(root, [t.name.split("/", 1)[1] for t in mine])
-            copy_tokenizer([i / split for i in inputs] + inputs, root)
+            copy_tokenizer([i / split for i in inputs] + inputs, root, read)
             meta = {"stage": self.name, "split": split, "settings": recorded_settings(cfg), "inputs": list(cfg.inputs),
-                    "upstream": [m for m in (read_meta(i / split) or read_meta(i) for i in inputs) if m]}
+                    "upstream": [m for m in (read_meta(i / split) or read_meta(i) for i in inputs) if m],
+                    **foreign_records(read)}
             if tok is not None:
                 meta["tokenizer"] = tok
             write_split_meta(root, meta)
@@ -207,7 +220,8 @@ class Finalize(Stage):
             "profile": profiles.name(cfg),
             "splits": splits,
             "tokenizer": tok,
-            "datasets": {n: {"input": str(i), "stages": stage_chain(read_meta(i) or read_meta(i / "train"))}
+            "datasets": {n: {"input": str(i), "stages": stage_chain(read_meta(i) or read_meta(i / "train")),
+                             **({"foreign": foreign[str(i)]} if str(i) in foreign else {})}
                          for n, i in zip(names, inputs, strict=True)},
             "finalize": recorded_settings(cfg),
             "shards": shards,
@@ -221,7 +235,7 @@ class Finalize(Stage):
             summary["problems"] = verify(out)
             summary["verified"] = not summary["problems"]
         summary["warnings"] = profiles.loader_warnings(out)
-        return Finished(summary, {"tokenizer": tok})
+        return Finished(summary, {"tokenizer": tok, **foreign_records(read)})
 
     def render(self, summary: dict[str, Any]) -> None:
         from ..report import human_bytes, print_table

@@ -25,7 +25,8 @@ from .. import units as U
 from ..chunking import cached_word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
 from ..engines import Mismatch
-from ..errors import ConfigError, EttinError
+from ..errors import EttinError
+from ..framing import framing
 from ..mds import find_units, write_json_atomic, write_root_index
 from ..stage import Finished, Stage, Unit
 from ..stats import Stats
@@ -38,7 +39,8 @@ _WORKER: dict[str, Any] = {}  # per process: encoder, chunk parameters
 
 
 def _configs(cfg: PrepareConfig) -> tuple[ConvertConfig, TokenizeConfig, ChunkConfig]:
-    return sub_config(ConvertConfig, cfg), sub_config(TokenizeConfig, cfg), sub_config(ChunkConfig, cfg)
+    return (sub_config(ConvertConfig, cfg), sub_config(TokenizeConfig, cfg),
+            sub_config(ChunkConfig, cfg, tokenizer=None))  # chunk's --tokenizer names a foreign input's
 
 
 def _identity(cfg: PrepareConfig, tok: Any, raw: bytes, max_id: bool = True) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
         ident = _identity(cfg, enc.tok, raw, max_id=False)  # the metadata's (with max_id) is made in finish
         table = cached_word_start_table(raw, ident["vocab_size"]) if cfg.word_boundaries else None
         _WORKER.clear()
-        _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, ident, table), ident))
+        _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, framing(kcfg, ident, raw), table), ident))
     return _WORKER["val"]
 
 
@@ -133,11 +135,7 @@ class Prepare(Stage):
         """Resolve the tokenizer and check that chunks can be made with it (and that it is the output's)."""
         tcfg = sub_config(TokenizeConfig, cfg)
         raw, tok = tokenize.resolve(tcfg)
-        ident = _identity(cfg, tok, raw, max_id=False)
-        for key in ("bos_id", "eos_id"):
-            if not isinstance(ident.get(key), int):
-                raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no {key}: chunks are [BOS] piece [EOS]; use a "
-                                  "tokenizer whose post-processor adds BOS/EOS (e.g. builtin:modernbert)")
+        framing(_configs(cfg)[2], _identity(cfg, tok, raw, max_id=False), raw)  # --bos/--eos resolve (or one line)
         return tokenizer_change(tcfg.output, raw, cfg.overwrite)
 
     def prepare(self, cfg: PrepareConfig) -> None:
@@ -192,7 +190,8 @@ class Prepare(Stage):
         meta_tokenize = {"stage": "tokenize", **via, "settings": recorded_settings(tcfg), "inputs": list(cfg.inputs),
                          "upstream": [meta_convert], "tokenizer": ident, "engine": engine}
         meta = {"stage": "chunk", **via, "settings": recorded_settings(kcfg), "inputs": list(cfg.inputs),
-                "upstream": [meta_tokenize], "tokenizer": ident}
+                "upstream": [meta_tokenize], "tokenizer": ident,
+                "framing": framing(kcfg, ident, (out / TOKENIZER_FILE).read_bytes()).record()}
         kept: dict[str, dict[str, Any]] = {}
         keep_text, keep_tokens = _kept(cfg)
         if keep_text is not None:  # as convert finishes its output

@@ -24,9 +24,10 @@ from ..sampling import (
     SUMMARY_FILE,
     SamplingStage,
     copy_tokenizer,
-    dataset_tokenizer,
     finish_dataset,
+    foreign_records,
     out_name,
+    read_input,
     rng_for,
     sample_unit,
     single_input,
@@ -60,6 +61,7 @@ class Context(SamplingStage):
         names = find_units(root)
         if not names:
             raise InputError(f"{root}: no MDS units found (expected a chunk output)")
+        read_input(root, cfg, self.name)
         unit_of, index_of, length_of, sizes = [], [], [], []
         for k, name in enumerate(names):
             path = root / name if name else root
@@ -100,7 +102,8 @@ class Context(SamplingStage):
         out = Path(cfg.output)
         src = Path(cfg.inputs[0])
         totals = finish_dataset(out, [t.name for t in tasks])
-        copy_tokenizer([src], out)
+        inp = read_input(src, cfg, self.name)
+        copy_tokenizer([src], out, [inp])
         summary = {
             "num_tokens": cfg.num_tokens,
             "achieved_tokens": totals["total_tokens_written"],
@@ -112,6 +115,6 @@ class Context(SamplingStage):
             "bytes_written": stats["bytes_written"],
         }
         write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed})
-        tok = dataset_tokenizer(src)
+        tok = inp.tokenizer
         meta = {"tokenizer": tok} if tok is not None else {}
-        return Finished({**summary, **meta}, meta)
+        return Finished({**summary, **meta}, {**meta, **foreign_records([inp])})
