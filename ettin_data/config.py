@@ -158,6 +158,10 @@ class ChunkConfig(StageConfig):
         True, description="Move each cut back (at most 32 tokens) so continuation pieces start at a word start."
     )
     seed: int = Field(42, description="Seed of the backfill random draws.")
+    compression: Literal["zstd", "none"] = Field(
+        "zstd", description="Compression of the chunk shards. none: raw .mds shards (~2-7x larger on disk) that "
+        "sample and finalize hard-link instead of decompressing; for data finalized for ModernBERT's "
+        "streaming: false loader anyway, on a disk that holds it.")
 
     @model_validator(mode="after")
     def _sizes(self) -> ChunkConfig:

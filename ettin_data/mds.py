@@ -56,6 +56,12 @@ _VALUE_CODE = {v: k for k, v in _VALUE_DTYPE.items()}
 _SHAPE_DTYPE = {0: np.uint8, 1: np.uint16, 2: np.uint32, 3: np.uint64}
 
 
+def scalar_dtype(encoding: str) -> np.dtype | None:
+    """The numpy dtype of a scalar column encoding (``int``, ``uint32``, ...); None for other encodings."""
+    t = _NP_SCALAR.get(encoding)
+    return None if t is None else np.dtype(t).newbyteorder("<")
+
+
 def _column_size(encoding: str) -> int | None:
     if encoding.startswith("ndarray:") and encoding.count(":") == 2:
         _, dtype, shape = encoding.split(":")
@@ -217,7 +223,7 @@ class ShardWriter:
     """
 
     def __init__(self, dirname: str | Path, columns: dict[str, str], compression: str | None = "zstd",
-                 size_limit: int = SIZE_LIMIT):
+                 size_limit: int = SIZE_LIMIT, on_shard: Callable[[Shard], None] | None = None):
         if compression not in (None, "zstd"):
             raise ValueError(f"compression must be None or 'zstd', got {compression!r}")
         self.dirname = Path(dirname)
@@ -235,8 +241,15 @@ class ShardWriter:
         self._config_data = json.dumps({k: v for k, v in self.config.items()}, sort_keys=True).encode()
         self._samples: list[bytes] = []
         self._size = 0
+        self._whole: Shard | None = None  # a whole input shard held back by write_shard (see there)
         self.shards: list[dict[str, Any]] = []
         self._zstd = zstandard.ZstdCompressor(level=3) if compression else None
+        self._on_shard = on_shard  # sees every shard written, its bytes in memory (checks without a read back)
+
+    @property
+    def _budget(self) -> int:
+        """Bytes of samples (each plus its 4-byte offset) a shard may hold before a new one starts."""
+        return self.size_limit - 8 - len(self._config_data)
 
     def write(self, sample: dict[str, Any]) -> None:
         heads, body = [], []
@@ -249,34 +262,87 @@ class ShardWriter:
             body.append(datum)
         self.write_raw(np.array(heads, np.uint32).tobytes() + b"".join(body))
 
-    def write_raw(self, data: bytes) -> None:
+    def write_raw(self, data: bytes | memoryview) -> None:
         """Append one sample already encoded as :meth:`write` would (see ``token_rows.py``)."""
-        if self._samples and self._size + len(data) + 4 > self.size_limit - 8 - len(self._config_data):
+        if self._whole is not None:
+            self._release_whole()
+        if self._samples and self._size + len(data) + 4 > self._budget:
             self._flush()
         self._samples.append(data)
         self._size += len(data) + 4
 
-    def _flush(self) -> None:
-        if not self._samples:
+    def write_shard(self, shard: Shard) -> None:
+        """Append every sample of ``shard`` (a shard of the same columns, e.g. read from a compressed unit):
+        the files are exactly those of ``write_raw`` for each sample, in order (tested). When the shard's
+        samples would make one shard here too, its sample bytes are written as they are, behind a new
+        header (the shard config with this writer's compression, offsets moved by the config's change of
+        length): no per-sample work. Otherwise (other config, a boundary that would move) sample by sample."""
+        n = shard.info["samples"]
+        off = shard.offsets
+        total = int(off[-1] - off[0]) + 4 * n
+        if (self._samples or not n or (n > 1 and total > self._budget)
+                or shard.config_bytes() != self._config_for(shard.info.get("compression"))):
+            for sample in shard.raw_samples():
+                self.write_raw(sample)
             return
-        n = len(self._samples)
-        offsets = np.zeros(n + 1, np.int64)
-        np.cumsum([len(s) for s in self._samples], out=offsets[1:])
-        offsets += 4 + 4 * (n + 1) + len(self._config_data)
-        raw = b"".join([np.uint32(n).tobytes(), offsets.astype(np.uint32).tobytes(), self._config_data,
-                        *self._samples])
+        if self._whole is not None:
+            if self._size + int(off[1] - off[0]) + 4 <= self._budget:  # its first sample joins the held one
+                self._release_whole()
+                for sample in shard.raw_samples():
+                    self.write_raw(sample)
+                return
+            self._flush()
+        self._whole, self._size = shard, total
+
+    def _config_for(self, compression: str | None) -> bytes:
+        """This writer's shard config as a writer with ``compression`` embeds it in its shards."""
+        if compression == self.compression:
+            return self._config_data
+        return json.dumps({**self.config, "compression": compression}, sort_keys=True).encode()
+
+    def _release_whole(self) -> None:
+        """The held shard's samples become pending samples (they fit: write_shard checked)."""
+        shard, size = self._whole, self._size
+        self._whole = None
+        self._samples = list(shard.raw_samples())
+        self._size = size
+
+    def _flush(self) -> None:
+        shard = None
+        if self._whole is not None:
+            shard = self._whole
+            self._whole = None
+            n = shard.info["samples"]
+            off = shard.offsets
+            shift = 4 + 4 * (n + 1) + len(self._config_data) - int(off[0])
+            parts = [np.uint32(n).tobytes() + (off + shift).astype(np.uint32).tobytes() + self._config_data,
+                     memoryview(shard.data)[int(off[0]):]]
+        elif self._samples:
+            n = len(self._samples)
+            offsets = np.zeros(n + 1, np.int64)
+            np.cumsum([len(s) for s in self._samples], out=offsets[1:])
+            offsets += 4 + 4 * (n + 1) + len(self._config_data)
+            parts = [b"".join([np.uint32(n).tobytes(), offsets.astype(np.uint32).tobytes(), self._config_data,
+                               *self._samples])]
+        else:
+            return
         basename = f"shard.{len(self.shards):05d}.mds"
-        raw_info = {"basename": basename, "bytes": len(raw), "hashes": {HASH_ALGO: hashlib.sha1(raw).hexdigest()}}
+        h = hashlib.sha1()
+        for part in parts:
+            h.update(part)
+        raw_info = {"basename": basename, "bytes": sum(len(p) for p in parts), "hashes": {HASH_ALGO: h.hexdigest()}}
         zip_info = None
         if self._zstd:
-            z = self._zstd.compress(raw)
+            z = self._zstd.compress(b"".join(parts))
             zip_info = {"basename": basename + ".zstd", "bytes": len(z),
                         "hashes": {HASH_ALGO: hashlib.sha1(z).hexdigest()}}
-            _write_file(self.dirname / zip_info["basename"], z)
+            _write_file(self.dirname / zip_info["basename"], [z])
         else:
-            _write_file(self.dirname / basename, raw)
+            _write_file(self.dirname / basename, parts)
         self.shards.append({**self.config, "raw_data": raw_info, "samples": n, "zip_data": zip_info})
         self._samples, self._size = [], 0
+        if self._on_shard is not None:  # a shard written whole is passed as read: the same samples
+            self._on_shard(shard or Shard(self.dirname / basename, self.shards[-1], parts[0]))
 
     def finish(self) -> dict[str, Any]:
         """Flush the last shard and write ``index.json``; returns the index."""
@@ -293,9 +359,10 @@ class ShardWriter:
             self.finish()
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, parts: list[bytes | memoryview]) -> None:
     with open(path, "wb") as f:
-        f.write(data)
+        for part in parts:
+            f.write(part)
 
 
 def read_index(dirname: str | Path) -> dict[str, Any]:
@@ -376,11 +443,59 @@ class Shard:
                 pos += n
             yield tuple(row)
 
+    def config_bytes(self) -> bytes:
+        """The shard config JSON embedded in the shard's header."""
+        n = self.info["samples"]
+        return bytes(memoryview(self.data)[4 + 4 * (n + 1):int(self.offsets[0])])
+
+    def spans(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(start, size)``: where column ``name``'s bytes lie in every sample (int64 arrays over the samples,
+        positions in :attr:`data`), computed for all samples at once from the offsets and the u32 size heads."""
+        names, sizes = self.info["column_names"], self.info["column_sizes"]
+        if name not in names:
+            raise KeyError(name)
+        u8 = np.frombuffer(self.data, np.uint8)
+        starts = self.offsets[:-1]
+        nvar = sum(1 for x in sizes if not x)
+        pos = starts + 4 * nvar
+        var = 0
+        for col, size in zip(names, sizes, strict=True):
+            width = np.full(len(starts), size, np.int64) if size else \
+                gather(u8, starts + 4 * var, np.dtype("<u4")).astype(np.int64)
+            var += not size
+            if col == name:
+                return pos, width
+            pos = pos + width
+        raise KeyError(name)  # pragma: no cover
+
+    def array_spans(self, name: str) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+        """``(start, count, dtype)`` of the values of a 1-D ``ndarray:DTYPE`` column in every sample (after each
+        value's shape header), vectorized like :meth:`spans`."""
+        enc = self.info["column_encodings"][self.info["column_names"].index(name)]
+        parts = enc.split(":")
+        if parts[0] != "ndarray" or len(parts) not in (2, 3):
+            raise ValueError(f"column {name} is {enc}, not a typed ndarray column")
+        dtype = np.dtype(parts[1])
+        pos, size = self.spans(name)
+        if len(parts) == 3:  # the shape is in the encoding: no header
+            return pos, size // dtype.itemsize, dtype
+        head = np.frombuffer(self.data, np.uint8)[pos].astype(np.int64)
+        skip = 1 + (head >> 2) * (1 << (head & 3))
+        return pos + skip, (size - skip) // dtype.itemsize, dtype
+
     def raw_samples(self) -> Iterator[memoryview]:
         mv = memoryview(self.data)
         off = self.offsets
         for i in range(len(off) - 1):
             yield mv[off[i]:off[i + 1]]
+
+
+def gather(u8: np.ndarray, pos: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The values of ``dtype`` stored at byte positions ``pos`` of ``u8`` (unaligned, little-endian as MDS)."""
+    k = np.dtype(dtype).itemsize
+    if not len(pos):
+        return np.zeros(0, dtype)
+    return np.ascontiguousarray(u8[np.asarray(pos, np.int64)[:, None] + np.arange(k)]).view(dtype).ravel()
 
 
 def _fast_decoder(encoding: str) -> Callable[[bytes, int, int], Any]:

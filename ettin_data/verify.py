@@ -22,7 +22,7 @@ import numpy as np
 
 from .dataset import is_root_index, read_meta
 from .errors import InputError
-from .mds import INDEX, find_units, load_shard, read_index
+from .mds import INDEX, Shard, find_units, gather, load_shard, read_index, scalar_dtype
 
 __all__ = ["verify", "verify_paths", "verify_dataset", "chunk_rules", "stage_chain", "MANIFEST"]
 
@@ -55,7 +55,11 @@ def _meta_near(root: Path) -> dict[str, Any] | None:
 
 def chunk_rules(root: Path) -> tuple[int | None, int | None, int | None]:
     """(bos_id, eos_id, chunk_size) to check, from the ettin_meta.json chain; Nones when not chunked."""
-    meta = _meta_near(root)
+    return rules_of(_meta_near(root))
+
+
+def rules_of(meta: dict[str, Any] | None) -> tuple[int | None, int | None, int | None]:
+    """:func:`chunk_rules` of a dataset described by ``meta`` (its ``ettin_meta.json``)."""
     sizes = [s["settings"]["chunk_size"] for s in stage_chain(meta)
              if s.get("stage") == "chunk" and isinstance(s.get("settings"), dict) and "chunk_size" in s["settings"]]
     if not sizes:
@@ -79,7 +83,58 @@ def _hash_problems(path: Path, info: dict[str, Any]) -> list[str]:
     return []
 
 
-def _check_samples(path: Path, shard: Any, rules: tuple[int | None, int | None, int | None]) -> tuple[int, list[str]]:
+_RULES = ("len column != number of tokens", "first token is not BOS {bos}", "last token is not EOS {eos}",
+          "longer than the chunk size {limit}")
+
+
+def _check_samples(path: Path, shard: Shard, rules: tuple[int | None, int | None, int | None]) -> tuple[int, list[str]]:
+    """(tokens, problem lines) of one shard: the chunk rules and ``len`` on every sample, one line per kind of
+    violation (a count and the first sample, in the order a sample-by-sample scan meets them)."""
+    bad = _rule_violations(shard, rules)
+    if bad is None:
+        return _check_samples_slow(path, shard, rules)
+    tokens, masks = bad
+    bos, eos, limit = rules
+    found = [(int(np.argmax(m)), k, int(m.sum())) for k, m in enumerate(masks) if m is not None and m.any()]
+    lines = [f"{path}: {c} sample(s) {_RULES[k].format(bos=bos, eos=eos, limit=limit)} (first: sample {i})"
+             for i, k, c in sorted(found)]
+    return tokens, lines
+
+
+def _rule_violations(shard: Shard, rules: tuple[int | None, int | None, int | None]
+                     ) -> tuple[int, list[np.ndarray | None]] | None:
+    """(tokens, a mask over the samples per rule of ``_RULES``: None when the rule does not apply), computed for
+    all samples at once; None when the token column's encoding needs per-sample decoding."""
+    names, encs = shard.info["column_names"], shard.info["column_encodings"]
+    col = "input_ids" if "input_ids" in names else "tokens" if "tokens" in names else None
+    if col is None:
+        return 0, [None] * 4
+    len_enc = encs[names.index("len")] if "len" in names else None
+    try:
+        start, count, dtype = shard.array_spans(col)
+    except ValueError:
+        return None
+    parts = encs[names.index(col)].split(":")
+    if (len(parts) == 3 and "," in parts[2]) or (len_enc is not None and scalar_dtype(len_enc) is None):
+        return None
+    bos, eos, limit = rules
+    u8 = np.frombuffer(shard.data, np.uint8)
+    has = count > 0
+    masks: list[np.ndarray | None] = [None] * 4
+    if len_enc is not None:
+        masks[0] = gather(u8, shard.spans("len")[0], scalar_dtype(len_enc)).astype(np.int64) != count
+    if bos is not None:
+        masks[1] = ~has | (gather(u8, np.where(has, start, 0), dtype) != bos)
+    if eos is not None:
+        last = np.where(has, start + (count - 1) * dtype.itemsize, 0)
+        masks[2] = ~has | (gather(u8, last, dtype) != eos)
+    if limit is not None:
+        masks[3] = count > limit
+    return int(count.sum()), masks
+
+
+def _check_samples_slow(path: Path, shard: Shard, rules: tuple[int | None, int | None, int | None]
+                        ) -> tuple[int, list[str]]:
     bos, eos, limit = rules
     bad: Counter = Counter()
     first: dict[str, int] = {}
@@ -91,10 +146,10 @@ def _check_samples(path: Path, shard: Any, rules: tuple[int | None, int | None, 
         n = len(ids)
         tokens += n
         checks = {
-            "len column != number of tokens": "len" in s and s["len"] != n,
-            f"first token is not BOS {bos}": bos is not None and (n == 0 or int(ids[0]) != bos),
-            f"last token is not EOS {eos}": eos is not None and (n == 0 or int(ids[-1]) != eos),
-            f"longer than the chunk size {limit}": limit is not None and n > limit,
+            _RULES[0]: "len" in s and s["len"] != n,
+            _RULES[1].format(bos=bos): bos is not None and (n == 0 or int(ids[0]) != bos),
+            _RULES[2].format(eos=eos): eos is not None and (n == 0 or int(ids[-1]) != eos),
+            _RULES[3].format(limit=limit): limit is not None and n > limit,
         }
         for what, failed in checks.items():
             if failed:
@@ -104,15 +159,17 @@ def _check_samples(path: Path, shard: Any, rules: tuple[int | None, int | None, 
     return tokens, lines  # one line per kind of violation: a count and the first sample
 
 
-def verify_dataset(root: str | Path) -> tuple[list[str], dict[str, int]]:
-    """Verify one MDS folder (a unit or a dataset root); returns (problems, {samples, tokens})."""
+def verify_dataset(root: str | Path, rules: tuple[int | None, int | None, int | None] | None = None
+                   ) -> tuple[list[str], dict[str, int]]:
+    """Verify one MDS folder (a unit or a dataset root); returns (problems, {samples, tokens}). ``rules``:
+    the chunk rules (default: from the ettin_meta.json chain found at or above ``root``)."""
     root = Path(root)
     try:
         index = read_index(root)
     except InputError as e:
         return [str(e)], {"samples": 0, "tokens": 0}
     problems: list[str] = []
-    rules = chunk_rules(root)
+    rules = chunk_rules(root) if rules is None else rules
     columns: dict[str, str] | None = None
     per_dir: dict[str, list[int]] = {}
     for info in index["shards"]:
@@ -260,6 +317,99 @@ def _verify_manifest(path: Path) -> list[str]:
                 problems.append(f"{p}: sha1 does not match {f}")
             elif not p.is_file() and not any(str(p) in x for x in problems):
                 problems.append(f"{p}: missing (named in {f})")
+    return problems
+
+
+class UnitCheck:
+    """finalize's verification of one unit, in its worker, of the shards it writes (:meth:`add`, from memory:
+    nothing is read back): the shards agree on columns, the chunk rules and ``len`` hold, the profile's loader
+    reads them right. Counts the problems; :func:`verify_finalized` names them."""
+
+    def __init__(self, rules: tuple[int | None, int | None, int | None], profile: str, vocab: int | None):
+        self.rules, self.profile, self.vocab = rules, profile, vocab
+        self.columns: dict[str, str] | None = None
+        self.problems = self.samples = self.tokens = 0
+        self._profile_rule: bool | None = None
+
+    def add(self, shard: Shard) -> None:
+        from .profiles import column_problem, sample_problems
+
+        info = shard.info
+        cols = dict(zip(info["column_names"], info["column_encodings"], strict=True))
+        if self.columns is None:
+            self.columns = cols
+            bad = column_problem(shard.path.parent, cols, self.profile)
+            self.problems += bool(bad)
+            self._profile_rule = bad is None
+        elif cols != self.columns:
+            self.problems += 1
+        tokens, lines = _check_samples(shard.path, shard, self.rules)
+        self.problems += len(lines)
+        self.samples += int(info["samples"])
+        self.tokens += tokens
+        if self._profile_rule and cols == self.columns:
+            n_len, n_vocab, _ = sample_problems(shard, self.profile, self.vocab)
+            self.problems += bool(n_len) + bool(n_vocab)
+
+    def add_files(self, root: Path) -> None:
+        """Check the shards of the unit folder ``root`` (linked, not written here): each file is read once,
+        its size and hash checked, then as :meth:`add`; the unit's ``stats.json`` must hold the counts."""
+        try:
+            for info in read_index(root)["shards"]:
+                self.add(load_shard(root, info, check_hash=True))
+        except InputError:
+            self.problems += 1
+        self.check_stats(root)
+
+    def check_stats(self, root: Path) -> None:
+        self.problems += len(_stats_problems(root, self.samples, self.tokens))
+
+
+def verify_finalized(path: Path, units: dict[str, dict[str, Any]], rules: dict[str, Any], profile: str,
+                     vocab: int | None) -> list[str]:
+    """finalize's verification once its workers checked every unit they wrote (:class:`UnitCheck`): what is
+    left reads no shard bytes. Per split: the shards agree on columns, every shard file is there with its
+    recorded size, the root index holds its units' samples, the units' and the dataset's ``stats.json``
+    and the manifest hold the workers' counts. A unit whose worker counted problems (``units[split][unit]``
+    is its ``.done`` stats) is verified again in full, for the lines that name them."""
+    f = path / MANIFEST
+    manifest = json.loads(f.read_text())
+    problems: list[str] = []
+    for split, entry in (manifest.get("splits") or {}).items():
+        root = path / split
+        try:
+            index = read_index(root)
+        except InputError as e:
+            problems.append(str(e))
+            continue
+        columns = None
+        for info in index["shards"]:
+            cols = dict(zip(info["column_names"], info["column_encodings"], strict=True))
+            if columns is None:
+                columns = cols
+            elif cols != columns:
+                problems.append(f"{root / info['raw_data']['basename']}: columns {cols} differ from the first "
+                                f"shard's {columns}")
+            file = info.get("zip_data") or info["raw_data"]
+            p = root / file["basename"]
+            if not p.is_file():
+                problems.append(f"{p}: missing (named in the index)")
+            elif p.stat().st_size != file["bytes"]:
+                problems.append(f"{p}: {p.stat().st_size} bytes, the index records {file['bytes']} "
+                                "(truncated or replaced)")
+        done = units.get(split, {})
+        per_dir = {u: [int(st["samples"]), int(st["tokens"])] for u, st in done.items()}
+        counted = {"samples": sum(v[0] for v in per_dir.values()), "tokens": sum(v[1] for v in per_dir.values())}
+        problems += _count_problems(root, index, per_dir, counted)
+        for key in ("samples", "tokens"):
+            if entry.get(key) != counted[key]:
+                problems.append(f"{f}: {split} records {entry.get(key)} {key}, the units hold {counted[key]}")
+        for u, st in done.items():
+            if st["problems"]:
+                from .profiles import verify_profile
+
+                lines = verify_dataset(root / u, rules.get(split))[0] or verify_profile(root / u, profile, vocab)
+                problems += lines or [f"{root / u}: {st['problems']} problem(s) found while it was written"]
     return problems
 
 

@@ -77,8 +77,9 @@ def build_chain(base: Path, **extra: Any) -> dict[str, Path]:
 
     raw = raw_corpus(base)
     w = dict(workers=1)
-    o: dict[str, Path] = {k: base / k for k in ("text_a", "text_b", "tokens_a", "tokens_b", "chunks_a", "chunks_b",
-                                                "chunks_c", "prepare_a", "split_a", "split_b", "split_c", "budget", "context")}
+    names = ("text_a", "text_b", "tokens_a", "tokens_b", "chunks_a", "chunks_b", "chunks_c", "prepare_a", "split_a",
+             "split_b", "split_c", "budget", "context")
+    o: dict[str, Path] = {k: base / k for k in names}
     run(ConvertConfig(inputs=[str(raw)], output=str(o["text_a"]), domain_field="src", docs_per_shard=40, **w))
     run(ConvertConfig(inputs=[str(raw)], output=str(o["text_b"]), docs_per_shard=100, **w))
     tok = "builtin:modernbert"
@@ -119,5 +120,6 @@ if __name__ == "__main__":
         print(f"wrote {EXPECTED}: {sum(len(v) for v in got.values())} files")
     else:
         want = json.loads(EXPECTED.read_text())
-        bad = [f"{k}/{f}" for k in want for f in set(want[k]) | set(got.get(k, {})) if want[k].get(f) != got.get(k, {}).get(f)]
+        bad = [f"{k}/{f}" for k in want for f in set(want[k]) | set(got.get(k, {}))
+               if want[k].get(f) != got.get(k, {}).get(f)]
         print("identical" if not bad else "differ:\n" + "\n".join(sorted(bad)))

@@ -242,7 +242,8 @@ def test_accounting_closes_on_real_data(text_dataset, chain):
 @pytest.fixture()
 def drop_third_write(monkeypatch):
     """Make the shard writer silently lose the 3rd sample it is given (a simulated bug). ``write_raw`` is
-    where every sample goes (``write`` encodes a dict and calls it; tokenize's flat path calls it directly)."""
+    where every sample goes (``write`` encodes a dict and calls it; tokenize's flat path calls it directly),
+    and ``write_shard`` (finalize's whole shards) is made to go there too."""
     orig = ShardWriter.write_raw
     calls = {"n": 0}
 
@@ -251,7 +252,12 @@ def drop_third_write(monkeypatch):
         if calls["n"] != 3:
             orig(self, data)
 
+    def write_shard(self, shard):
+        for sample in shard.raw_samples():
+            self.write_raw(sample)
+
     monkeypatch.setattr(ShardWriter, "write_raw", write_raw)
+    monkeypatch.setattr(ShardWriter, "write_shard", write_shard)
     return calls
 
 

@@ -128,13 +128,13 @@ def _documents(reader: UnitReader) -> Iterator[tuple[str, np.ndarray, str | None
 
 
 def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p: ChunkParams,
-               columns: dict[str, str], where: str) -> Stats:
+               columns: dict[str, str], where: str, compression: str = "zstd") -> Stats:
     """Chunk ``(id, ids, domain)`` documents into the MDS folder ``dst`` (shards, ``stats.json``,
     ``token_decile.json``); checks the token accounting. Used by chunk and by prepare."""
     has_domain = "domain" in columns
     st = Stats()
     lengths: list[int] = []
-    w = ShardWriter(dst, columns)
+    w = ShardWriter(dst, columns, compression=shard_compression(compression))
     docs_n = tokens = 0
     vocab = len(p.word_start) if p.word_start is not None else None
     totals = [0] * len(_DOC_KEYS)  # summed per document, added to the stats once
@@ -184,6 +184,11 @@ def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p:
     return st
 
 
+def shard_compression(option: str) -> str | None:
+    """The ShardWriter compression of a ``--compression`` value."""
+    return None if option == "none" else option
+
+
 def token_decile(lengths: np.ndarray) -> dict[str, list[int]]:
     """``{str(length // 1000): [sample indices in the unit]}`` (non-empty buckets only)."""
     buckets = np.asarray(lengths, np.int64) // 1000
@@ -230,7 +235,7 @@ class Chunk(Stage):
         final = Path(cfg.output) / task.name
         with U.atomic_dir(final) as tmp:
             docs = ((doc_id, ids, domain) for doc_id, ids, domain, _ in _documents(reader))
-            st = chunk_into(tmp, docs, p, columns, task.source)
+            st = chunk_into(tmp, docs, p, columns, task.source, cfg.compression)
             if st["documents"] != reader.num_samples:  # documents in = documents chunked
                 raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
                                  f"index, {st['documents']} chunked); this is a bug")

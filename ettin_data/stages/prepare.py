@@ -108,7 +108,8 @@ def _unit(name: str, docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.
         tok_st.add("documents_in", len(docs))
         U.mark_done(keep_tokens / name, tok_st)
     with U.atomic_dir(Path(cfg.output) / name) as tmp:
-        chunked = chunk.chunk_into(tmp, encoded, params, tokenize.token_columns(cfg.dtype, has_domain), where)
+        chunked = chunk.chunk_into(tmp, encoded, params, tokenize.token_columns(cfg.dtype, has_domain), where,
+                                   cfg.compression)
     if chunked["documents"] + st["skipped.empty_tokens"] != len(docs):
         raise EttinError(f"{where}: {len(docs)} documents, {chunked['documents']} chunked and "
                          f"{st['skipped.empty_tokens']} skipped; this is a bug")
