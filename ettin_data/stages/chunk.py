@@ -18,23 +18,25 @@ import numpy as np
 
 from .. import progress
 from .. import units as U
-from ..chunking import ChunkParams, cached_word_start_table, chunk_document
+from ..chunking import ChunkParams, cached_word_start_table, chunk_batch
 from ..config import ChunkConfig
 from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
 from ..mds import ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
 from ..stage import Stage
 from ..stats import Stats
-from ..token_rows import fast_columns, token_row
+from ..token_rows import chunk_rows, fast_columns
 from ..tokenizer import json_fields
 
 STATS_FILE = "stats.json"
 DECILE_FILE = "token_decile.json"
 
-__all__ = ["Chunk", "chunk_into", "chunk_params", "input_tokenizer", "stats_json"]
+__all__ = ["Chunk", "Batch", "chunk_into", "chunk_params", "input_tokenizer", "stats_json"]
 
 _DOC_KEYS = ("documents", "documents_empty", "content_tokens_in", "content_tokens_written", "total_tokens_skipped",
              "total_duplicated_tokens", "pieces_skipped", "pieces_backfilled", "cuts_moved")
+_COUNTS = ("documents", "documents_empty", "content", "written", "skipped", "duplicated", "pieces_skipped",
+           "backfilled", "cuts_moved")  # chunk_batch's names of the same counts
 _CACHE: dict[tuple[str, bool], tuple[dict[str, Any], np.ndarray | None]] = {}
 
 
@@ -112,9 +114,14 @@ def chunk_params(cfg: Any, tok: dict[str, Any], table: np.ndarray | None) -> Chu
     )
 
 
-def _documents(reader: UnitReader) -> Iterator[tuple[str, np.ndarray, str | None, int]]:
-    """(id, input_ids, domain, shard number) of every document, decoded straight from the shard bytes."""
-    for k, shard in enumerate(reader.shards()):
+# a batch of documents: their ids, their token ids back to back, their lengths, their domains (or None)
+Batch = tuple[list[str], np.ndarray, np.ndarray, "list[str] | None"]
+
+
+def _batches(reader: UnitReader) -> Iterator[Batch]:
+    """The documents of every shard as one batch: ids and domains, and the token ids back to back (decoded
+    straight from the shard bytes)."""
+    for shard in reader.shards():
         names, encs = shard.info["column_names"], shard.info["column_encodings"]
         where = reader.dirname / shard.info["raw_data"]["basename"]
         if "id" not in names or "input_ids" not in names:
@@ -123,55 +130,47 @@ def _documents(reader: UnitReader) -> Iterator[tuple[str, np.ndarray, str | None
         parts = enc.split(":")
         if len(parts) != 2 or parts[0] != "ndarray":
             raise InputError(f"{where}: input_ids is {enc!r}, expected 'ndarray:uint32' or 'ndarray:uint16'")
-        for doc_id, ids, domain in shard.columns(("id", "input_ids", "domain")):
-            yield doc_id, ids, domain, k
+        start, count, dtype = shard.array_spans("input_ids")
+        u8 = np.frombuffer(shard.data, np.uint8)
+        k = dtype.itemsize
+        flat = np.concatenate([u8[a:a + n * k] for a, n in zip(start.tolist(), count.tolist(), strict=True)]
+                              or [u8[:0]]).view(dtype)
+        rows = list(shard.columns(("id", "domain")))
+        yield [r[0] for r in rows], flat, count, ([r[1] for r in rows] if "domain" in names else None)
 
 
-def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p: ChunkParams,
-               columns: dict[str, str], where: str, compression: str = "zstd") -> Stats:
-    """Chunk ``(id, ids, domain)`` documents into the MDS folder ``dst`` (shards, ``stats.json``,
-    ``token_decile.json``); checks the token accounting. Used by chunk and by prepare."""
+def chunk_into(dst: Path, batches: Iterable[Batch], p: ChunkParams, columns: dict[str, str], where: str,
+               compression: str = "zstd") -> Stats:
+    """Chunk batches of documents ``(ids, token ids back to back, lengths, domains)`` into the MDS folder ``dst``
+    (shards, ``stats.json``, ``token_decile.json``) with :func:`chunk_batch`, numpy over each batch; checks the
+    token accounting. Used by chunk and by prepare."""
     has_domain = "domain" in columns
     st = Stats()
-    lengths: list[int] = []
+    lengths: list[np.ndarray] = []
     w = ShardWriter(dst, columns, compression=shard_compression(compression))
-    docs_n = tokens = 0
     vocab = len(p.word_start) if p.word_start is not None else None
-    totals = [0] * len(_DOC_KEYS)  # summed per document, added to the stats once
+    totals: dict[str, int] = dict.fromkeys(_DOC_KEYS, 0)
     fast = fast_columns(columns)  # the chunk rows' bytes built directly (token_rows.py), not via write(dict)
-    for doc_id, ids, domain in docs:
+    for doc_ids, ids, lens, domains in batches:
         if vocab is not None and len(ids) and int(ids.max()) >= vocab:
-            raise InputError(
-                f"{where}: document {doc_id!r} has token id {int(ids.max())} outside the vocabulary of "
-                f"the input's tokenizer.json ({vocab} ids); was it tokenized with another tokenizer?"
-            )
-        chunks, c = chunk_document(ids, p, doc_id)
-        if fast is not None and chunks:
-            id_b = doc_id.encode("utf-8")
-            dom_b = domain.encode("utf-8") if has_domain else None
-            for ch in chunks:
-                w.write_raw(token_row(id_b, ch, fast, dom_b))
-                lengths.append(len(ch))
-            chunks = []
-        for ch in chunks:
-            sample = {"id": doc_id, "input_ids": ch, "len": len(ch)}
-            if has_domain:
-                sample["domain"] = domain
-            w.write(sample)
-            lengths.append(len(ch))
-        for i, v in enumerate((1, c.content == 0, c.content, c.written, c.skipped, c.duplicated,
-                               c.pieces_skipped, c.backfilled, c.cuts_moved)):
-            totals[i] += v
-        docs_n += 1
-        tokens += len(ids)
-        if docs_n >= 1000:
-            progress.advance(docs=docs_n, tokens=tokens)
-            docs_n = tokens = 0
-    progress.advance(docs=docs_n, tokens=tokens)
+            _outside_vocab(ids, lens, doc_ids, vocab, where)
+        ch = chunk_batch(ids, lens, doc_ids, p)
+        if fast is not None:
+            for row in chunk_rows(ch, doc_ids, domains if has_domain else None, fast):
+                w.write_raw(row)
+        else:
+            for k, d in enumerate(ch.doc.tolist()):
+                chunk_ids = ch.chunk(k)
+                w.write({"id": doc_ids[d], "input_ids": chunk_ids, "len": len(chunk_ids),
+                         **({"domain": domains[d]} if has_domain else {})})
+        lengths.append(ch.end - ch.start + 2)
+        for key, name in zip(_DOC_KEYS, _COUNTS, strict=True):
+            totals[key] += ch.counts[name]
+        progress.advance(docs=len(doc_ids), tokens=len(ids))
     w.finish()
-    for key, n in zip(_DOC_KEYS, totals, strict=True):
+    for key, n in totals.items():
         st.add(key, n)
-    arr = np.asarray(lengths, np.int64)
+    arr = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     st.add("samples", len(arr))
     st.add("total_tokens_written", int(arr.sum()))
     st.add_lengths(arr)
@@ -182,6 +181,15 @@ def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p:
     write_json_atomic(dst / STATS_FILE, stats_json(st))
     write_json_atomic(dst / DECILE_FILE, token_decile(arr))
     return st
+
+
+def _outside_vocab(ids: np.ndarray, lens: np.ndarray, doc_ids: list[str], vocab: int, where: str) -> None:
+    """Name the first document holding an id outside the vocabulary, and its largest id."""
+    ends = np.cumsum(lens)
+    d = int(np.searchsorted(ends, int(np.argmax(ids >= vocab)), side="right"))
+    top = int(ids[int(ends[d] - lens[d]):int(ends[d])].max())
+    raise InputError(f"{where}: document {doc_ids[d]!r} has token id {top} outside the vocabulary of the input's "
+                     f"tokenizer.json ({vocab} ids); was it tokenized with another tokenizer?")
 
 
 def shard_compression(option: str) -> str | None:
@@ -234,8 +242,7 @@ class Chunk(Stage):
         columns = {"id": "str", "input_ids": dtype, "len": "int", **({"domain": "str"} if has_domain else {})}
         final = Path(cfg.output) / task.name
         with U.atomic_dir(final) as tmp:
-            docs = ((doc_id, ids, domain) for doc_id, ids, domain, _ in _documents(reader))
-            st = chunk_into(tmp, docs, p, columns, task.source, cfg.compression)
+            st = chunk_into(tmp, _batches(reader), p, columns, task.source, cfg.compression)
             if st["documents"] != reader.num_samples:  # documents in = documents chunked
                 raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
                                  f"index, {st['documents']} chunked); this is a bug")

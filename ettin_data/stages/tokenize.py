@@ -248,17 +248,19 @@ def token_columns(dtype: str, has_domain: bool) -> dict[str, str]:
     return {"id": "str", "input_ids": f"ndarray:{dtype}", "len": "int", **({"domain": "str"} if has_domain else {})}
 
 
-def write_token_unit(dst: Path, rows: list[tuple[str, np.ndarray, str | None]], columns: dict[str, str]) -> Stats:
-    """Write encoded documents ``(id, ids, domain)`` as one token unit into ``dst`` (prepare --keep-tokens)."""
+def write_token_unit(dst: Path, batches: list[tuple[list[str], np.ndarray, np.ndarray, list[str] | None]],
+                     columns: dict[str, str]) -> Stats:
+    """Write encoded documents, batches of ``(ids, token ids back to back, lengths, domains)``, as one token unit
+    into ``dst`` (prepare --keep-tokens): the rows tokenize writes."""
     st = Stats()
     with ShardWriter(dst, columns) as w:
-        for doc_id, ids, domain in rows:
-            w.write({"id": doc_id, "input_ids": ids, "len": len(ids),
-                     **({"domain": domain} if "domain" in columns else {})})
-    lengths = [len(ids) for _, ids, _ in rows]
-    st.add("documents_written", len(rows))
-    st.add("tokens_written", sum(lengths))
-    st.add_lengths(lengths)
+        for doc_ids, ids, lengths, domains in batches:
+            for data, _ in token_samples(doc_ids, ids, lengths, np.ones(len(lengths), bool),
+                                         domains if "domain" in columns else None):
+                w.write_raw(data)
+            st.add("documents_written", len(lengths))
+            st.add("tokens_written", int(np.sum(lengths)))
+            st.add_lengths(lengths)
     return st
 
 
