@@ -1,5 +1,5 @@
-"""The on-disk dataset contract, in one place: the file names every stage reads and writes, the reader
-of ``ettin_meta.json``, and the rule that tells a root index (over units) from a unit's own index.
+"""The on-disk dataset contract, in one place: the file names every stage reads and writes and the reader
+of ``ettin_meta.json`` (what is inside an MDS index is the format package's, ``mds/``).
 
 Low-level modules import names from here, never from the driver (``driver.py``)."""
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["META", "SETTINGS", "TOKENIZER_FILE", "INDEX", "read_meta", "dataset_tokenizer", "is_root_index"]
+__all__ = ["META", "SETTINGS", "TOKENIZER_FILE", "INDEX", "read_meta", "dataset_tokenizer"]
 
 INDEX = "index.json"  # MDS index (a unit's shards, or the root index over every unit's shards)
 META = "ettin_meta.json"  # what wrote the dataset: stage, settings, counts, tokenizer identity
@@ -41,10 +41,3 @@ def dataset_tokenizer(path: str | Path) -> dict[str, Any] | None:
     meta = read_meta(path, strict=True)
     tok = meta.get("tokenizer") if meta else None
     return tok if isinstance(tok, dict) else None
-
-
-def is_root_index(index: dict[str, Any]) -> bool:
-    """A root index names its shards by nested paths (``unit/shard.00000.mds``); a unit's index by file name."""
-    shards = index.get("shards")
-    return isinstance(shards, list) and any(
-        "/" in str((s.get("raw_data") or {}).get("basename", "")) for s in shards if isinstance(s, dict))

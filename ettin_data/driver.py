@@ -28,11 +28,12 @@ from typing import Any
 from . import outputs
 from . import units as U
 from .config import recorded_settings, settings_diff
-from .dataset import INDEX, META, SETTINGS, is_root_index, read_meta
+from .dataset import INDEX, META, SETTINGS, read_meta
 from .errors import ConfigError, UnitFailure
 from .executors import prestart, run_tasks
 from .interrupt import handle_signals
-from .mds import jsonable, write_json_atomic
+from .jsonio import jsonable, write_json_atomic
+from .mds import is_root_index
 from .progress import Display
 from .stage import Stage
 from .stats import Stats

@@ -36,7 +36,8 @@ import numpy as np
 
 from .dataset import read_meta
 from .errors import InputError
-from .mds import INDEX, UnitReader, read_index, write_json_atomic
+from .jsonio import write_json_atomic
+from .mds import INDEX, UnitReader, read_index
 
 __all__ = ["PROFILES", "DEFAULT", "FIX", "name", "output_columns", "source_column", "can_link", "compression",
            "flat_dtype", "to_numpy", "is_flat", "read_flat", "verify_profile", "column_problem", "sample_problems",
@@ -132,7 +133,7 @@ def to_numpy(root: Path, tok: dict[str, Any] | None, dtype: str | None, datasets
     def blocks():
         nonlocal start
         for shard in reader.shards():
-            dataset = shard.info["raw_data"]["basename"].split("/", 1)[0]
+            dataset = shard.entry.unit.split("/", 1)[0]
             for s in shard.samples({"id", "input_ids"}):
                 ids = np.asarray(s["input_ids"])
                 if ids.size and int(ids.max()) > top:
@@ -232,7 +233,7 @@ def verify_profile(root: Path, profile: str, vocab: int | None) -> list[str]:
         bad_len, bad_vocab = bad_len + n_len, bad_vocab + n_vocab
         if first is None and at is not None:
             first = seen + at
-        seen += shard.info["samples"]
+        seen += shard.entry.samples
     out = []
     if bad_len:
         out.append(f"{root}: {bad_len} sample(s) decode to another number of ids than `len` (first: sample {first})")
@@ -263,7 +264,7 @@ def sample_problems(shard: Any, profile: str, vocab: int | None) -> tuple[int, i
     """(samples whose ids as the loader decodes them are not ``len`` long, samples with ids outside
     [0, vocab), the first such sample) of one shard whose token column passed :func:`column_problem`."""
     col = _TOKEN_COLUMN[profile]
-    cols = shard.info["column_names"]
+    cols = shard.entry.column_names
     bad_len = bad_vocab = 0
     first = None
     for i, s in enumerate(shard.samples({c for c in (col, "len") if c in cols})):
@@ -313,10 +314,10 @@ def loader_warnings(path: str | Path) -> list[str]:
     found: dict[str, list[str]] = {}
     for root in roots:
         try:
-            shards = read_index(root)["shards"]
+            shards = read_index(root).shards
         except InputError:
             continue
-        cols = {n: e for s in shards for n, e in zip(s["column_names"], s["column_encodings"], strict=True)}
+        cols = {n: e for s in shards for n, e in s.columns.items()}
         enc = cols.get("input_ids")
         if enc is not None and enc != "ndarray:int64":
             found.setdefault(enc, []).append(root.name if root != path else "")

@@ -14,152 +14,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .dataset import is_root_index, read_meta
 from .errors import InputError
-from .mds import INDEX, Shard, find_units, gather, load_shard, read_index, scalar_dtype
+from .mds import INDEX, FileInfo, Index, Shard, find_units, load_shard, read_index
+from .rules import Rules, check_samples, chunk_rules
 
-__all__ = ["verify", "verify_paths", "verify_dataset", "chunk_rules", "stage_chain", "MANIFEST"]
+__all__ = ["verify", "verify_paths", "verify_dataset", "verify_finalized", "UnitCheck", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 
 
-def stage_chain(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The stages that produced a dataset, oldest first (depth-first over ``upstream``)."""
-    if not meta:
-        return []
-    out: list[dict[str, Any]] = []
-    for up in meta.get("upstream") or []:
-        for st in stage_chain(up):
-            if st not in out:
-                out.append(st)
-    entry = {"stage": meta.get("stage"), "settings": meta.get("settings"), "inputs": meta.get("inputs")}
-    if "split" in meta:
-        entry["split"] = meta["split"]
-    out.append(entry)
-    return out
-
-
-def _meta_near(root: Path) -> dict[str, Any] | None:
-    for p in (root, *list(root.parents)[:2]):
-        m = read_meta(p)
-        if m:
-            return m
-    return None
-
-
-def chunk_rules(root: Path) -> tuple[int | None, int | None, int | None]:
-    """(bos_id, eos_id, chunk_size) to check, from the ettin_meta.json chain; Nones when not chunked."""
-    return rules_of(_meta_near(root))
-
-
-def rules_of(meta: dict[str, Any] | None) -> tuple[int | None, int | None, int | None]:
-    """:func:`chunk_rules` of a dataset described by ``meta`` (its ``ettin_meta.json``)."""
-    sizes = [s["settings"]["chunk_size"] for s in stage_chain(meta)
-             if s.get("stage") == "chunk" and isinstance(s.get("settings"), dict) and "chunk_size" in s["settings"]]
-    if not sizes:
-        return None, None, None
-    tok = (meta or {}).get("tokenizer") or {}
-    if tok.get("special_tokens_added") is False:
-        return None, None, max(sizes)
-    return tok.get("bos_id"), tok.get("eos_id"), max(sizes)
-
-
-def _hash_problems(path: Path, info: dict[str, Any]) -> list[str]:
+def _hash_problems(path: Path, info: FileInfo) -> list[str]:
     if not path.is_file():
         return [f"{path}: missing (named in the index)"]
     size = path.stat().st_size
-    if info.get("bytes") is not None and size != info["bytes"]:
-        return [f"{path}: {size} bytes, the index records {info['bytes']} (truncated or replaced)"]
+    if size != info.bytes:
+        return [f"{path}: {size} bytes, the index records {info.bytes} (truncated or replaced)"]
     data = path.read_bytes()
-    for algo, want in (info.get("hashes") or {}).items():
+    for algo, want in info.hashes.items():
         if algo in hashlib.algorithms_available and hashlib.new(algo, data).hexdigest() != want:
             return [f"{path}: {algo} hash does not match the index (corrupt or replaced)"]
     return []
 
 
-_RULES = ("len column != number of tokens", "first token is not BOS {bos}", "last token is not EOS {eos}",
-          "longer than the chunk size {limit}")
-
-
-def _check_samples(path: Path, shard: Shard, rules: tuple[int | None, int | None, int | None]) -> tuple[int, list[str]]:
-    """(tokens, problem lines) of one shard: the chunk rules and ``len`` on every sample, one line per kind of
-    violation (a count and the first sample, in the order a sample-by-sample scan meets them)."""
-    bad = _rule_violations(shard, rules)
-    if bad is None:
-        return _check_samples_slow(path, shard, rules)
-    tokens, masks = bad
-    bos, eos, limit = rules
-    found = [(int(np.argmax(m)), k, int(m.sum())) for k, m in enumerate(masks) if m is not None and m.any()]
-    lines = [f"{path}: {c} sample(s) {_RULES[k].format(bos=bos, eos=eos, limit=limit)} (first: sample {i})"
-             for i, k, c in sorted(found)]
-    return tokens, lines
-
-
-def _rule_violations(shard: Shard, rules: tuple[int | None, int | None, int | None]
-                     ) -> tuple[int, list[np.ndarray | None]] | None:
-    """(tokens, a mask over the samples per rule of ``_RULES``: None when the rule does not apply), computed for
-    all samples at once; None when the token column's encoding needs per-sample decoding."""
-    names, encs = shard.info["column_names"], shard.info["column_encodings"]
-    col = "input_ids" if "input_ids" in names else "tokens" if "tokens" in names else None
-    if col is None:
-        return 0, [None] * 4
-    len_enc = encs[names.index("len")] if "len" in names else None
-    try:
-        start, count, dtype = shard.array_spans(col)
-    except ValueError:
-        return None
-    parts = encs[names.index(col)].split(":")
-    if (len(parts) == 3 and "," in parts[2]) or (len_enc is not None and scalar_dtype(len_enc) is None):
-        return None
-    bos, eos, limit = rules
-    u8 = np.frombuffer(shard.data, np.uint8)
-    has = count > 0
-    masks: list[np.ndarray | None] = [None] * 4
-    if len_enc is not None:
-        masks[0] = gather(u8, shard.spans("len")[0], scalar_dtype(len_enc)).astype(np.int64) != count
-    if bos is not None:
-        masks[1] = ~has | (gather(u8, np.where(has, start, 0), dtype) != bos)
-    if eos is not None:
-        last = np.where(has, start + (count - 1) * dtype.itemsize, 0)
-        masks[2] = ~has | (gather(u8, last, dtype) != eos)
-    if limit is not None:
-        masks[3] = count > limit
-    return int(count.sum()), masks
-
-
-def _check_samples_slow(path: Path, shard: Shard, rules: tuple[int | None, int | None, int | None]
-                        ) -> tuple[int, list[str]]:
-    bos, eos, limit = rules
-    bad: Counter = Counter()
-    first: dict[str, int] = {}
-    tokens = 0
-    for i, s in enumerate(shard.samples({"input_ids", "tokens", "len"})):
-        ids = s.get("input_ids", s.get("tokens"))  # tokens: llm-foundry's column (finalize --for llm-foundry)
-        if ids is None:
-            continue
-        n = len(ids)
-        tokens += n
-        checks = {
-            _RULES[0]: "len" in s and s["len"] != n,
-            _RULES[1].format(bos=bos): bos is not None and (n == 0 or int(ids[0]) != bos),
-            _RULES[2].format(eos=eos): eos is not None and (n == 0 or int(ids[-1]) != eos),
-            _RULES[3].format(limit=limit): limit is not None and n > limit,
-        }
-        for what, failed in checks.items():
-            if failed:
-                bad[what] += 1
-                first.setdefault(what, i)
-    lines = [f"{path}: {c} sample(s) {what} (first: sample {first[what]})" for what, c in bad.items()]
-    return tokens, lines  # one line per kind of violation: a count and the first sample
-
-
-def verify_dataset(root: str | Path, rules: tuple[int | None, int | None, int | None] | None = None
+def verify_dataset(root: str | Path, rules: Rules | None = None
                    ) -> tuple[list[str], dict[str, int]]:
     """Verify one MDS folder (a unit or a dataset root); returns (problems, {samples, tokens}). ``rules``:
     the chunk rules (default: from the ettin_meta.json chain found at or above ``root``)."""
@@ -172,35 +54,26 @@ def verify_dataset(root: str | Path, rules: tuple[int | None, int | None, int | 
     rules = chunk_rules(root) if rules is None else rules
     columns: dict[str, str] | None = None
     per_dir: dict[str, list[int]] = {}
-    for info in index["shards"]:
-        raw_name = info["raw_data"]["basename"]
-        cols = dict(zip(info["column_names"], info["column_encodings"], strict=True))
+    for entry in index.shards:
+        cols = entry.columns
         if columns is None:
             columns = cols
         elif cols != columns:
-            problems.append(f"{root / raw_name}: columns {cols} differ from the first shard's {columns}")
-        raw_path, zip_info = root / raw_name, info.get("zip_data")
-        zip_path = root / zip_info["basename"] if zip_info else None
-        files = [(raw_path, info["raw_data"])] if raw_path.exists() else []
-        if zip_path is not None and zip_path.exists():
-            files.append((zip_path, zip_info))
-        if not files:  # reported as missing: the file the index says must be there
-            files = [(zip_path, zip_info) if zip_path is not None else (raw_path, info["raw_data"])]
-        found = []
-        for path, finfo in files:
-            found += _hash_problems(path, finfo)
+            problems.append(f"{root / entry.raw.basename}: columns {cols} differ from the first shard's {columns}")
+        files = entry.present(root) or [entry.stored]  # none present: the file the index says must be there
+        found = [p for f in files for p in _hash_problems(root / f.basename, f)]
         problems += found
         if found:
             continue
         try:
-            shard = load_shard(root, info)
+            shard = load_shard(root, entry)
         except InputError as e:
             problems.append(str(e))
             continue
-        tokens, lines = _check_samples(shard.path, shard, rules)
+        tokens, lines = check_samples(shard.path, shard, rules)
         problems += lines
-        acc = per_dir.setdefault(raw_name.rpartition("/")[0], [0, 0])
-        acc[0] += int(info["samples"])
+        acc = per_dir.setdefault(entry.unit, [0, 0])
+        acc[0] += entry.samples
         acc[1] += tokens
     counted = {"samples": sum(v[0] for v in per_dir.values()), "tokens": sum(v[1] for v in per_dir.values())}
     problems += _count_problems(root, index, per_dir, counted)
@@ -223,14 +96,13 @@ def _stats_problems(path: Path, samples: int, tokens: int) -> list[str]:
     return out
 
 
-def _count_problems(root: Path, index: dict[str, Any], per_dir: dict[str, list[int]],
-                    counted: dict[str, int]) -> list[str]:
+def _count_problems(root: Path, index: Index, per_dir: dict[str, list[int]], counted: dict[str, int]) -> list[str]:
     problems = []
-    total = sum(int(s["samples"]) for s in index["shards"])
-    if is_root_index(index):
+    total = index.samples
+    if index.is_root:
         try:
             units = find_units(root)
-            unit_total = sum(int(s["samples"]) for u in units for s in read_index(root / u)["shards"])
+            unit_total = sum(read_index(root / u).samples for u in units)
         except InputError as e:
             return [str(e)]
         if unit_total != total:
@@ -325,7 +197,7 @@ class UnitCheck:
     nothing is read back): the shards agree on columns, the chunk rules and ``len`` hold, the profile's loader
     reads them right. Counts the problems; :func:`verify_finalized` names them."""
 
-    def __init__(self, rules: tuple[int | None, int | None, int | None], profile: str, vocab: int | None):
+    def __init__(self, rules: Rules, profile: str, vocab: int | None):
         self.rules, self.profile, self.vocab = rules, profile, vocab
         self.columns: dict[str, str] | None = None
         self.problems = self.samples = self.tokens = 0
@@ -334,8 +206,7 @@ class UnitCheck:
     def add(self, shard: Shard) -> None:
         from .profiles import column_problem, sample_problems
 
-        info = shard.info
-        cols = dict(zip(info["column_names"], info["column_encodings"], strict=True))
+        cols = shard.entry.columns
         if self.columns is None:
             self.columns = cols
             bad = column_problem(shard.path.parent, cols, self.profile)
@@ -343,9 +214,9 @@ class UnitCheck:
             self._profile_rule = bad is None
         elif cols != self.columns:
             self.problems += 1
-        tokens, lines = _check_samples(shard.path, shard, self.rules)
+        tokens, lines = check_samples(shard.path, shard, self.rules)
         self.problems += len(lines)
-        self.samples += int(info["samples"])
+        self.samples += shard.entry.samples
         self.tokens += tokens
         if self._profile_rule and cols == self.columns:
             n_len, n_vocab, _ = sample_problems(shard, self.profile, self.vocab)
@@ -355,8 +226,8 @@ class UnitCheck:
         """Check the shards of the unit folder ``root`` (linked, not written here): each file is read once,
         its size and hash checked, then as :meth:`add`; the unit's ``stats.json`` must hold the counts."""
         try:
-            for info in read_index(root)["shards"]:
-                self.add(load_shard(root, info, check_hash=True))
+            for entry in read_index(root).shards:
+                self.add(load_shard(root, entry, check_hash=True))
         except InputError:
             self.problems += 1
         self.check_stats(root)
@@ -383,19 +254,17 @@ def verify_finalized(path: Path, units: dict[str, dict[str, Any]], rules: dict[s
             problems.append(str(e))
             continue
         columns = None
-        for info in index["shards"]:
-            cols = dict(zip(info["column_names"], info["column_encodings"], strict=True))
+        for shard in index.shards:
+            cols = shard.columns
             if columns is None:
                 columns = cols
             elif cols != columns:
-                problems.append(f"{root / info['raw_data']['basename']}: columns {cols} differ from the first "
-                                f"shard's {columns}")
-            file = info.get("zip_data") or info["raw_data"]
-            p = root / file["basename"]
+                problems.append(f"{root / shard.raw.basename}: columns {cols} differ from the first shard's {columns}")
+            p = root / shard.stored.basename
             if not p.is_file():
                 problems.append(f"{p}: missing (named in the index)")
-            elif p.stat().st_size != file["bytes"]:
-                problems.append(f"{p}: {p.stat().st_size} bytes, the index records {file['bytes']} "
+            elif p.stat().st_size != shard.stored.bytes:
+                problems.append(f"{p}: {p.stat().st_size} bytes, the index records {shard.stored.bytes} "
                                 "(truncated or replaced)")
         done = units.get(split, {})
         per_dir = {u: [int(st["samples"]), int(st["tokens"])] for u, st in done.items()}

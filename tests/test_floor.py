@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ettin_data.mds import ShardWriter, UnitReader
-from ettin_data.verify import _check_samples, _check_samples_slow
+from ettin_data.rules import check_samples, check_samples_slow
 
 BOS, EOS = 7, 9
 
@@ -29,7 +29,7 @@ def test_vectorized_rules_equal_the_sample_scan(tmp_path_factory, data, dtype, c
                 row["len"] = n + data.draw(st.sampled_from([0, 0, 0, 1]))
             w.write(row)
     for shard in UnitReader(root).shards():
-        assert _check_samples(shard.path, shard, rules) == _check_samples_slow(shard.path, shard, rules)
+        assert check_samples(shard.path, shard, rules) == check_samples_slow(shard.path, shard, rules)
 
 
 # ---------------------------------------------------------------- finalize: whole shards, links, checks

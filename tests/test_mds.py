@@ -134,7 +134,7 @@ def test_indented_json_is_the_text_of_json_dumps() -> None:
     """write_json_atomic's fast encoder (mds.indented_json) writes json.dumps(sort_keys=True, indent=1)'s text."""
     import random
 
-    from ettin_data.mds import indented_json
+    from ettin_data.jsonio import indented_json
     from ettin_data.stats import Stats
 
     st = Stats()

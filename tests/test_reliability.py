@@ -415,14 +415,18 @@ def test_a_document_lost_while_reading_fails_the_unit(stage, monkeypatch, text_d
         cfg = C.TokenizeConfig(inputs=[str(text_dataset)], output=str(tmp_path / "o"), tokenizer="builtin:modernbert",
                                workers=1)
     else:
-        orig_docs = chunk._documents
+        orig_batches = chunk._batches
 
         def lossy_docs(reader):
-            for i, d in enumerate(orig_docs(reader)):
-                if i != 2:
-                    yield d
+            for k, (ids, flat, lengths, domains) in enumerate(orig_batches(reader)):
+                if k == 0:  # the third document of the unit is lost
+                    a, b = int(lengths[:2].sum()), int(lengths[:3].sum())
+                    ids, flat, lengths = ids[:2] + ids[3:], np.concatenate([flat[:a], flat[b:]]), \
+                        np.concatenate([lengths[:2], lengths[3:]])
+                    domains = domains[:2] + domains[3:] if domains is not None else None
+                yield ids, flat, lengths, domains
 
-        monkeypatch.setattr(chunk, "_documents", lossy_docs)
+        monkeypatch.setattr(chunk, "_batches", lossy_docs)
         cfg = C.ChunkConfig(inputs=[str(paths["tokens"])], output=str(tmp_path / "o"), workers=1, **CHUNK_SETTINGS)
     with pytest.raises(UnitFailure, match="accounting does not close"):
         run(cfg)

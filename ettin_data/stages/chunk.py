@@ -22,7 +22,8 @@ from ..chunking import ChunkParams, cached_word_start_table, chunk_batch
 from ..config import ChunkConfig
 from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
-from ..mds import ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
+from ..jsonio import write_json_atomic
+from ..mds import ShardWriter, UnitReader, find_units, write_root_index
 from ..stage import Stage
 from ..stats import Stats
 from ..token_rows import chunk_rows, fast_columns
@@ -122,8 +123,8 @@ def _batches(reader: UnitReader) -> Iterator[Batch]:
     """The documents of every shard as one batch: ids and domains, and the token ids back to back (decoded
     straight from the shard bytes)."""
     for shard in reader.shards():
-        names, encs = shard.info["column_names"], shard.info["column_encodings"]
-        where = reader.dirname / shard.info["raw_data"]["basename"]
+        names, encs = shard.entry.column_names, shard.entry.column_encodings
+        where = reader.dirname / shard.entry.raw.basename
         if "id" not in names or "input_ids" not in names:
             raise InputError(f"{where}: needs columns 'id' and 'input_ids' (has {names}); is this a token dataset?")
         enc = encs[names.index("input_ids")]

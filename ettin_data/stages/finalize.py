@@ -24,7 +24,9 @@ from .. import units as U
 from ..config import FinalizeConfig, recorded_settings
 from ..dataset import read_meta
 from ..errors import ConfigError, InputError
-from ..mds import ShardWriter, UnitReader, find_units, load_shard, read_index, write_json_atomic
+from ..jsonio import write_json_atomic
+from ..mds import ShardWriter, UnitReader, find_units, load_shard, read_index
+from ..rules import rules_of, stage_chain
 from ..sampling import (
     UNIT_FILES,
     copy_tokenizer,
@@ -37,7 +39,7 @@ from ..sampling import (
 )
 from ..stage import Stage
 from ..stats import Stats
-from ..verify import MANIFEST, UnitCheck, rules_of, stage_chain, verify, verify_finalized
+from ..verify import MANIFEST, UnitCheck, verify, verify_finalized
 
 SPLITS = ("train", "validation")
 
@@ -136,8 +138,8 @@ def _whole_shards(cols: dict[str, str]) -> bool:
 
 def _ids(shard: Any) -> list[Any]:
     """The ``id`` of every sample as bytes ("" without an id column): only how many differ is used."""
-    if "id" not in shard.info["column_names"]:
-        return [""] * shard.info["samples"]
+    if "id" not in shard.entry.column_names:
+        return [""] * shard.entry.samples
     pos, size = shard.spans("id")
     data = shard.data
     return [data[a:a + n] for a, n in zip(pos.tolist(), size.tolist(), strict=True)]
@@ -153,10 +155,10 @@ def _restat(dst: Path, placed: Stats, check: UnitCheck | None) -> Stats:
         return placed
     ids: list[Any] = []
     lengths = [np.zeros(0, np.int64)]
-    for info in reader.index["shards"]:
-        shard = load_shard(dst, info, check_hash=check is not None)
+    for entry in reader.index.shards:
+        shard = load_shard(dst, entry, check_hash=check is not None)
         ids += _ids(shard)
-        if "input_ids" in info["column_names"]:
+        if "input_ids" in entry.column_names:
             lengths.append(shard.array_spans("input_ids")[1])
         if check is not None:
             check.add(shard)
@@ -186,11 +188,10 @@ def _unit_files(dst: Path, ids: list[Any], lengths: np.ndarray, check: UnitCheck
 
 def _shard_hashes(root: Path) -> list[dict[str, Any]]:
     out = []
-    for s in read_index(root)["shards"]:
-        info = s["zip_data"] if s.get("zip_data") else s["raw_data"]
-        sha1 = (info.get("hashes") or {}).get("sha1") \
-            or hashlib.sha1((root / info["basename"]).read_bytes()).hexdigest()
-        out.append({"file": info["basename"], "bytes": info["bytes"], "sha1": sha1, "samples": s["samples"]})
+    for s in read_index(root).shards:
+        f = s.stored
+        sha1 = f.hashes.get("sha1") or hashlib.sha1((root / f.basename).read_bytes()).hexdigest()
+        out.append({"file": f.basename, "bytes": f.bytes, "sha1": sha1, "samples": s.samples})
     return out
 
 
@@ -231,10 +232,9 @@ class Finalize(Stage):
     def process_unit(self, task: U.Task, cfg: FinalizeConfig) -> Stats:
         src = Path(task.source)
         dst = Path(cfg.output) / task.name
-        index = read_index(src)
-        compressed = any(s.get("compression") for s in index["shards"])
-        same_columns = not cfg.columns or set(cfg.columns) >= set(index["shards"][0]["column_names"] if index["shards"]
-                                                                      else [])
+        shards = read_index(src).shards
+        compressed = any(s.compression for s in shards)
+        same_columns = not cfg.columns or set(cfg.columns) >= set(shards[0].column_names if shards else [])
         p = task.params
         check = UnitCheck(p.rules, profiles.name(cfg), p.vocab) if cfg.verify and cfg.loader != "numpy" else None
         with U.atomic_dir(dst) as tmp:

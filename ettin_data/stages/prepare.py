@@ -25,7 +25,8 @@ from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, 
 from ..dataset import META
 from ..engines import Mismatch
 from ..errors import ConfigError, EttinError
-from ..mds import find_units, write_json_atomic, write_root_index
+from ..jsonio import write_json_atomic
+from ..mds import find_units, write_root_index
 from ..stage import Stage
 from ..stats import Stats
 from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_identity

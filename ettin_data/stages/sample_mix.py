@@ -28,7 +28,7 @@ from .. import units as U
 from ..config import MixConfig
 from ..dataset import read_meta
 from ..errors import ConfigError
-from ..mds import write_json_atomic
+from ..jsonio import write_json_atomic
 from ..sampling import (
     SUMMARY_FILE,
     SamplingStage,

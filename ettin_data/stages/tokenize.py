@@ -43,7 +43,8 @@ from .. import units as U
 from ..config import TokenizeConfig
 from ..engines import Choice, Guarded, Mismatch
 from ..errors import ConfigError, InputError
-from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
+from ..jsonio import write_json_atomic
+from ..mds import ShardWriter, UnitReader, find_units, read_index, write_root_index
 from ..stage import Stage
 from ..stats import Stats
 from ..token_rows import token_samples
@@ -356,10 +357,10 @@ class Tokenize(Stage):
             for rel in units:
                 src = root / rel
                 try:
-                    shards = read_index(src)["shards"]
+                    shards = read_index(src).shards
                 except InputError:  # a broken unit index fails that unit alone, when it is processed
                     shards = []
-                names = set(shards[0]["column_names"]) if shards else {"id", "text"}
+                names = set(shards[0].column_names) if shards else {"id", "text"}
                 if "text" not in names or "id" not in names:
                     hint = " (already tokenized?)" if "input_ids" in names else ""
                     raise InputError(f"{src}: tokenize needs 'id' and 'text' columns, found {sorted(names)}{hint}; "
