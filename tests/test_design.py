@@ -105,3 +105,11 @@ def test_no_import_cycle() -> None:
         if m not in state:
             visit(m, [m])
     assert "ettin_data.executors.ray" in graph and "ettin_data.executors.local" not in graph["ettin_data.executors.ray"]
+
+
+def test_the_format_lives_in_the_mds_package() -> None:
+    """Shard entries are read through the typed index (ShardEntry, FileInfo): no module outside ``mds/`` reads
+    an index entry's ``raw_data``/``zip_data``."""
+    leaks = [f"{p.relative_to(PACKAGE)}:{i}" for p in sorted(PACKAGE.rglob("*.py")) if "mds" not in p.parent.name
+             for i, line in enumerate(p.read_text().splitlines(), 1) if "raw_data" in line or "zip_data" in line]
+    assert leaks == []
