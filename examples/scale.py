@@ -304,7 +304,10 @@ def main() -> None:
           f"{'time/floor':>12}")
     for r in rows:
         mb = r["bytes_written"] / 1e6
-        fl = f"{r['floor_seconds']:>9.1f}{r['wall'] / r['floor_seconds']:>11.2f}x" if "floor_seconds" in r else ""
+        fl = ""
+        if "floor_seconds" in r:  # a floor under 0.05 s (hard links): the stage is its fixed cost, no ratio
+            fs = r["floor_seconds"]
+            fl = f"{fs:>9.1f}{r['wall'] / fs:>11.2f}x" if fs >= 0.05 else f"{'<0.05':>9}{'-':>12}"
         print(f"{r['stage']:<14}{r['wall']:>9.1f}{r['cores']:>7.2f}{r['rss_mb']:>13.0f}{mb:>12.0f}{fl}")
     print(f"raw -> final: {total / 60:.1f} min for {tokens / 1e9:.3f} B tokens in the final dataset "
           f"({args.workers} workers); intermediates / final = {result['intermediates_over_final']:.2f}")
