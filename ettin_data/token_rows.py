@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .ids import narrow
+
 __all__ = ["token_samples", "token_row", "chunk_rows", "fast_columns"]
 
 _HEADS = {False: struct.Struct("<II"), True: struct.Struct("<III")}
@@ -69,7 +71,7 @@ def token_row(id_b: bytes, ids: np.ndarray, dtype: np.dtype, dom_b: bytes | None
     n = len(ids)
     if not n:
         raise ValueError("cannot encode an empty array (MDS ndarray columns reject 0 elements)")
-    body = (ids if ids.dtype == dtype else ids.astype(dtype)).tobytes()
+    body = (ids if ids.dtype == dtype else narrow(ids, dtype, "")).tobytes()
     payload = _shape(n)
     if dom_b is None:
         return b"".join((_HEADS[False].pack(len(id_b), len(payload) + len(body)), id_b, payload, body, _LEN.pack(n)))
@@ -80,7 +82,7 @@ def token_row(id_b: bytes, ids: np.ndarray, dtype: np.dtype, dom_b: bytes | None
 def chunk_rows(chunked: Any, doc_ids: list[str], domains: list[str] | None, dtype: np.dtype) -> Iterator[bytes]:
     """``token_row`` of every chunk of a :class:`~ettin_data.chunking.Chunked` (``[BOS] + content + [EOS]`` of
     document ``doc_ids[chunked.doc[k]]``), sliced from one bytes copy of the content: the same bytes (tested)."""
-    content = chunked.content if chunked.content.dtype == dtype else chunked.content.astype(dtype)
+    content = narrow(chunked.content, dtype, "")
     size = dtype.itemsize
     buf = memoryview(content.tobytes())
     bos, eos = np.array([chunked.bos], dtype).tobytes(), np.array([chunked.eos], dtype).tobytes()

@@ -35,6 +35,7 @@ __all__ = [
     "read_tokenizer",
     "tokenizer_from_bytes",
     "tokenizer_identity",
+    "check_template",
     "save_tokenizer_json",
     "json_fields",
 ]
@@ -267,9 +268,28 @@ def _template_ends(post: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+def check_template(tok: Tokenizer, where: str) -> None:
+    """Refuse a tokenizer whose post-processor adds a special token under another id than the tokenizer gives
+    that token (what ``tokenizers`` makes of a tokenizer.json whose ``added_tokens`` ids do not follow the
+    vocabulary: it renumbers the added tokens, while the post-processor keeps the ids written in the file).
+    The ids it would add decode to nothing and disagree with BOS/EOS as every later stage reads them."""
+    from .ids import template_tokens
+
+    for token, i in template_tokens(tok):
+        got = tok.token_to_id(token)
+        if got != i:
+            own = f"gives {token!r} id {got}" if got is not None else f"has no token {token!r}"
+            raise InputError(f"{where}: its post-processor adds {token!r} as id {i}, but the tokenizer {own} "
+                             "(added-token ids in tokenizer.json must follow the vocabulary, or name a vocabulary "
+                             "entry); fix the ids in the file, or pass --no-special-tokens")
+
+
 def tokenizer_identity(tok: Tokenizer, spec: str, raw_json_bytes: bytes, *, special_tokens_added: bool = True,
-                       prefix_space: bool = False) -> dict[str, Any]:
-    """The ``tokenizer`` entry of ``ettin_meta.json`` (see the data contract in the README)."""
+                       prefix_space: bool = False, max_id: bool = True) -> dict[str, Any]:
+    """The ``tokenizer`` entry of ``ettin_meta.json`` (see the data contract in the README). ``max_id=False``
+    leaves out the largest id (``ids.max_token_id``, ~30-60 ms for a 50k vocabulary) where it is not used."""
+    from .ids import max_token_id
+
     obj = json_fields(raw_json_bytes, ("post_processor", "padding"))
     added = tok.get_added_tokens_decoder()
     special = {str(t.content): i for i, t in added.items() if t.special}
@@ -289,6 +309,7 @@ def tokenizer_identity(tok: Tokenizer, spec: str, raw_json_bytes: bytes, *, spec
         "name": spec,
         "sha256": hashlib.sha256(raw_json_bytes).hexdigest(),
         "vocab_size": int(tok.get_vocab_size(with_added_tokens=True)),
+        **({"max_id": max_token_id(tok)} if max_id else {}),
         "bos_id": pick(first, _BOS_NAMES),
         "eos_id": pick(last, _EOS_NAMES),
         "pad_id": pad_id,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .ids import id_bound
 from .mds import INDEX, FileInfo, Index, Shard, find_units, load_shard, read_index
 from .rules import Rules, check_samples, chunk_rules
 
@@ -146,9 +147,10 @@ def verify_flat(root: Path) -> tuple[list[str], dict[str, int]]:
     if problems:
         return problems, counted
     counted = {"samples": n, "tokens": int(offsets[-1])}
-    vocab = header.get("vocab_size")
+    vocab = id_bound(header.get("tokenizer")) or header.get("vocab_size")
     if vocab is not None and tokens.size and int(tokens.max()) >= int(vocab):
-        problems.append(f"{root / TOKENS}: token id {int(tokens.max())} >= vocab size {vocab}")
+        problems.append(f"{root / TOKENS}: token id {int(tokens.max())} is beyond the tokenizer's largest id "
+                        f"{int(vocab) - 1}")
     bos, eos, limit = chunk_rules(root)
     if n:
         lengths = np.diff(offsets)
@@ -173,7 +175,7 @@ def _verify_manifest(path: Path) -> list[str]:
 
     problems: list[str] = []
     profile = manifest.get("profile") or DEFAULT
-    vocab = (manifest.get("tokenizer") or {}).get("vocab_size")
+    vocab = id_bound(manifest.get("tokenizer"))
     for split, entry in (manifest.get("splits") or {}).items():
         found, counted = verify_flat(path / split) if profile == "numpy" else verify_dataset(path / split)
         if not found:

@@ -15,19 +15,21 @@ included); the tokenizer is builtin:modernbert, saved once as a file. W = --work
                   single-threaded processes (RAYON_NUM_THREADS=1); wall = slowest process, after a start signal;
                   also ``encode_batch_fast`` (no offsets; what the reference engine calls), for information
   raw tokie       the same with tokie ``encode_batch_flat``, each process pinned to one CPU (tokie sizes its
-                  threads from the CPU mask, not RAYON_NUM_THREADS)
+  raw fastokens   threads from the CPU mask, not RAYON_NUM_THREADS); and with fastokens (FASTOKENS_BPE_THREADS=1),
+                  the engine auto uses for this tokenizer: the fast limit
   tokenize        ``ettin-data tokenize`` end to end (read MDS, tokenize, write MDS, finish), W workers, with
                   ``--engine tokenizers`` and ``--engine auto``; auto also on SMALL, and with 1 worker on one CPU
                   (for the 1 -> W speed-up; a lone worker would otherwise use every core's threads)
   chunk           ``chunk -c 1024 -m 512 -a 128 --backfill --backfill-no-duplicates`` of the auto output
   fixed cost      tokenize auto and chunk on two one-document units: start-up, tokenizer load, finish (best of 3)
   floor           what any writer of these shards pays per token, in W pinned 1-thread processes started on a
-                  signal like the raw rows: tokenize = read the text units + tokie + write token units (the
+                  signal like the raw rows: tokenize = read the text units + fastokens + write token units (the
                   same reading and writing code auto uses, nothing else: no guard, verification, statistics,
                   driver, pool); chunk = read the token units and write their samples again (decompression,
                   zstd level 3, sha1). auto / floor and chunk / floor say how much the stages add on top.
-  LARGE           raw tokie, tokenize auto (W workers and 1 worker), chunk, both floors (raw tokenizers: its
-                  rate is the MAIN one, which has no fixed cost in it)
+  LARGE           raw tokie and fastokens, tokenize auto (W workers and 1 worker), chunk, both floors (raw
+                  tokenizers: its rate is the MAIN one, which has no fixed cost in it)
+  MULTILINGUAL    real text in ~190 languages (``bench_multilingual.py``; --multilingual 0 skips it)
 The stage processes run as after installation, with compiled bytecode (this sandbox sets
 PYTHONDONTWRITEBYTECODE, which would recompile every module in every process: the children use
 ``bench-out/pycache`` instead) and tokie's tokenizer cache (``bench-out/cache``; the first run of a
@@ -123,12 +125,12 @@ def _texts(data: Path, index: int = 0, of: int = 1) -> list[str]:
 
 def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     """The format's floor, in one pinned single-threaded process over every ``of``-th unit: ``tokenize``
-    reads each text unit (decompression, sha1 check, UTF-8 decoding), encodes it with tokie in one call and
+    reads each text unit (decompression, sha1 check, UTF-8 decoding), encodes it with fastokens (the engine
+    auto uses for this tokenizer) in one call and
     writes a token unit (sample bytes, zstd level 3, sha1 of both, files, index.json); ``chunk`` reads each
     token unit and writes its shard bytes again (decompression + sha1 check, zstd level 3 + sha1, files).
     No guard, verification, statistics, driver, pool, progress or start-up: what any writer of these MDS
     shards pays per token, against which auto and chunk are measured."""
-    import numpy as np
 
     from ettin_data.mds import ShardWriter, UnitReader, find_units, load_shard
     from ettin_data.stages.tokenize import token_columns
@@ -139,9 +141,7 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpus[args.index % len(cpus)]})
     if args.method == "tokenize":
-        import tokie
-
-        flat = tokie.Tokenizer.from_json(args.tok).encode_batch_flat
+        flat = _flat_encoder("fastokens", args.tok)
         flat(["warm up"])
     shutil.rmtree(scratch, ignore_errors=True)
     print("ready", flush=True)
@@ -153,7 +153,6 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
         if args.method == "tokenize":
             rows = [r for shard in reader.shards() for r in shard.columns(("id", "text"))]
             ids, lengths = flat([t for _, t in rows])
-            lengths = lengths.astype(np.int64)
             with ShardWriter(scratch / str(k), token_columns("uint32", False)) as w:
                 for sample, _ in token_samples([d for d, _ in rows], ids, lengths, lengths > 0):
                     w.write_raw(sample)
@@ -172,16 +171,34 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
             **_usage()}
 
 
+def _flat_encoder(method: str, tok: str) -> Any:
+    """``texts -> (flat uint32 ids, int64 lengths)`` of a fast engine's own batch call, on one thread."""
+    import numpy as np
+
+    if method == "tokie":
+        import tokie
+
+        call = tokie.Tokenizer.from_json(tok).encode_batch_flat
+        return lambda texts: (lambda r: (r[0], r[1].astype(np.int64)))(call(texts))
+    os.environ["FASTOKENS_BPE_THREADS"] = "1"
+    import fastokens
+
+    t = fastokens.Tokenizer.from_file(tok)
+
+    def encode(texts: list[str]) -> tuple[Any, Any]:
+        ids, offsets = t.encode_batch_flat(texts, add_special_tokens=True)
+        return np.frombuffer(ids, np.uint32), np.diff(np.frombuffer(offsets, np.uint64)).astype(np.int64)
+    return encode
+
+
 def child_raw(args: argparse.Namespace) -> dict[str, Any]:
     if args.method in ("tokenize", "chunk"):
         return child_floor(args)
     texts = _texts(Path(args.data), args.index, args.of)
-    if args.method == "tokie":
-        import tokie
-
+    if args.method in ("tokie", "fastokens"):
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpus[args.index % len(cpus)]})  # one thread (tokie ignores RAYON_NUM_THREADS)
-        flat = tokie.Tokenizer.from_json(args.tok).encode_batch_flat
+        flat = _flat_encoder(args.method, args.tok)
 
         def count(batch: list[str]) -> int:
             return len(flat(batch)[0])
@@ -204,12 +221,14 @@ def child_raw(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_stage(stage: str, data: Path, out: Path, tok: str, workers: int, engine: str = "auto",
-              one_cpu: bool = False) -> dict[str, Any]:
+              one_cpu: bool = False, extra: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """``ettin-data STAGE`` as a whole process, timed from outside; its summary and its children's peak RSS.
-    ``one_cpu``: the process may use one CPU only (a lone worker otherwise gets every core's threads)."""
+    ``one_cpu``: the process may use one CPU only (a lone worker otherwise gets every core's threads);
+    ``extra``: more options."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "ettin_data", stage, str(data), "-o", str(out), "-w", str(workers), "-q", "--json"]
     cmd += ["-t", tok, "--engine", engine] if stage == "tokenize" else CHUNK_ARGS
+    cmd += list(extra)
     probe = [sys.executable, "-c", "import resource, subprocess, sys, json; r = subprocess.run(sys.argv[1:]); "
              "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(json.dumps({'rc': r.returncode, "
              "'rss_max_mb': u.ru_maxrss / 1024, 'cpu_s': u.ru_utime + u.ru_stime}), file=sys.stderr)", *cmd]
@@ -281,6 +300,7 @@ def main() -> None:
                     help="tokens of the large corpus (fast rows only; 0: skip it)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="runs of the main rows (best of each)")
+    ap.add_argument("--multilingual", type=int, default=1, help="1: also the multilingual rows (bench_multilingual.py)")
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--child")
     for k in ("data", "tok", "method"):
@@ -312,14 +332,16 @@ def bench(args: argparse.Namespace) -> None:
     run_stage("tokenize", tiny, out / "tokens-tiny", tok, w, "auto")  # warm-up: bytecode, tokie's cache
     runs: dict[str, Any] = {}
 
-    def note(key: str, r: dict[str, Any]) -> None:
+    def note(key: str, r: dict[str, Any]) -> dict[str, Any]:
         runs.setdefault(key, []).append(r)
         print(f"  {key}: {r['seconds']:.2f}s", file=sys.stderr)
+        return r
 
     for _ in range(args.repeat):  # interleaved: load changes on a shared machine hit every row alike
         note("raw_tokenizers", run_raw(main, tok, w, "encode_batch"))
         note("raw_tokenizers_fast", run_raw(main, tok, w, "encode_batch_fast"))
         note("raw_tokie", run_raw(main, tok, w, "tokie"))
+        note("raw_fastokens", run_raw(main, tok, w, "fastokens"))
         note("tokenize_auto", run_stage("tokenize", main, out / "tokens", tok, w, "auto"))
         note("tokenize_tokenizers", run_stage("tokenize", main, out / "tokens-ref", tok, w, "tokenizers"))
     note("tokenize_auto_1_worker", run_stage("tokenize", main, out / "tokens-1", tok, 1, "auto", one_cpu=True))
@@ -335,6 +357,7 @@ def bench(args: argparse.Namespace) -> None:
     if large is not None:
         for _ in range(args.repeat):
             note("large_raw_tokie", run_raw(large, tok, w, "tokie"))
+            note("large_raw_fastokens", run_raw(large, tok, w, "fastokens"))
             note("large_tokenize_auto", run_stage("tokenize", large, out / "tokens-large", tok, w, "auto"))
             note("large_chunk", run_stage("chunk", out / "tokens-large", out / "chunks-large", tok, w))
             note("large_floor_tokenize", run_raw(large, tok, w, "tokenize", out))
@@ -343,7 +366,13 @@ def bench(args: argparse.Namespace) -> None:
                                                        one_cpu=True))
         for name in ("tokens-large", "tokens-large-1", "chunks-large"):
             shutil.rmtree(out / name, ignore_errors=True)
+    ml = None
+    if args.multilingual:
+        import bench_multilingual
+
+        ml = bench_multilingual.measure(out, tok, w, run_raw, run_stage, note, _same_shards)
     results = _results(runs, w, identical)
+    results["multilingual"] = ml
     (out / "results.json").write_text(json.dumps(results, indent=1))
     _table(results, w)
 
@@ -362,21 +391,21 @@ def _results(runs: dict[str, Any], w: int, identical: bool) -> dict[str, Any]:
     def rate(key: str) -> float:
         return best[key]["tokens"] / best[key]["seconds"] / 1e6
 
-    raw, tokie = rate("raw_tokenizers"), rate("raw_tokie")
+    raw, tokie, fast = rate("raw_tokenizers"), rate("raw_tokie"), rate("raw_fastokens")
     auto, ref = rate("tokenize_auto"), rate("tokenize_tokenizers")
     eng = best["tokenize_auto"].get("engine") or {}
     large = None
     if "large_tokenize_auto" in best:
-        l_auto, l_tokie = rate("large_tokenize_auto"), rate("large_raw_tokie")
+        l_auto, l_tokie, l_fast = rate("large_tokenize_auto"), rate("large_raw_tokie"), rate("large_raw_fastokens")
         large = {
             "tokens": best["large_tokenize_auto"]["tokens"],
-            "mtok_per_s": {"raw_tokie": l_tokie, "tokenize_auto": l_auto,
+            "mtok_per_s": {"raw_tokie": l_tokie, "raw_fastokens": l_fast, "tokenize_auto": l_auto,
                            "tokenize_auto_1_worker": rate("large_tokenize_auto_1_worker"),
                            "chunk": best["large_tokenize_auto"]["tokens"] / best["large_chunk"]["seconds"] / 1e6,
                            "floor_tokenize": rate("large_floor_tokenize"), "floor_chunk": rate("large_floor_chunk")},
             "auto_vs_raw_tokenizers": l_auto / raw,
-            "auto_vs_raw_tokie": l_auto / l_tokie,
-            "floor_tokenize_vs_raw_tokie": rate("large_floor_tokenize") / l_tokie,
+            "auto_vs_raw_fast": l_auto / l_fast,
+            "floor_tokenize_vs_raw_fast": rate("large_floor_tokenize") / l_fast,
             "auto_vs_floor": l_auto / rate("large_floor_tokenize"),
             "chunk_vs_floor": best["large_tokenize_auto"]["tokens"] / best["large_chunk"]["seconds"] / 1e6
             / rate("large_floor_chunk"),
@@ -394,12 +423,13 @@ def _results(runs: dict[str, Any], w: int, identical: bool) -> dict[str, Any]:
         "workers": w,
         "seconds": {k: round(v["seconds"], 3) for k, v in best.items()},
         "mtok_per_s": {"raw_tokenizers": raw, "raw_tokenizers_fast": rate("raw_tokenizers_fast"), "raw_tokie": tokie,
+                       "raw_fastokens": fast,
                        "tokenize_auto": auto, "tokenize_tokenizers": ref,
                        "chunk": tokens / best["chunk"]["seconds"] / 1e6,
                        "floor_tokenize": rate("floor_tokenize"), "floor_chunk": rate("floor_chunk")},
         "auto_vs_raw_tokenizers": auto / raw,
-        "auto_vs_raw_tokie": auto / tokie,
-        "floor_tokenize_vs_raw_tokie": rate("floor_tokenize") / tokie,
+        "auto_vs_raw_fast": auto / fast,
+        "floor_tokenize_vs_raw_fast": rate("floor_tokenize") / fast,
         "auto_vs_floor": auto / rate("floor_tokenize"),
         "chunk_vs_floor": tokens / best["chunk"]["seconds"] / 1e6 / rate("floor_chunk"),
         "floor_chunk_vs_auto": rate("floor_chunk") / auto,
@@ -428,14 +458,16 @@ def _table(r: dict[str, Any], w: int) -> None:
          ""),
         (f"raw tokenizers encode_batch, {w} x 1-thread processes", f"{m['raw_tokenizers']:.2f} M tok/s", "(limit)"),
         ("  encode_batch_fast (no offsets)", f"{m['raw_tokenizers_fast']:.2f} M tok/s", "(info)"),
-        (f"raw tokie encode_batch_flat, {w} x 1-thread processes", f"{m['raw_tokie']:.2f} M tok/s", "(limit)"),
+        (f"raw tokie encode_batch_flat, {w} x 1-thread processes", f"{m['raw_tokie']:.2f} M tok/s", "(info)"),
+        (f"raw fastokens encode_batch_flat, {w} x 1-thread processes", f"{m['raw_fastokens']:.2f} M tok/s",
+         "(limit)"),
         (f"tokenize --engine tokenizers, {w} workers", f"{m['tokenize_tokenizers']:.2f} M tok/s "
          f"({r['tokenizers_engine_vs_raw_tokenizers']:.2f}x raw tokenizers)", ">= 0.95x"),
         (f"tokenize --engine auto, {w} workers", f"{m['tokenize_auto']:.2f} M tok/s "
          f"({r['auto_vs_raw_tokenizers']:.1f}x raw tokenizers)", ">= 10x"),
-        ("  same / raw tokie", f"{r['auto_vs_raw_tokie']:.2f}x", ">= 0.6x"),
-        (f"floor: read text MDS + tokie + write token MDS, {w} x 1-thread",
-         f"{m['floor_tokenize']:.2f} M tok/s ({r['floor_tokenize_vs_raw_tokie']:.2f}x raw tokie)", "(bound)"),
+        ("  same / raw fastokens", f"{r['auto_vs_raw_fast']:.2f}x", "(info)"),
+        (f"floor: read text MDS + fastokens + write token MDS, {w} x 1-thread",
+         f"{m['floor_tokenize']:.2f} M tok/s ({r['floor_tokenize_vs_raw_fast']:.2f}x raw fastokens)", "(bound)"),
         ("  auto / floor", f"{r['auto_vs_floor']:.2f}x", "(info)"),
         ("  auto shards == tokenizers shards", "yes" if r["auto_identical_to_tokenizers"] else "NO", "identical"),
         ("  guard", f"{g.get('documents_routed')} routed, {g.get('documents_verified')} verified "
@@ -455,12 +487,14 @@ def _table(r: dict[str, Any], w: int) -> None:
         bm = big["mtok_per_s"]
         rows += [
             (f"LARGE corpus, {big['tokens'] / 1e6:.0f}M tokens", "", ""),
-            ("  raw tokie encode_batch_flat", f"{bm['raw_tokie']:.2f} M tok/s", "(limit)"),
+            ("  raw tokie encode_batch_flat", f"{bm['raw_tokie']:.2f} M tok/s", "(info)"),
+            ("  raw fastokens encode_batch_flat", f"{bm['raw_fastokens']:.2f} M tok/s", "(limit)"),
             (f"  tokenize --engine auto, {w} workers", f"{bm['tokenize_auto']:.2f} M tok/s "
-             f"({big['auto_vs_raw_tokenizers']:.1f}x raw tokenizers)", ">= 10x"),
-            ("    same / raw tokie", f"{big['auto_vs_raw_tokie']:.2f}x", ">= 0.6x"),
-            ("  floor: read text MDS + tokie + write token MDS",
-             f"{bm['floor_tokenize']:.2f} M tok/s ({big['floor_tokenize_vs_raw_tokie']:.2f}x raw tokie)", "(bound)"),
+             f"({big['auto_vs_raw_tokenizers']:.1f}x raw tokenizers)", ">= 12x"),
+            ("    same / raw fastokens", f"{big['auto_vs_raw_fast']:.2f}x", "(info)"),
+            ("  floor: read text MDS + fastokens + write token MDS",
+             f"{bm['floor_tokenize']:.2f} M tok/s ({big['floor_tokenize_vs_raw_fast']:.2f}x raw fastokens)",
+             "(bound)"),
             ("    auto / floor", f"{big['auto_vs_floor']:.2f}x", "(info)"),
             (f"  chunk, {w} workers", f"{bm['chunk']:.2f} M tok/s ({big['chunk_speed_vs_auto']:.2f}x faster than auto)",
              ">= 3x"),
@@ -472,6 +506,10 @@ def _table(r: dict[str, Any], w: int) -> None:
             ("  peak RSS, largest process",
              f"{big['peak_rss_mb']:.0f} MB (x{big['peak_rss_mb'] / rss['small']:.2f} small)", "flat"),
         ]
+    if r.get("multilingual"):
+        import bench_multilingual
+
+        rows += bench_multilingual.rows(r["multilingual"], w)
     rows.append(("load average at end", " ".join(f"{x:.1f}" for x in r["machine"]["load_avg_at_end"]),
                  f"{r['machine']['cores']} cores"))
     width = max(len(a) for a, _, _ in rows)

@@ -133,8 +133,11 @@ def test_convert_errors_are_one_line(tmp_path):
     assert r.exit_code == 1
     assert f"{bad.as_posix()}:2: malformed JSON" in r.output and "--skip-bad-lines" in r.output
     assert "Traceback" not in r.output
-    r = runner.invoke(app, ["convert", str(bad), "-o", str(tmp_path / "o2"), "-w", "1", "--skip-bad-lines"])
-    assert r.exit_code == 1 and "no field 'text' (fields: body)" in r.output and "--text-field" in r.output
+    r = runner.invoke(app, ["convert", str(bad), "-o", str(tmp_path / "o2"), "-w", "1", "--skip-bad-lines", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["skipped"] == {"bad_line": 1, "no_text_field": 1}
+    r = runner.invoke(app, ["convert", str(bad), "-o", str(tmp_path / "o2b"), "-w", "1", "--skip-bad-lines",
+                            "--text-field", "txt"])  # no record has it: a wrong --text-field, even when skipping
+    assert r.exit_code == 1 and "no field 'txt' (fields: text)" in r.output and "--text-field" in r.output
     r = runner.invoke(app, ["convert", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o3")])
     assert r.exit_code == 1 and "does not exist" in r.output
     r = runner.invoke(app, ["convert", str(bad), "-o", str(tmp_path / "o4"), "--docs-per-shard", "0", "-w", "x"])

@@ -153,8 +153,19 @@ def test_finalize_option_errors(final, tmp_path):
     big = tmp_path / "big"
     with ShardWriter(big / "train" / "u", TOKEN_COLUMNS) as w:
         w.write({"id": "d", "input_ids": np.array([BOS, 70000, EOS], np.uint32), "len": 3})
-    with pytest.raises(Exception, match="does not fit --dtype uint16"):
+    with pytest.raises(Exception, match="sample 0: token id 70,000 does not fit uint16"):
         run(FinalizeConfig(inputs=[str(big)], output=str(tmp_path / "b"), dtype="uint16", workers=1))
+
+
+def test_finalize_unknown_column_stops_at_plan_time(final, tmp_path):
+    """--columns naming a column no unit has: one line before any work (it used to fail every unit)."""
+    base, _, _ = final
+    r = CliRunner().invoke(app, ["finalize", str(base / "split" / "web"), "-o", str(tmp_path / "o"), "--columns",
+                                 "input_ids", "--columns", "nope", "-w", "1"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "--columns" in errors[0] and "no column(s) nope" in errors[0], r.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("index.json"))
 
 
 # ---------------------------------------------------------------- verification

@@ -1,44 +1,44 @@
-"""Tokenizer engines: the reference (``tokenizers``) and a fast engine (``tokie``) proven against it.
+"""Tokenizer engines: the reference (``tokenizers``) and fast engines proven against it, chosen per tokenizer.
 
-Every engine has ``encode(texts, add_special_tokens) -> (flat uint32 ids, int64 lengths)``.
-:func:`select` turns ``--engine auto|tokenizers|tokie`` and a tokenizer.json into the engine a run uses and
-a :class:`Choice` that says what was used and why (summary and ``ettin_meta.json``):
+Every engine has ``encode(texts, add_special_tokens) -> (flat uint32 ids, int64 lengths)`` (``library.py``).
+:func:`select` turns ``--engine`` and a tokenizer.json into the engine a run uses and a :class:`Choice` that
+says what was used and why (summary and ``ettin_meta.json``):
 
-  tokenizers  the reference, ``Tokenizer.encode_batch``.
-  auto        tokie behind the exactness guard (``guard.py``): documents that can hit a known divergence
-              class go to the reference, a deterministic sample of the rest is verified against it, and a
-              mismatch raises :class:`Mismatch` (the caller redoes the unit with the reference, counted).
-              Output is byte-identical to ``tokenizers``.
-  tokie       tokie alone, no routing, no verification: only when asked for (may differ from the reference).
+  tokenizers  the reference, ``Tokenizer.encode_batch_fast``.
+  auto        the fastest engine proven for the tokenizer's family (``guard.PROVEN``: fastokens for byte-level
+              BPE, nanotoken for WordPiece, tokie behind routing rules where those are missing), behind the
+              checks of ``checked.py``: routing of known divergence classes, a verified sample, and with
+              ``--verify full`` a second engine on every document. Output is byte-identical to ``tokenizers``.
+  tokie, fastokens, nanotoken
+              that engine alone, no routing, no verification: only when asked for (may differ).
 
-Falls back to the reference (stated in :class:`Choice`): tokie not installed, a tokenizer.json it cannot
-load, ``--split-special-tokens`` (tokie has no such option), no proven guard for the tokenizer's family
-(``auto``), or a difference on the probe texts at load time (e.g. a post-processor it applies differently).
+An engine is skipped (the reason recorded in :attr:`Choice.skipped`) when its library is not installed, of an
+untested version, cannot do what the options ask (``--split-special-tokens``), cannot load the tokenizer.json,
+or differs from the reference on the probe texts at load time; ``auto`` then tries the next proven one, and
+falls back to the reference when none is left (or the family has no proven engine: Unigram, SentencePiece...).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..stats import Stats
-from .guard import SPOT_CHARS, Guard, Mismatch, family_of, verify_mask
+from .checked import Checked
+from .guard import Guard, Mismatch, candidates, family_of
+from .library import LIBRARIES
 from .reference import ReferenceEngine
-from .tokie_engine import TokieEngine, tokie_version
 
-__all__ = ["ENGINES", "Choice", "Guarded", "Mismatch", "ReferenceEngine", "TokieEngine", "preselect", "select",
-           "PROBE_TEXTS"]
+__all__ = ["ENGINES", "VERIFY", "Choice", "Checked", "Mismatch", "ReferenceEngine", "preselect", "select",
+           "PROBE_TEXTS", "header_of"]
 
-ENGINES = ("auto", "tokenizers", "tokie")
-TOKIE_RANGE = ((0, 1, 4), (0, 2, 0))  # tested: >=0.1.4,<0.2 (as pinned in pyproject.toml)
-STAT_KEYS = ("engine.fast", "engine.routed", "engine.verified", "engine.spot_checked", "engine.mismatches",
-             "engine.units_redone", "engine.units_tokie", "engine.units_tokenizers")
+ENGINES = ("auto", "tokenizers", *LIBRARIES)
+VERIFY = ("sample", "full")
 
-# checked once per process when tokie is selected: none of them is in a known divergence class
+# checked once per process when a fast engine is loaded: none of them is in a known divergence class
 PROBE_TEXTS = (
     "", " ", "a", "Hello, world!", "The capital of France is Paris.", "don't won't it's we'll they're I'd I'm",
     "x 's y 'll z", "  two  spaces   three", "line\nbreak\n\nparagraph\r\nwindows", "tab\tseparated\tvalues",
@@ -55,91 +55,18 @@ class Choice:
     """What a run encodes with: recorded in the summary and ``ettin_meta.json`` (``engine``)."""
 
     requested: str
-    used: str  # "tokenizers" or "tokie"
-    guard: str | None = None  # the guard family (auto), None: no guard
-    fallback: str | None = None  # why the reference is used although tokie was requested
-    tokie_version: str | None = None
+    used: str  # "tokenizers" or a fast engine's name
+    version: str | None = None  # of the fast engine used
+    guard: str | None = None  # the family whose proof auto relies on; None: the reference, or an engine alone
+    verify: str | None = None  # auto: "sample" or "full"; None: nothing to verify (reference, or engine alone)
+    checker: str | None = None  # --verify full: the second engine ("tokenizers" when no other library can)
+    fallback: str | None = None  # why the reference is used although a fast engine was requested
+    skipped: tuple[str, ...] = field(default=())  # engines passed over, each with its reason
 
     def record(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Guarded:
-    """tokie with the reference beside it: routing by the guard's regex, sampled verification, and the
-    merge of both engines' outputs back into document order. ``guard=None``: tokie alone (``--engine tokie``)."""
-
-    def __init__(self, fast: Any, reference: ReferenceEngine, guard: Guard | None):
-        self.fast, self.reference, self.guard = fast, reference, guard
-        self.name = fast.name
-
-    def encode(self, texts: list[str], add_special_tokens: bool, *, unit: str = "", doc_ids: list[str] | None = None,
-               first_index: int = 0, st: Stats | None = None) -> tuple[np.ndarray, np.ndarray]:
-        st = st if st is not None else Stats()
-        n = len(texts)
-        if self.guard is None:
-            ids, lengths = self._fast(texts, add_special_tokens, unit)
-            st.add("engine.fast", n)
-            return ids, lengths
-        routed = self.guard.routed(texts)
-        fast_idx = np.flatnonzero(~routed)
-        ref_idx = np.flatnonzero(routed)
-        all_fast = len(ref_idx) == 0
-        ids, lengths = self._fast(texts if all_fast else [texts[i] for i in fast_idx], add_special_tokens, unit)
-        st.add("engine.fast", len(fast_idx))
-        st.add("engine.routed", len(ref_idx))
-        keys = doc_ids if doc_ids is not None else [str(first_index + i) for i in range(n)]
-        check = np.flatnonzero(verify_mask(unit, keys)[fast_idx])
-        if len(check):
-            self._verify(texts, keys, fast_idx, check, ids, lengths, add_special_tokens, unit)
-            st.add("engine.verified", len(check))
-        if first_index == 0 and len(fast_idx):
-            self._spot_check(texts[fast_idx[0]][:SPOT_CHARS], add_special_tokens, unit, keys[fast_idx[0]])
-            st.add("engine.spot_checked")
-        if all_fast:
-            return ids, lengths
-        ref_ids, ref_lengths = self.reference.encode([texts[i] for i in ref_idx], add_special_tokens)
-        return _merge(n, (fast_idx, ids, lengths), (ref_idx, ref_ids, ref_lengths))
-
-    def _fast(self, texts: list[str], add_special_tokens: bool, unit: str) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            return self.fast.encode(texts, add_special_tokens)
-        except Exception as e:  # an error (or a Rust panic) inside tokie: the unit is redone with the reference
-            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-            raise Mismatch(f"{unit}: {self.fast.name} failed ({type(e).__name__}: {first})") from e
-
-    def _spot_check(self, text: str, add_special_tokens: bool, unit: str, key: str) -> None:
-        if self.guard is not None and self.guard.match(text):
-            return
-        a, _ = self.fast.encode([text], add_special_tokens)
-        b, _ = self.reference.encode([text], add_special_tokens)
-        if not np.array_equal(a, b):
-            raise Mismatch(f"{unit}: start of document {key!r}: {self.fast.name} ids differ from tokenizers")
-
-    def _verify(self, texts: list[str], keys: list[str], fast_idx: np.ndarray, check: np.ndarray, ids: np.ndarray,
-                lengths: np.ndarray, add_special_tokens: bool, unit: str) -> None:
-        starts = np.concatenate(([0], np.cumsum(lengths)))
-        ref_ids, ref_lengths = self.reference.encode([texts[fast_idx[j]] for j in check], add_special_tokens)
-        pos = 0
-        for j, n in zip(check.tolist(), ref_lengths.tolist(), strict=True):
-            got = ids[starts[j]:starts[j + 1]]
-            if len(got) != n or not np.array_equal(got, ref_ids[pos:pos + n]):
-                raise Mismatch(f"{unit}: document {keys[fast_idx[j]]!r}: {self.fast.name} ids differ from tokenizers")
-            pos += n
-
-
-def _merge(n: int, *parts: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Interleave (document indices, flat ids, lengths) of several engines back into document order."""
-    lengths = np.zeros(n, np.int64)
-    src_start = np.zeros(n, np.int64)
-    base = 0
-    for idx, _, lens in parts:
-        lengths[idx] = lens
-        src_start[idx] = base + np.concatenate(([0], np.cumsum(lens)[:-1])) if len(lens) else 0
-        base += int(lens.sum())
-    flat = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint32)
-    out_start = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    gather = np.repeat(src_start - out_start, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-    return flat[gather].astype(np.uint32, copy=False), lengths
+        out = asdict(self)
+        out["skipped"] = list(self.skipped)
+        return out
 
 
 def header_of(tok: Any) -> dict[str, Any]:
@@ -156,17 +83,74 @@ def header_of(tok: Any) -> dict[str, Any]:
             "post_processor": part(tok.post_processor)}
 
 
-def _version_ok(version: str) -> bool:
-    try:
-        v = tuple(int(x) for x in version.split(".")[:3])
-    except ValueError:
-        return False
-    return TOKIE_RANGE[0] <= v < TOKIE_RANGE[1]
+@dataclass(frozen=True)
+class _Plan:
+    requested: str
+    names: tuple[str, ...]  # fast engines to try, in order
+    family: str | None
+    skipped: tuple[str, ...]
+    verify: str
+
+
+def _plan(requested: str, tok: Any, split_special_tokens: bool, verify: str) -> _Plan:
+    if requested not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {requested!r}")
+    if verify not in VERIFY:
+        raise ValueError(f"verify must be one of {', '.join(VERIFY)}, got {verify!r}")
+    if requested == "tokenizers":
+        return _Plan(requested, (), None, (), verify)
+    if requested != "auto":
+        why = LIBRARIES[requested].unusable(split_special_tokens)
+        return _Plan(requested, () if why else (requested,), None, (why,) if why else (), verify)
+    header = header_of(tok)
+    family = family_of(header)
+    if family is None:
+        model = (header.get("model") or {}).get("type")
+        pre = (header.get("pre_tokenizer") or {}).get("type")
+        return _Plan(requested, (), None, (f"no engine is proven for this tokenizer (model {model}, pre-tokenizer "
+                                           f"{pre})",), verify)
+    names, skipped = [], []
+    for name in candidates(family):
+        why = LIBRARIES[name].unusable(split_special_tokens)
+        (skipped.append(why) if why else names.append(name))
+    return _Plan(requested, tuple(names), family, tuple(skipped), verify)
+
+
+def _checkers(plan: _Plan, primary: str, split_special_tokens: bool) -> list[str]:
+    """Other libraries that can load the family, for ``--verify full`` (proven ones first)."""
+    others = [n for n in (*candidates(plan.family or ""), *LIBRARIES) if n != primary
+              and plan.family in LIBRARIES[n].families and not LIBRARIES[n].unusable(split_special_tokens)]
+    return list(dict.fromkeys(others))
+
+
+def preselect(requested: str, tok: Any, *, split_special_tokens: bool = False, verify: str = "sample") -> Choice:
+    """The choice :func:`select` makes when every candidate loads and passes its probe, decided without loading
+    any engine (the driver summarises a run with it when the units' counts confirm it)."""
+    plan = _plan(requested, tok, split_special_tokens, verify)
+    if not plan.names:
+        return _fallback(plan, list(plan.skipped))
+    name = plan.names[0]
+    checker = None
+    if requested == "auto" and verify == "full":
+        checker = next(iter(_checkers(plan, name, split_special_tokens)), "tokenizers")
+    return _fast_choice(plan, name, LIBRARIES[name].version(), checker, list(plan.skipped))
+
+
+def _fast_choice(plan: _Plan, name: str, version: str | None, checker: str | None, skipped: list[str]) -> Choice:
+    auto = plan.requested == "auto"
+    return Choice(plan.requested, name, version=version, guard=plan.family if auto else None,
+                  verify=plan.verify if auto else None, checker=checker, skipped=tuple(skipped))
+
+
+def _fallback(plan: _Plan, skipped: list[str]) -> Choice:
+    if plan.requested == "tokenizers":
+        return Choice("tokenizers", "tokenizers")
+    return Choice(plan.requested, "tokenizers", fallback="; ".join(skipped) or None, skipped=tuple(skipped))
 
 
 def _probe(fast: Any, reference: ReferenceEngine, guard: Guard | None, extra: list[str]) -> str | None:
     """The first probe text on which the engines differ (None: they agree on all, with and without special
-    tokens). Texts the guard routes are left out (they are known to differ and never reach tokie)."""
+    tokens). Texts the guard routes are left out (they are known to differ and never reach the engine)."""
     texts = [t for t in (*PROBE_TEXTS, *extra) if guard is None or not guard.match(t)]
     for special in (True, False):
         a, la = fast.encode(texts, special)
@@ -180,57 +164,51 @@ def _probe(fast: Any, reference: ReferenceEngine, guard: Guard | None, extra: li
     return None
 
 
-def preselect(requested: str, tok: Any, *, split_special_tokens: bool = False) -> Choice:
-    """What can be decided without loading tokie: ``used="tokenizers"`` (requested, or a fallback with its
-    reason), or ``used="tokie"`` meaning tokie is the candidate, still to be loaded and probed by
-    :func:`select` (which may fall back)."""
-    if requested not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {requested!r}")
-    if requested == "tokenizers":
-        return Choice(requested, "tokenizers")
-    version = tokie_version()
-
-    def fallback(why: str) -> Choice:
-        return Choice(requested, "tokenizers", fallback=why, tokie_version=version)
-
-    if split_special_tokens:
-        return fallback("--split-special-tokens: tokie always encodes special-token strings as special ids")
-    if version is None:
-        return fallback("tokie is not installed (pip install 'tokie>=0.1.4,<0.2'; wheels for Linux x86_64)")
-    if not _version_ok(version):
-        return fallback(f"tokie {version} is untested (tested: >=0.1.4,<0.2)")
-    obj = header_of(tok)
-    family = family_of(obj)
-    if requested == "auto" and family is None:
-        model = (obj.get("model") or {}).get("type")
-        pre = (obj.get("pre_tokenizer") or {}).get("type")
-        return fallback(f"no proven guard for this tokenizer (model {model}, pre-tokenizer {pre})")
-    return Choice(requested, "tokie", guard=family if requested == "auto" else None, tokie_version=version)
-
-
-def select(requested: str, tok: Any, path: str | Path, *, split_special_tokens: bool = False) -> tuple[Any, Choice]:
-    """The engine for ``--engine requested`` and the tokenizer ``tok`` parsed from ``path`` (its
-    tokenizer.json), and the :class:`Choice` that describes it. Never raises for tokie problems: those fall
-    back to the reference engine, and the Choice says why."""
-    reference = ReferenceEngine(tok)
-    choice = preselect(requested, tok, split_special_tokens=split_special_tokens)
-    if choice.used == "tokenizers":
-        return reference, choice
-
-    def fallback(why: str) -> tuple[Any, Choice]:
-        return reference, Choice(requested, "tokenizers", fallback=why, tokie_version=choice.tokie_version)
-
+def _load(name: str, path: str | Path, data: bytes, split_special_tokens: bool, reference: ReferenceEngine,
+          guard: Guard | None, extra: list[str]) -> tuple[Any, str | None]:
+    """(the engine, None), or (None, why it cannot be used): it cannot load the file, or differs on a probe text."""
     try:
-        fast = TokieEngine(path)
-    except Exception as e:  # tokie.TokieError, or a panic surfaced as another exception
+        engine = LIBRARIES[name].load(path, data, split_special_tokens)
+    except Exception as e:  # the library's own error, or a Rust panic surfaced as another exception
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        return fallback(f"tokie cannot load this tokenizer.json ({first})")
-    header = header_of(tok)
-    family = family_of(header)
-    guard = Guard.for_family(family, nfc=header["normalizer"] == {"type": "NFC"}) if family else None
-    added = [str(a.content) for a in tok.get_added_tokens_decoder().values()]
-    bad = _probe(fast, reference, guard, [f"x {a} y" for a in added[:200]])
+        return None, f"{name} cannot load this tokenizer.json ({first})"
+    bad = _probe(engine, reference, guard, extra)
     if bad is not None:
-        return fallback(f"tokie and tokenizers differ on the probe text {bad[:40]!r} (special tokens, normalizer "
-                        "or post-processor handled differently)")
-    return Guarded(fast, reference, guard if requested == "auto" else None), choice
+        return None, (f"{name} and tokenizers differ on the probe text {bad[:40]!r} (special tokens, normalizer or "
+                      "post-processor handled differently)")
+    return engine, None
+
+
+def select(requested: str, tok: Any, path: str | Path, *, split_special_tokens: bool = False,
+           verify: str = "sample") -> tuple[Any, Choice]:
+    """The engine for ``--engine requested`` and the tokenizer ``tok`` parsed from ``path`` (its tokenizer.json)
+    with ``tok.encode_special_tokens`` set as the options ask, and the :class:`Choice` that describes it. Never
+    raises for a fast engine's problems: those skip it (see the module docstring)."""
+    reference = ReferenceEngine(tok)
+    plan = _plan(requested, tok, split_special_tokens, verify)
+    skipped = list(plan.skipped)
+    if not plan.names:
+        return reference, _fallback(plan, skipped)
+    data = Path(path).read_bytes()
+    header = header_of(tok)
+    nfc = header["normalizer"] == {"type": "NFC"}
+    extra = [f"x {a.content} y" for a in list(tok.get_added_tokens_decoder().values())[:200]]
+    auto = requested == "auto"
+    for name in plan.names:
+        guard = Guard.for_pair(name, plan.family, nfc) if auto and plan.family else None
+        engine, why = _load(name, path, data, split_special_tokens, reference, guard, extra)
+        if engine is None:
+            skipped.append(why)
+            continue
+        checker: Any = None
+        if auto and verify == "full":
+            checker = reference
+            for other in _checkers(plan, name, split_special_tokens):
+                second, why = _load(other, path, data, split_special_tokens, reference, None, extra)
+                if second is not None:
+                    checker = second
+                    break
+                skipped.append(f"as checker: {why}")
+        choice = _fast_choice(plan, name, engine.version, checker.name if checker is not None else None, skipped)
+        return Checked(engine, reference, guard, checker, checked=auto), choice
+    return reference, _fallback(plan, skipped)

@@ -1,11 +1,20 @@
-"""The exactness guard of the fast engine: route documents that can hit a known divergence class to the
-reference engine, and verify a deterministic sample of the rest against it.
+"""Which engine is proven for which tokenizer family, the routing rules each (engine, family) needs, and the
+sampled verification against the reference.
 
-Routing: per tokenizer *family* (recognised from the tokenizer.json: model, normalizer, pre-tokenizer), a
-few rules, each a compiled regex behind a literal prefilter (``in`` runs at memory speed, Python's regex
-at ~100 M characters/s, tokie at ~50); a document hitting one is encoded by ``tokenizers``. The classes
-were found by property tests against ``Tokenizer.encode_batch`` (tests/test_engine.py: random and adversarial
-unicode, whitespace, apostrophe, digit, emoji, CJK runs, special-token strings) and real text, on tokie 0.1.4:
+Families are recognised from the tokenizer.json (model, normalizer, pre-tokenizer): ``gpt2-bytelevel``
+(ModernBERT, GPT-NeoX, OLMo v1.5), ``cl100k-split`` (OLMo dolma2, OpenAI cl100k-style split regex),
+``bert-wordpiece`` (BERT, cased and uncased), ``sentencepiece-bpe`` (Llama / Mistral v1 converted from
+SentencePiece: BPE with byte fallback, "▁" prepended and for spaces, no pre-tokenizer). :data:`PROVEN`
+lists, per (engine, family), the rules that route documents of a known divergence class to the reference; a
+pair that is not listed is never chosen by ``auto``, and a rule an engine does not need is not applied to it
+(routing costs speed). Every listed pair is proven by tests/test_engine_proof.py on the built-in corpus, an
+edge corpus, seeded and hypothesis fuzz corpora and the real multilingual sample (0 differing documents).
+
+fastokens 0.3.5 (byte-level and SentencePiece BPE) and nanotoken 0.1.0 (WordPiece) need no rule: 0 differing
+documents on all of the above, and (measured once, 2026-12-06: ModernBERT and dolma2 for fastokens; cased,
+uncased and real BERT vocabularies, and one holding every character, for nanotoken) on every code point of
+Unicode alone in context and on 300,000 random base + two combining-mark sequences, the classes where
+tokie's Unicode tables differ. tokie 0.1.4 needs these:
 
   tab before a contraction        ``"\\t's"``: tokenizers ``ĉ 's``, tokie ``ĉ ' s`` (GPT-2 byte-level); with
                                   the cl100k-style regex a tab before any punctuation (``"\\t$x"``, ``"\\t(x"``)
@@ -16,13 +25,11 @@ unicode, whitespace, apostrophe, digit, emoji, CJK runs, special-token strings) 
   non-ASCII text (WordPiece)      ``[UNK]`` and control-character handling differ
   text NFC would change           (tokenizers with an NFC normalizer) ``"\\u07f3\\u07fd"``: tokenizers'
                                   NFC tables predate U+07FD and keep the order, tokie reorders the marks;
-                                  found in a real file (jinja2's ``_identifier.py``); routed when
-                                  ``unicodedata.is_normalized("NFC", text)`` is false (Python's Unicode
-                                  version; marks newer than it are a residual gap)
+                                  routed when ``unicodedata.is_normalized("NFC", text)`` is false
 
-Python's ``\\s`` is a superset of the Rust regex ``\\s`` (it adds U+001C..U+001F), so the routing regexes
-can only route more documents, never fewer. A tokenizer of no known family has no proven guard: ``auto``
-uses the reference for it.
+Each rule is a compiled regex behind a literal prefilter (``in`` runs at memory speed, Python's regex at ~100 M
+characters/s). Python's ``\\s`` is a superset of the Rust regex ``\\s`` (it adds U+001C..U+001F), so the
+routing regexes can only route more documents, never fewer.
 
 Verification: about one in ``VERIFY_EVERY`` fast-path documents (chosen by ``crc32(unit, document id)``)
 is encoded again whole with the reference, and in every unit the first fast-path document's first
@@ -44,7 +51,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAMILIES", "SPOT_CHARS", "VERIFY_EVERY", "Guard", "Mismatch", "Rule", "family_of", "verify_mask"]
+__all__ = ["PROVEN", "ORDER", "SPOT_CHARS", "VERIFY_EVERY", "Guard", "Mismatch", "Rule", "family_of", "candidates",
+           "verify_mask"]
 
 VERIFY_EVERY = 1024  # ~1 document of a 1,000-document batch is verified whole (~3% of tokie's time)
 SPOT_CHARS = 1024  # plus, per unit, the first fast-path document's first characters
@@ -65,33 +73,61 @@ class Rule:
     """One divergence class: a document hits it when it contains one of ``needles`` (checked with ``in``, at
     memory speed) and, if given, ``regex`` matches; ``needles_ascii_only``: the needles are a complete
     prefilter only for ASCII text (non-ASCII text goes straight to the regex). ``chars``: the class is
-    "contains one of these (non-ASCII) characters"."""
+    "contains one of these (non-ASCII) characters"; ``nfc``: the class is "text NFC would change" (applied
+    only to tokenizers whose normalizer is NFC)."""
 
     regex: str | None = None
     needles: tuple[str, ...] = ()
     needles_ascii_only: bool = False
     chars: str | None = None  # "nonascii": any non-ASCII character; "nonascii_numbers": see above
+    nfc: bool = False
 
 
-# family -> its divergence classes (documents hitting any go to the reference engine)
-FAMILIES: dict[str, tuple[Rule, ...]] = {
-    "gpt2-bytelevel": (Rule(r"\t'(?:s|t|re|ve|m|ll|d)", ("\t'",)), Rule(None, ("\x0b", "\x0c"))),
-    "cl100k-split": (Rule(r"\t(?:[^\s\w]|_)", ("\t",)), Rule(None, ("\x0b", "\x0c")),
-                     Rule(r"[\r\n][^\S\r\n]+[\r\n]", (" \n", "\t\n", " \r", "\t\r"), needles_ascii_only=True),
-                     Rule(chars="nonascii_numbers")),
-    "bert-wordpiece": (Rule(chars="nonascii"),),
+_TOKIE_NFC = Rule(nfc=True)
+
+# (engine, family) -> the rules that engine needs for that family. Only these pairs are proven; auto takes
+# the first proven engine of ORDER (the fastest measured on real multilingual text) that is installed, of a
+# tested version, loads the tokenizer and agrees with the reference on the probe texts.
+PROVEN: dict[tuple[str, str], tuple[Rule, ...]] = {
+    ("fastokens", "gpt2-bytelevel"): (),
+    ("fastokens", "cl100k-split"): (),
+    ("fastokens", "sentencepiece-bpe"): (),
+    ("nanotoken", "bert-wordpiece"): (),
+    ("tokie", "gpt2-bytelevel"): (Rule(r"\t'(?:s|t|re|ve|m|ll|d)", ("\t'",)), Rule(None, ("\x0b", "\x0c")),
+                                  _TOKIE_NFC),
+    ("tokie", "cl100k-split"): (Rule(r"\t(?:[^\s\w]|_)", ("\t",)), Rule(None, ("\x0b", "\x0c")),
+                                Rule(r"[\r\n][^\S\r\n]+[\r\n]", (" \n", "\t\n", " \r", "\t\r"),
+                                     needles_ascii_only=True),
+                                Rule(chars="nonascii_numbers"), _TOKIE_NFC),
+    ("tokie", "bert-wordpiece"): (Rule(chars="nonascii"),),
+    ("tokie", "sentencepiece-bpe"): (),
 }
+ORDER = ("fastokens", "nanotoken", "tokie")
+
+
+def candidates(family: str) -> list[str]:
+    """The engines proven for ``family``, fastest first."""
+    return [e for e in ORDER if (e, family) in PROVEN]
 
 
 class Mismatch(Exception):
     """A verified document's fast-engine ids differ from the reference: redo the unit with the reference."""
 
 
+# Llama / Mistral v1 as converted from SentencePiece (legacy form): "▁" before the text and for every space
+SPM_NORMALIZER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                      {"type": "Replace", "pattern": {"String": " "},
+                                                       "content": "\u2581"}]}
+
+
 def family_of(obj: dict[str, Any]) -> str | None:
-    """The guard family of a parsed tokenizer.json, or None when no proven guard exists for it."""
+    """The family of a parsed tokenizer.json, or None when no engine is proven for it."""
     model = obj.get("model") or {}
     norm, pre = obj.get("normalizer"), obj.get("pre_tokenizer") or {}
     kind = model.get("type")
+    if kind == "BPE" and model.get("byte_fallback") and not model.get("dropout") \
+            and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix"):
+        return "sentencepiece-bpe" if norm == SPM_NORMALIZER and not pre else None
     if kind == "BPE" and not model.get("dropout") and not model.get("byte_fallback") \
             and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix"):
         if norm not in (None, {"type": "NFC"}):
@@ -133,18 +169,20 @@ class _Compiled:
 
 @dataclass(frozen=True)
 class Guard:
-    """The routing rules of one family (and, with an NFC normalizer, the NFC check)."""
+    """The routing rules of one (engine, family) pair."""
 
+    engine: str
     family: str
     rules: tuple[_Compiled, ...]
-    nfc: bool = False  # the tokenizer's normalizer is NFC: text that NFC would change is routed
+    nfc: bool = False  # text that NFC would change is routed (the rule applies and the normalizer is NFC)
 
     @classmethod
-    def for_family(cls, family: str, nfc: bool = False) -> Guard:
-        rules = tuple(_Compiled(re.compile(r.regex) if r.regex else None, r.needles, r.needles_ascii_only,
-                                _nonascii_numbers() if r.chars == "nonascii_numbers" else None,
-                                r.chars == "nonascii") for r in FAMILIES[family])
-        return cls(family, rules, nfc)
+    def for_pair(cls, engine: str, family: str, nfc_normalizer: bool = False) -> Guard:
+        rules = PROVEN[(engine, family)]
+        compiled = tuple(_Compiled(re.compile(r.regex) if r.regex else None, r.needles, r.needles_ascii_only,
+                                   _nonascii_numbers() if r.chars == "nonascii_numbers" else None,
+                                   r.chars == "nonascii") for r in rules if not r.nfc)
+        return cls(engine, family, compiled, nfc_normalizer and any(r.nfc for r in rules))
 
     def match(self, text: str) -> bool:
         """Can this document hit a known divergence class (so it goes to the reference engine)?"""
@@ -155,6 +193,8 @@ class Guard:
 
     def routed(self, texts: list[str]) -> np.ndarray:
         """Boolean mask: True for the documents that go to the reference engine."""
+        if not self.rules and not self.nfc:
+            return np.zeros(len(texts), bool)
         return np.fromiter(map(self.match, texts), bool, len(texts))
 
 

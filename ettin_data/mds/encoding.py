@@ -9,9 +9,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TEXT_COLUMNS", "TOKEN_COLUMNS", "encode_value", "decode_value", "column_size", "scalar_dtype", "gather",
-           "fast_decoder"]
+from ..ids import narrow
 
+__all__ = ["MAX_SHARD_BYTES", "TEXT_COLUMNS", "TOKEN_COLUMNS", "encode_value", "decode_value", "column_size",
+           "scalar_dtype", "gather", "fast_decoder"]
+
+MAX_SHARD_BYTES = 1 << 32  # a shard's sample offsets are u32
 TEXT_COLUMNS = {"id": "str", "text": "str"}
 TOKEN_COLUMNS = {"id": "str", "input_ids": "ndarray:uint32", "len": "int"}
 
@@ -58,7 +61,8 @@ def encode_value(encoding: str, value: Any) -> bytes:
         if len(parts) == 1:
             head = bytes([_VALUE_CODE[arr.dtype.name]])
         elif arr.dtype != parts[1]:  # (dtype == str is ~4x cheaper than dtype.name: this runs per sample)
-            arr = arr.astype(parts[1])
+            arr = narrow(arr, parts[1], "") if arr.dtype.kind in "iub" and parts[1][0] in "iu" else \
+                arr.astype(parts[1])
         if len(parts) < 3:  # shape in plain Python: numpy calls on tiny shape arrays cost ~15 us per sample
             m = max(arr.shape)
             code = 0 if m < 1 << 8 else 1 if m < 1 << 16 else 2 if m < 1 << 32 else 3

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zstandard
 
+from ..codecs import Inflated, decompress_shard
 from ..errors import InputError
-from .encoding import decode_value, fast_decoder, gather
+from .encoding import MAX_SHARD_BYTES, decode_value, fast_decoder, gather
 from .index import INDEX, FileInfo, Index, ShardEntry, read_index
 
 __all__ = ["Shard", "load_shard", "UnitReader"]
@@ -124,23 +124,31 @@ class Shard:
 
 
 def load_shard(dirname: Path, entry: ShardEntry, check_hash: bool = False) -> Shard:
-    """Read a shard's raw bytes (decompressing in memory; the input folder is never modified)."""
+    """Read a shard's raw bytes (decompressing in memory; the input folder is never modified). Memory is
+    bounded by the sizes the index declares: a file is checked against its recorded size before it is read,
+    and decompression stops one byte past the declared raw size (``codecs.decompress_shard``)."""
     raw_path = dirname / entry.raw.basename
+    declared = entry.raw.bytes
+    if declared >= MAX_SHARD_BYTES:
+        raise InputError(f"{raw_path}: the index declares {declared:,} bytes, more than an MDS shard can hold "
+                         f"(u32 offsets: < 4 GiB); the index is corrupt")
     try:
         if raw_path.exists():
-            data = raw_path.read_bytes()
             path = raw_path
+            _check_size(path, path.stat().st_size, entry.raw)
+            data = raw_path.read_bytes()
         elif entry.zip is not None:
             path = dirname / entry.zip.basename
+            _check_size(path, path.stat().st_size, entry.zip)
             comp = path.read_bytes()
-            _check_size(path, comp, entry.zip)
+            _check_size(path, len(comp), entry.zip)
             _check_hash(path, comp, entry.zip)  # always: bit flips in zstd data can decode silently
-            data = _decompress(entry.compression, comp, path)
+            data = _decompress(entry.compression, comp, path, declared)
         else:
             raise InputError(f"{raw_path} is missing (named in {dirname / INDEX})")
     except FileNotFoundError as e:
         raise InputError(f"{e.filename} is missing (named in {dirname / INDEX})") from None
-    _check_size(path, data, entry.raw)
+    _check_size(path, len(data), entry.raw)
     if check_hash or path == raw_path:  # the bytes read from disk are always checked (sha1: ~1.4 GB/s)
         _check_hash(path, data, entry.raw)
     n = entry.samples
@@ -152,10 +160,9 @@ def load_shard(dirname: Path, entry: ShardEntry, check_hash: bool = False) -> Sh
     return Shard(path, entry, data)
 
 
-def _check_size(path: Path, data: bytes, info: FileInfo) -> None:
-    expected = info.bytes
-    if expected is not None and len(data) != expected:
-        raise InputError(f"{path} is corrupt: {len(data)} bytes, index says {expected} (truncated?)")
+def _check_size(path: Path, size: int, info: FileInfo) -> None:
+    if size != info.bytes:
+        raise InputError(f"{path} is corrupt: {size} bytes, index says {info.bytes} (truncated?)")
 
 
 def _check_hash(path: Path, data: bytes, info: FileInfo) -> None:
@@ -164,15 +171,15 @@ def _check_hash(path: Path, data: bytes, info: FileInfo) -> None:
             raise InputError(f"{path} is corrupt: {algo} hash does not match the index")
 
 
-def _decompress(compression: str | None, data: bytes, path: Path) -> bytes:
+def _decompress(compression: str | None, data: bytes, path: Path, limit: int) -> bytes:
     try:
-        if compression and compression.split(":")[0] == "zstd":
-            return zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 32)
-        from streaming.base.compression import decompress  # other codecs: streaming knows them
-
-        return decompress(compression, data)
-    except zstandard.ZstdError as e:
-        raise InputError(f"{path} is corrupt: cannot decompress ({e})") from None
+        return decompress_shard(compression or "", data, limit)
+    except Inflated as e:
+        raise InputError(f"{path} is corrupt: it {e}") from None
+    except ImportError as e:
+        raise InputError(f"{path}: compression {compression!r} needs {e.name} (pip install it)") from None
+    except Exception as e:  # zstandard.ZstdError, zlib.error, OSError, EOFError, brotli.error, ...
+        raise InputError(f"{path} is corrupt: cannot decompress ({type(e).__name__}: {e})") from None
 
 
 class UnitReader:

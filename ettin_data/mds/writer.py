@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from ..errors import InputError
 from ..jsonio import write_json_atomic
-from .encoding import column_size, encode_value
+from .encoding import MAX_SHARD_BYTES, column_size, encode_value
 from .index import INDEX, ShardEntry
 from .reader import Shard
 
@@ -131,6 +132,9 @@ class ShardWriter:
             offsets = np.zeros(n + 1, np.int64)
             np.cumsum([len(s) for s in self._samples], out=offsets[1:])
             offsets += 4 + 4 * (n + 1) + len(self._config_data)
+            if offsets[-1] >= MAX_SHARD_BYTES:  # u32 offsets would wrap: one sample of 4 GiB or more
+                raise InputError(f"{self.dirname}: a sample of {max(len(x) for x in self._samples):,} bytes does "
+                                 "not fit an MDS shard (u32 offsets: < 4 GiB)")
             parts = [b"".join([np.uint32(n).tobytes(), offsets.astype(np.uint32).tobytes(), self._config_data,
                                *self._samples])]
         else:

@@ -22,6 +22,7 @@ from ..chunking import ChunkParams, cached_word_start_table, chunk_batch
 from ..config import ChunkConfig
 from ..dataset import META, TOKENIZER_FILE, read_meta
 from ..errors import EttinError, InputError
+from ..ids import check_fits, id_bound
 from ..jsonio import write_json_atomic
 from ..mds import ShardWriter, UnitReader, find_units, write_root_index
 from ..stage import Stage
@@ -97,7 +98,7 @@ def _params(cfg: ChunkConfig, root: str) -> tuple[ChunkParams, bool]:
         tok, path = input_tokenizer(root)
         table = None
         if cfg.word_boundaries and path is not None:
-            table = cached_word_start_table(path.read_bytes(), tok.get("vocab_size"))
+            table = cached_word_start_table(path.read_bytes(), id_bound(tok))
         _CACHE.clear()
         _CACHE[key] = (tok, table)
     tok, table = _CACHE[key]
@@ -152,6 +153,9 @@ def chunk_into(dst: Path, batches: Iterable[Batch], p: ChunkParams, columns: dic
     vocab = len(p.word_start) if p.word_start is not None else None
     totals: dict[str, int] = dict.fromkeys(_DOC_KEYS, 0)
     fast = fast_columns(columns)  # the chunk rows' bytes built directly (token_rows.py), not via write(dict)
+    stored = columns["input_ids"].split(":")[1]
+    for name, value in (("BOS", p.bos_id), ("EOS", p.eos_id)):  # framed into arrays of the stored type
+        check_fits(stored, value, f"{where}: {name} id", "re-tokenize with --dtype uint32")
     for doc_ids, ids, lens, domains in batches:
         if vocab is not None and len(ids) and int(ids.max()) >= vocab:
             _outside_vocab(ids, lens, doc_ids, vocab, where)

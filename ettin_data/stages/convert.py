@@ -9,6 +9,7 @@ documents are re-read but not re-written), so unit boundaries never depend on th
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from ..errors import InputError
 from ..jsonio import write_json_atomic
 from ..mds import TEXT_COLUMNS, ShardWriter, write_root_index
 from ..parts import Part, part_name
-from ..sources import BadLine, Source, discover, read_records, source_parts
+from ..sources import BadLine, LineTooLong, Source, discover, read_records, source_parts
 from ..stage import Stage
 from ..stats import Stats
 
@@ -32,32 +33,42 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 __all__ = ["Convert"]
 
 
+def _label(value: Any, field: str, where: str) -> str:
+    """A record's ``id`` or ``domain`` value as stored: strings as they are, numbers (not booleans) as their
+    decimal text; anything else, and a string holding a lone surrogate (UTF-8 cannot store it, and replacing
+    it could merge two ids), is that line's error."""
+    if isinstance(value, str):
+        if _SURROGATES.search(value):
+            raise BadLine(f"{where}: field {field!r} holds a lone surrogate ({_SURROGATES.search(value)[0]!r}), "
+                          "which UTF-8 cannot store")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    kind = "a non-finite number" if isinstance(value, float) else f"a {type(value).__name__}"
+    raise BadLine(f"{where}: field {field!r} is {kind}; it must be a string or a number")
+
+
 def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, str, str | None] | None:
-    """Validate one record: (id, text, domain), or None when it is skipped (and counted)."""
+    """Validate one record: (id, text, domain), or None when it is skipped for a reason that is not an error
+    (null or empty text; counted). Raises :class:`BadLine` for what makes the record unusable."""
     if isinstance(rec, BadLine):
-        if cfg.skip_bad_lines:
-            stats.add("skipped.bad_line")
-            return None
-        raise InputError(f"{rec}; pass --skip-bad-lines to count and skip such lines")
+        raise rec
     if not isinstance(rec, dict):
-        if cfg.skip_bad_lines:
-            stats.add("skipped.bad_line")
-            return None
-        raise InputError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        raise BadLine(f"{where}: expected a JSON object, got {type(rec).__name__}")
     if cfg.text_field not in rec:
-        raise InputError(
-            f"{where}: no field {cfg.text_field!r} (fields: {', '.join(map(str, rec)) or 'none'}); "
-            "pass --text-field NAME"
-        )
+        raise NoTextField(f"{where}: no field {cfg.text_field!r} (fields: {', '.join(map(str, rec)) or 'none'}); "
+                          "pass --text-field NAME")
     text = rec[cfg.text_field]
     if text is None:
         stats.add("skipped.null_text")
         return None
     if not isinstance(text, str):
-        if cfg.skip_bad_lines:
-            stats.add("skipped.bad_line")
-            return None
-        raise InputError(f"{where}: field {cfg.text_field!r} is a {type(text).__name__}, not a string")
+        raise BadLine(f"{where}: field {cfg.text_field!r} is a {type(text).__name__}, not a string")
+    if len(text) > cfg.max_line_mb << 20:  # Parquet/HF documents (a JSONL line is bounded while it is read)
+        raise LineTooLong(f"{where}: a text of {len(text):,} characters, longer than --max-line-mb "
+                          f"{cfg.max_line_mb} (raise it for documents this long)")
     if not text.strip():
         stats.add("skipped.empty")
         return None
@@ -67,15 +78,25 @@ def _doc(rec: Any, where: str, cfg: ConvertConfig, stats: Stats) -> tuple[str, s
         text = _SURROGATES.sub("\ufffd", text)
         stats.add("fixed.lone_surrogates")
     doc_id = rec.get(cfg.id_field)
-    if doc_id is None or doc_id == "":
-        doc_id = where
-    elif not isinstance(doc_id, str):
-        doc_id = str(doc_id)
+    doc_id = where if doc_id is None or doc_id == "" else _label(doc_id, cfg.id_field, where)
     domain = None
     if cfg.domain_field:
         d = rec.get(cfg.domain_field)
-        domain = "" if d is None else str(d)
+        domain = "" if d is None else _label(d, cfg.domain_field, where)
     return doc_id, text, domain
+
+
+class NoTextField(BadLine):
+    """A record without the text field (skippable; when no record of a source has it, --text-field is wrong)."""
+
+    reason = "no_text_field"
+
+
+def _bad_line(e: BadLine, cfg: ConvertConfig, stats: Stats) -> None:
+    """A line that cannot be used: counted and skipped under --skip-bad-lines, else the unit's error."""
+    if not cfg.skip_bad_lines:
+        raise InputError(f"{e}; pass --skip-bad-lines to count and skip such lines") from None
+    stats.add(f"skipped.{e.reason}")
 
 
 Doc = tuple[str, str, str | None]  # (id, text, domain)
@@ -101,9 +122,21 @@ def read_units(task: U.Task, cfg: ConvertConfig, reading: Stats) -> Iterator[lis
     src, piece = task_source(task)
     seen_ids: set[int] = set()
     part: list[Doc] = []
-    for where, rec in read_records(src, cfg.hf_config, cfg.hf_split, piece):
+    first_missing: NoTextField | None = None
+    with_text = 0  # records that have the text field
+    for where, rec in read_records(src, cfg.hf_config, cfg.hf_split, piece, cfg.max_line_mb << 20):
         reading.add("documents_in")
-        doc = _doc(rec, where, cfg, reading)
+        with_text += isinstance(rec, dict) and cfg.text_field in rec
+        try:
+            doc = _doc(rec, where, cfg, reading)
+        except BadLine as e:
+            if isinstance(e, NoTextField) and first_missing is None:
+                first_missing = e
+            _bad_line(e, cfg, reading)
+            continue
+        except (ValueError, TypeError, RecursionError, OverflowError) as e:  # anything else the content raises
+            _bad_line(BadLine(f"{where}: {type(e).__name__}: {str(e)[:200]}"), cfg, reading)
+            continue
         if doc is None:
             continue
         h = hash(doc[0])
@@ -114,6 +147,9 @@ def read_units(task: U.Task, cfg: ConvertConfig, reading: Stats) -> Iterator[lis
         if len(part) == cfg.docs_per_shard:
             yield part
             part = []
+    if first_missing is not None and not with_text:
+        raise InputError(f"{first_missing} (no record read from it has this field, so --skip-bad-lines would keep "
+                         "nothing)")
     if part:
         yield part
 
@@ -196,10 +232,13 @@ class Convert(Stage):
         units = []  # this run's own units only (never another dataset's units in the same folder)
         empty = []
         for t in tasks:
-            n = U.read_done(out / t.name)["units"]
+            done = U.read_done(out / t.name)
+            n = done["units"]
             units += [f"{t.name}/{unit_name(k)}" for k in range(n)]
             if not n:
-                empty.append(t.source)
+                read = done["documents_in"]
+                empty.append(f"{t.source}: no documents ({read:,} records read, all skipped)" if read else
+                             f"{t.source}: no documents (empty input file?)")
         write_root_index(out, units)
         skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
         summary = {
@@ -214,6 +253,6 @@ class Convert(Stage):
             "empty_sources": len(empty),
         }
         if empty:
-            summary["warnings"] = [f"{src}: no documents (empty input file?)" for src in empty[:20]]
+            summary["warnings"] = empty[:20]
         write_json_atomic(out / STATS_FILE, summary)
         return summary

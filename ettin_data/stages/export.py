@@ -9,7 +9,6 @@ when the data has it, in dataset order.
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import json
 import os
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..codecs import check_write_name, open_write
 from ..config import ExportConfig
 from ..dataset import TOKENIZER_FILE
 from ..errors import ConfigError, InputError
@@ -117,19 +117,11 @@ def _record(sample: dict[str, Any], text: str) -> dict[str, Any]:
     return rec
 
 
-def _open(path: Path, name: str) -> Any:
-    """A text file for writing, compressed by the final ``name``'s extension (.gz, .zst); gzip without a
-    timestamp so the same data gives the same bytes."""
+def _open(path: Path, codec: str | None) -> Any:
+    """A text file for writing, compressed with ``codec`` (``codecs.open_write``)."""
     import io
 
-    raw = open(path, "wb")  # noqa: SIM115 - closed by the returned wrapper
-    if name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0), encoding="utf-8")
-    if name.endswith((".zst", ".zstd")):
-        import zstandard
-
-        return io.TextIOWrapper(zstandard.ZstdCompressor().stream_writer(raw), encoding="utf-8")
-    return io.TextIOWrapper(raw, encoding="utf-8")
+    return io.TextIOWrapper(open_write(path, codec), encoding="utf-8")
 
 
 class Export(Command):
@@ -145,19 +137,23 @@ class Export(Command):
 
 
 def export_jsonl(cfg: ExportConfig) -> dict[str, Any]:
-    """Write every sample of the MDS ``cfg.inputs`` to one JSONL file (.gz/.zst compressed by extension)."""
+    """Write every sample of the MDS ``cfg.inputs`` to one JSONL file (.gz/.bz2/.xz/.zst: compressed as named)."""
     out = Path(cfg.output)
     if out.is_dir():
         raise ConfigError(f"export writes one file, but {out} is a folder; pass -o FILE.jsonl")
     if out.exists() and not cfg.overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    try:  # the name says how the bytes are compressed: never plain JSONL under a .bz2 or .br name
+        codec = check_write_name(out.name)
+    except ValueError as e:
+        raise ConfigError(f"-o {out}: {e}") from None
     for p in cfg.inputs:
         dataset_readers(p)  # every input is checked before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     n = chars = 0
     try:
-        with _open(tmp, out.name) as f:
+        with _open(tmp, codec) as f:
             for p in cfg.inputs:
                 for rec in iter_records(p, cfg.tokenizer):
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")

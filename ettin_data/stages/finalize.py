@@ -24,6 +24,7 @@ from .. import units as U
 from ..config import FinalizeConfig, recorded_settings
 from ..dataset import read_meta
 from ..errors import ConfigError, InputError
+from ..ids import IdOverflow, check_fits, id_bound
 from ..jsonio import write_json_atomic
 from ..mds import ShardWriter, UnitReader, find_units, load_shard, read_index
 from ..rules import rules_of, stage_chain
@@ -54,8 +55,6 @@ class FinalUnit:
     rules: tuple[int | None, int | None, int | None] = (None, None, None)
     vocab: int | None = None
 
-
-_DTYPE_MAX = {"uint16": 2**16 - 1, "uint32": 2**32 - 1, "int32": 2**31 - 1, "int64": 2**63 - 1}
 
 __all__ = ["Finalize", "dataset_names"]
 
@@ -116,17 +115,16 @@ def _rewrite_unit(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | 
                     on_shard(shard)  # the samples just written (only the header differs)
         return _unit_files(dst, ids, np.concatenate(lengths) if lengths else np.zeros(0, np.int64), check)
     ids, lengths_ = [], []
-    top = _DTYPE_MAX.get(cfg.dtype or "")
     with ShardWriter(dst, cols, compression=compression, on_shard=on_shard) as w:
         for i, s in enumerate(reader.iter_samples()):
             tok = s.get("input_ids")
             if tok is not None:
-                if top is not None and tok.size and int(tok.max()) > top:
-                    raise InputError(f"{src}: sample {i} has token id {int(tok.max())} > {top}, "
-                                     f"which does not fit --dtype {cfg.dtype}")
                 lengths_.append(len(tok))
             ids.append(s.get("id", ""))
-            w.write({k: s[profiles.source_column(k)] for k in cols})
+            try:  # ids are narrowed by the one guarded cast (ids.narrow): never wrapped
+                w.write({k: s[profiles.source_column(k)] for k in cols})
+            except IdOverflow as e:
+                raise IdOverflow(f"{src}: sample {i}: {e}; pass a wider --dtype") from None
     return _unit_files(dst, ids, np.asarray(lengths_, np.int64), check)
 
 
@@ -186,6 +184,26 @@ def _unit_files(dst: Path, ids: list[Any], lengths: np.ndarray, check: UnitCheck
     return st
 
 
+def _check_plan(cfg: FinalizeConfig, tok: dict[str, Any] | None, tasks: list[U.Task]) -> None:
+    """Stop before any work: ``--columns`` naming a column some unit lacks, a ``--dtype`` (or the flat type
+    of ``--for numpy``) that cannot hold every id the tokenizer can emit."""
+    if cfg.columns:
+        for t in tasks:
+            shards = read_index(t.source).shards
+            have = set(shards[0].column_names) if shards else set()
+            missing = sorted(set(cfg.columns) - have)
+            if shards and missing:
+                raise ConfigError(f"--columns: {t.source} has no column(s) {', '.join(missing)} (columns: "
+                                  f"{', '.join(sorted(have))}); choose among those")
+    dtype = profiles.flat_dtype(tok, cfg.dtype) if cfg.loader == "numpy" else cfg.dtype
+    top = (tok or {}).get("max_id")
+    if dtype and isinstance(top, int):
+        try:
+            check_fits(dtype, top, f"--dtype {dtype}: tokenizer {tok.get('name')!r} can emit id")
+        except IdOverflow as e:
+            raise ConfigError(f"{e}; choose a wider --dtype") from None
+
+
 def _shard_hashes(root: Path) -> list[dict[str, Any]]:
     out = []
     for s in read_index(root).shards:
@@ -225,9 +243,9 @@ class Finalize(Stage):
                     path = root / split / unit if unit else root / split
                     tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), (split, name)))
         tok = same_tokenizer([Path(i) / s for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()])
-        vocab = (tok or {}).get("vocab_size")
+        _check_plan(cfg, tok, tasks)
         rules = {s: rules_of(_split_meta(self.name, cfg, s, tok)) for s in SPLITS}
-        return [U.Task(t.name, t.source, FinalUnit(*t.params, rules[t.params[0]], vocab)) for t in tasks]
+        return [U.Task(t.name, t.source, FinalUnit(*t.params, rules[t.params[0]], id_bound(tok))) for t in tasks]
 
     def process_unit(self, task: U.Task, cfg: FinalizeConfig) -> Stats:
         src = Path(task.source)
@@ -297,7 +315,7 @@ class Finalize(Stage):
             summary["problems"] = verify(out) if cfg.loader == "numpy" else verify_finalized(
                 out, {s: {t.name.split("/", 1)[1]: U.read_done(out / t.name) for t in tasks if t.params.split == s}
                       for s in SPLITS}, {t.params.split: t.params.rules for t in tasks},
-                profiles.name(cfg), (tok or {}).get("vocab_size"))
+                profiles.name(cfg), id_bound(tok))
             summary["verified"] = not summary["problems"]
         summary["warnings"] = profiles.loader_warnings(out)
         return summary

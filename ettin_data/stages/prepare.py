@@ -41,9 +41,9 @@ def _configs(cfg: PrepareConfig) -> tuple[ConvertConfig, TokenizeConfig, ChunkCo
     return sub_config(ConvertConfig, cfg), sub_config(TokenizeConfig, cfg), sub_config(ChunkConfig, cfg)
 
 
-def _identity(cfg: PrepareConfig, tok: Any, raw: bytes) -> dict[str, Any]:
+def _identity(cfg: PrepareConfig, tok: Any, raw: bytes, max_id: bool = True) -> dict[str, Any]:
     return tokenizer_identity(tok, cfg.tokenizer, raw, special_tokens_added=cfg.special_tokens,
-                              prefix_space=cfg.prefix_space)
+                              prefix_space=cfg.prefix_space, max_id=max_id)
 
 
 def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
@@ -54,7 +54,7 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
         _, tcfg, kcfg = _configs(cfg)
         enc = tokenize.Encoder.load(tcfg)
         raw = path.read_bytes()
-        ident = _identity(cfg, enc.tok, raw)
+        ident = _identity(cfg, enc.tok, raw, max_id=False)  # the metadata's (with max_id) is made in finish
         table = cached_word_start_table(raw, ident["vocab_size"]) if cfg.word_boundaries else None
         _WORKER.clear()
         _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, ident, table), ident))
@@ -146,7 +146,7 @@ class Prepare(Stage):
                                       "overlap); choose distinct folders")
         tcfg = sub_config(TokenizeConfig, cfg)
         raw, tok = tokenize.resolve(tcfg)
-        ident = _identity(cfg, tok, raw)
+        ident = _identity(cfg, tok, raw, max_id=False)
         for key in ("bos_id", "eos_id"):
             if not isinstance(ident.get(key), int):
                 raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no {key}: chunks are [BOS] piece [EOS]; use a "
@@ -192,7 +192,8 @@ class Prepare(Stage):
         write_root_index(out, units)
         summary = chunk.stats_json(stats)
         write_json_atomic(out / chunk.STATS_FILE, summary)
-        enc, _, ident = _worker(cfg)
+        enc, _, _ = _worker(cfg)
+        ident = _identity(cfg, enc.tok, (out / TOKENIZER_FILE).read_bytes())
         ccfg, tcfg, kcfg = _configs(cfg)
         engine = tokenize.engine_summary(enc.choice, stats)
         via = {"via": self.name}

@@ -41,8 +41,9 @@ import numpy as np
 from .. import engines, progress
 from .. import units as U
 from ..config import TokenizeConfig
-from ..engines import Choice, Guarded, Mismatch
+from ..engines import Checked, Choice, Mismatch
 from ..errors import ConfigError, InputError
+from ..ids import fits, max_token_id, narrow
 from ..jsonio import write_json_atomic
 from ..mds import ShardWriter, UnitReader, find_units, read_index, write_root_index
 from ..stage import Stage
@@ -50,6 +51,7 @@ from ..stats import Stats
 from ..token_rows import token_samples
 from ..tokenizer import (
     TOKENIZER_FILE,
+    check_template,
     read_tokenizer,
     save_tokenizer_json,
     tokenizer_from_bytes,
@@ -86,10 +88,14 @@ def resolve(cfg: TokenizeConfig) -> tuple[bytes, Any]:
     already tokenized with another tokenizer.json (nothing is written)."""
     raw, where = read_tokenizer(cfg.tokenizer)
     tok = tokenizer_from_bytes(raw, where)
-    vocab = tok.get_vocab_size(with_added_tokens=True)
-    if cfg.dtype == "uint16" and vocab > 1 << 16:
-        raise ConfigError(f"--dtype uint16 holds ids < 65536, but tokenizer {cfg.tokenizer!r} has {vocab:,} ids; "
-                          "use --dtype uint32")
+    if cfg.special_tokens:
+        check_template(tok, where)
+    if cfg.dtype != "uint32":  # tokenizers' ids are u32: only a narrower type needs the largest id
+        top = max_token_id(tok)
+        if not fits(cfg.dtype, top):
+            raise ConfigError(f"--dtype {cfg.dtype} holds ids up to {np.iinfo(cfg.dtype).max:,}, but tokenizer "
+                              f"{cfg.tokenizer!r} can emit id {top:,} (vocabulary, added tokens and "
+                              "post-processor); use --dtype uint32")
     out = Path(cfg.output)
     dest = out / TOKENIZER_FILE
     if dest.is_file() and not cfg.overwrite and dest.read_bytes() != raw:
@@ -154,7 +160,7 @@ def _special_in_text(ids: np.ndarray, lengths: np.ndarray, keep: np.ndarray, spe
     a lookup table (True at the special ids), one gather per batch."""
     if not special.any() or not len(ids):
         return 0
-    hit = np.flatnonzero(np.take(special, ids))  # take: half the time of special[ids]
+    hit = np.flatnonzero(np.take(special, ids, mode="clip"))  # take: half the time of special[ids]
     if not len(hit):
         return 0
     ends = np.cumsum(lengths)
@@ -168,9 +174,10 @@ def _special_in_text(ids: np.ndarray, lengths: np.ndarray, keep: np.ndarray, spe
 
 def _engine(path: Path, tok: Any, cfg: TokenizeConfig) -> tuple[Any, Choice]:
     """The engine of this run, selected once per process (per tokenizer file and options)."""
-    key = ("engine", cfg.engine, cfg.split_special_tokens)
+    key = ("engine", cfg.engine, cfg.split_special_tokens, cfg.verify)
     if _WORKER.get("engine_key") != key:
-        _WORKER["engine"] = engines.select(cfg.engine, tok, path, split_special_tokens=cfg.split_special_tokens)
+        _WORKER["engine"] = engines.select(cfg.engine, tok, path, split_special_tokens=cfg.split_special_tokens,
+                                           verify=cfg.verify)
         _WORKER["engine_key"] = key
     return _WORKER["engine"]
 
@@ -193,7 +200,7 @@ class Encoder:
         """The encoder of ``cfg`` in this process (built once per tokenizer file and options)."""
         path = Path(cfg.output) / TOKENIZER_FILE
         tok = _worker_tokenizer(path)
-        key = (cfg.engine, cfg.split_special_tokens, cfg.special_tokens, cfg.dtype, cfg.prefix_space)
+        key = (cfg.engine, cfg.verify, cfg.split_special_tokens, cfg.special_tokens, cfg.dtype, cfg.prefix_space)
         if _WORKER.get("encoder_key") != key:
             _WORKER["encoder"] = cls._build(cfg, path, tok)
             _WORKER["encoder_key"] = key
@@ -204,7 +211,8 @@ class Encoder:
         tok.encode_special_tokens = cfg.split_special_tokens
         dtype = np.dtype(cfg.dtype)
         added = tok.get_added_tokens_decoder()
-        special = np.zeros(max([tok.get_vocab_size(with_added_tokens=True), *(i + 1 for i in added)]), bool)
+        # one slot past every special id: ids beyond the table are looked up clipped to that last (False) slot
+        special = np.zeros(max([tok.get_vocab_size(with_added_tokens=True), *(i + 1 for i in added)]) + 1, bool)
         special[[i for i, a in added.items() if a.special]] = True
         n_special = tok.num_special_tokens_to_add(False) if cfg.special_tokens else 0
         engine, choice = _engine(path, tok, cfg)
@@ -223,7 +231,7 @@ class Encoder:
         cfg = self.cfg
         if cfg.prefix_space:
             texts = [_with_prefix_space(t) for t in texts]
-        if isinstance(self.engine, Guarded):
+        if isinstance(self.engine, Checked):
             ids, lengths = self.engine.encode(texts, cfg.special_tokens, unit=unit, doc_ids=doc_ids,
                                               first_index=first_index, st=st)
         else:
@@ -233,8 +241,7 @@ class Encoder:
         if not cfg.split_special_tokens:
             st.add("documents_with_special_token_text",
                    _special_in_text(ids, lengths, keep, self.special, cfg.special_tokens))
-        if ids.dtype != self.dtype:
-            ids = ids.astype(self.dtype)
+        ids = narrow(ids, self.dtype, f"{unit or 'tokenize'}: --dtype {self.dtype}", "use --dtype uint32")
         return ids, lengths, keep
 
     def encode(self, texts: list[str], st: Stats, *, unit: str = "", doc_ids: list[str] | None = None,
@@ -300,22 +307,31 @@ def _tokenize_unit(task: U.Task, cfg: TokenizeConfig, encoder: Encoder, reported
     return st
 
 
+def count_unit(st: Stats, choice: Choice) -> None:
+    """Count the engines that encoded a unit (the driver's summary is checked against these counts)."""
+    st.add(f"engine.units.{choice.used}")
+    if choice.checker:
+        st.add(f"engine.units_checked_by.{choice.checker}")
+
+
 def _choice(cfg: TokenizeConfig, stats: Stats) -> Choice:
-    """The engine choice of the run, for the summary. The driver does not load tokie when the units' counts
-    already say that every unit was encoded by it (what the workers' selection concluded)."""
+    """The engine choice of the run, for the summary. The driver loads no engine when the units' counts
+    already say that every unit was encoded (and checked) as the choice made without loading predicts."""
     pre = engines.preselect(cfg.engine, _worker_tokenizer(Path(cfg.output) / TOKENIZER_FILE),
-                            split_special_tokens=cfg.split_special_tokens)
-    if pre.used == "tokenizers" or (stats["engine.units_tokie"] and not stats["engine.units_tokenizers"]):
+                            split_special_tokens=cfg.split_special_tokens, verify=cfg.verify)
+    units = sum(n for k, n in stats.counts.items() if k.startswith("engine.units."))
+    if pre.used == "tokenizers" or (units and stats[f"engine.units.{pre.used}"] == units and (
+            not pre.checker or stats[f"engine.units_checked_by.{pre.checker}"] == units)):
         return pre
-    return Encoder.load(cfg).choice  # a fallback decided by loading tokie (or nothing ran): select here
+    return Encoder.load(cfg).choice  # a fallback decided by loading an engine (or nothing ran): select here
 
 
 def engine_summary(choice: Choice, stats: Stats) -> dict[str, Any]:
-    """The ``engine`` entry of the summary and ``ettin_meta.json``: what encoded, and the guard's counts."""
+    """The ``engine`` entry of the summary and ``ettin_meta.json``: what encoded, and the checks' counts."""
     return {**choice.record(), "documents_fast": stats["engine.fast"], "documents_routed": stats["engine.routed"],
             "documents_verified": stats["engine.verified"], "units_spot_checked": stats["engine.spot_checked"],
-            "mismatches": stats["engine.mismatches"],
-            "units_redone": stats["engine.units_redone"]}
+            "documents_checked": stats["engine.checked"], "disagreements": stats["engine.disagreements"],
+            "mismatches": stats["engine.mismatches"], "units_redone": stats["engine.units_redone"]}
 
 
 def num_tokens(stats: Stats) -> dict[str, int]:
@@ -328,14 +344,19 @@ def num_tokens(stats: Stats) -> dict[str, int]:
 
 
 def render_engine(eng: dict[str, Any]) -> str:
-    """One line: the engine used (and why not tokie), and the guard's counts."""
+    """One line: the engine used (and why not a fast one), and the checks' counts."""
     used = eng.get("used")
-    if used == "tokie":
-        how = f"tokie {eng.get('tokie_version')}, " + (f"guard {eng['guard']}" if eng.get("guard") else "unguarded")
-        return (f"{how} (requested {eng.get('requested')}): {eng.get('documents_fast', 0):,} documents by tokie, "
-                f"{eng.get('documents_routed', 0):,} routed to tokenizers, {eng.get('documents_verified', 0):,} "
-                f"verified (+{eng.get('units_spot_checked', 0):,} unit starts), {eng.get('mismatches', 0)} "
-                f"mismatches, {eng.get('units_redone', 0)} units redone")
+    skipped = f"; skipped: {'; '.join(eng['skipped'])}" if eng.get("skipped") and used != "tokenizers" else ""
+    if used != "tokenizers":
+        how = f"{used} {eng.get('version')}, " + (f"proven for {eng['guard']}" if eng.get("guard") else "unchecked")
+        checks = ""
+        if eng.get("verify") == "full":
+            checks = (f", {eng.get('documents_checked', 0):,} checked by {eng.get('checker')} "
+                      f"({eng.get('disagreements', 0):,} disagreements)")
+        return (f"{how} (requested {eng.get('requested')}): {eng.get('documents_fast', 0):,} documents by {used}, "
+                f"{eng.get('documents_routed', 0):,} routed to tokenizers{checks}, "
+                f"{eng.get('documents_verified', 0):,} verified (+{eng.get('units_spot_checked', 0):,} unit starts), "
+                f"{eng.get('mismatches', 0)} mismatches, {eng.get('units_redone', 0)} units redone{skipped}")
     why = f"; fallback: {eng['fallback']}" if eng.get("fallback") else ""
     return f"tokenizers (requested {eng.get('requested')}{why})"
 
@@ -385,7 +406,7 @@ class Tokenize(Stage):
             st = _tokenize_unit(task, cfg, encoder.reference(), [0, 0])
             st.add("engine.mismatches")
             st.add("engine.units_redone")
-        st.add("engine.units_tokie" if encoder.choice.used == "tokie" else "engine.units_tokenizers")
+        count_unit(st, encoder.choice)
         U.mark_done(out / task.name, st)
         return st
 
