@@ -316,8 +316,8 @@ def main() -> None:
         limit, tokie = floor["tokenizers"]["seconds"], floor["tokie"]["seconds"]
         result.update(raw_tokenizers_limit_seconds=limit, raw_tokie_limit_seconds=tokie,
                       run_vs_raw_tokenizers=limit / total, run_over_floors=total / floors_total)
-        print(f"raw tokenizers limit ({args.workers} x encode_batch): {limit / 60:.1f} min; raw -> final is "
-              f"{limit / total:.1f}x faster. raw tokie limit: {tokie:.1f} s; the floors sum to "
+        print(f"raw tokenizers limit ({args.workers} x encode_batch): {limit / 60:.1f} min; raw -> final runs at "
+              f"{limit / total:.1f}x its speed. raw tokie limit: {tokie:.1f} s; the floors sum to "
               f"{floors_total:.1f} s (raw -> final = {total / floors_total:.2f}x that)")
     path = out / f"results-{result['mode']}-{int(args.tokens)}.json"
     path.write_text(json.dumps(result, indent=1))
