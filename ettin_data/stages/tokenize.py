@@ -244,13 +244,6 @@ class Encoder:
         ids = narrow(ids, self.dtype, f"{unit or 'tokenize'}: --dtype {self.dtype}", "use --dtype uint32")
         return ids, lengths, keep
 
-    def encode(self, texts: list[str], st: Stats, *, unit: str = "", doc_ids: list[str] | None = None,
-               first_index: int = 0) -> list[np.ndarray | None]:
-        """Ids of each text (None: no content tokens, skipped and counted in ``st``); see :meth:`encode_flat`."""
-        ids, lengths, keep = self.encode_flat(texts, st, unit=unit, doc_ids=doc_ids, first_index=first_index)
-        ends = np.cumsum(lengths).tolist()
-        return [ids[e - n:e] if k else None for e, n, k in zip(ends, lengths.tolist(), keep.tolist(), strict=True)]
-
 
 def token_columns(dtype: str, has_domain: bool) -> dict[str, str]:
     return {"id": "str", "input_ids": f"ndarray:{dtype}", "len": "int", **({"domain": "str"} if has_domain else {})}
