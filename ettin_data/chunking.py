@@ -2,9 +2,11 @@
 
 Pure numpy, no I/O. The rules (issue 3, the seed's ``split_dataset_into_chunks_individual.py`` made exact):
 
-1. Content = the ids without the leading BOS and trailing EOS (when the tokenizer added them); with
-   ``add_eos`` the EOS is kept as the last content token (appended when the ids carry none).
-2. Content is cut into pieces of ``P = chunk_size - 2`` tokens; only the last piece can be shorter.
+1. Content = the ids without the leading BOS and trailing EOS (when the tokenizer added them: ``strip_head``
+   / ``strip_tail``, default the framing ids); with ``add_eos`` the EOS is kept as the last content token
+   (appended when the ids carry none).
+2. Content is cut into pieces of ``P = chunk_size - F`` tokens, F the framing tokens (2 for ``[BOS] ... [EOS]``;
+   1 or 0 when ``bos_id``/``eos_id`` is None: decoder tokenizers); only the last piece can be shorter.
    With a word-start table, each cut between two pieces moves back to the nearest token that begins a
    word, looking back at most ``window(P) = min(32, P // 4)`` tokens and never making the piece shorter
    than ``max(min_chunk_size, always_skip_size, 1)``; with no word start in reach the cut stays at P.
@@ -15,7 +17,7 @@ Pure numpy, no I/O. The rules (issue 3, the seed's ``split_dataset_into_chunks_i
    the end of the previous piece to its front, ``r`` uniform in ``[0, min(P - len, len(previous)))``
    drawn from a stable hash of (seed, document id); with backfill alone, the previous piece's last
    ``P - len`` tokens are prepended (duplicates, counted); without backfill it is dropped (counted).
-5. Every chunk is ``[BOS] + piece + [EOS]``, at most ``chunk_size`` long.
+5. Every chunk is ``[BOS] + piece + [EOS]`` (without the one that is None), at most ``chunk_size`` long.
 
 Accounting, checked by :func:`chunk_document` callers: ``content = written + skipped - duplicated``.
 """
@@ -40,8 +42,8 @@ _WORD_MARKS = ("\u0120", "\u010a", "\u0109", "\u010d", "\u2581")
 @dataclass(frozen=True, eq=False)
 class ChunkParams:
     chunk_size: int
-    bos_id: int
-    eos_id: int
+    bos_id: int | None  # framing: the first token of every chunk (None: none)
+    eos_id: int | None  # framing: the last token of every chunk (None: none)
     min_chunk_size: int = 0
     always_skip_size: int = 0
     backfill: bool = False
@@ -51,19 +53,38 @@ class ChunkParams:
     strip_special: bool = True
     seed: int = 42
     word_start: np.ndarray | None = field(default=None, repr=False)
+    strip_head: tuple[int, ...] | None = None  # ids dropped from a document's start (default: (bos_id,))
+    strip_tail: tuple[int, ...] | None = None  # ids dropped from its end (default: (eos_id,))
 
     def __post_init__(self) -> None:
-        p = self.chunk_size - 2
+        p = self.piece_size
         if p < 1:
             raise ValueError(f"chunk_size must be >= 3, got {self.chunk_size}")
         if not 0 <= self.min_chunk_size <= p or not 0 <= self.always_skip_size <= p:
-            raise ValueError(f"min_chunk_size and always_skip_size must be in [0, chunk_size - 2 = {p}]")
+            raise ValueError(f"min_chunk_size and always_skip_size must be in [0, piece size {p}]")
         if self.backfill_no_duplicates and not self.backfill:
             raise ValueError("backfill_no_duplicates needs backfill")
+        if self.add_eos and self.eos_id is None:
+            raise ValueError("add_eos needs an eos_id")
+
+    @property
+    def framing(self) -> int:
+        """Tokens added to every piece (BOS and/or EOS)."""
+        return (self.bos_id is not None) + (self.eos_id is not None)
 
     @property
     def piece_size(self) -> int:
-        return self.chunk_size - 2
+        return self.chunk_size - self.framing
+
+    @cached_property
+    def heads(self) -> frozenset[int]:
+        ids = self.strip_head if self.strip_head is not None else (self.bos_id,)
+        return frozenset(i for i in ids if i is not None)
+
+    @cached_property
+    def tails(self) -> frozenset[int]:
+        ids = self.strip_tail if self.strip_tail is not None else (self.eos_id,)
+        return frozenset(i for i in ids if i is not None)
 
     @cached_property
     def word_start_bytes(self) -> bytes | None:
@@ -94,9 +115,9 @@ def content_tokens(ids: np.ndarray, p: ChunkParams) -> np.ndarray:
     """Step 1: the document's content tokens (a view when nothing is appended)."""
     a, b = 0, len(ids)
     if p.strip_special:
-        if b and ids[0] == p.bos_id:
+        if b and int(ids[0]) in p.heads:
             a = 1
-        if b > a and ids[b - 1] == p.eos_id:
+        if b > a and int(ids[b - 1]) in p.tails:
             b -= 1
     core = ids[a:b]
     if p.add_eos and len(core):
@@ -181,11 +202,14 @@ def chunk_document(ids: np.ndarray, p: ChunkParams, doc_id: str = "") -> tuple[l
             c.backfilled += r > 0
         kept.append([a, b])
     chunks = []
+    lead = int(p.bos_id is not None)
     for a, b in kept:
-        out = np.empty(b - a + 2, ids.dtype)
-        out[0] = p.bos_id
-        out[1:-1] = content[a:b]
-        out[-1] = p.eos_id
+        out = np.empty(b - a + p.framing, ids.dtype)
+        if lead:
+            out[0] = p.bos_id
+        out[lead:lead + b - a] = content[a:b]
+        if p.eos_id is not None:
+            out[-1] = p.eos_id
         chunks.append(out)
         c.written += b - a
     return chunks, c
@@ -194,21 +218,25 @@ def chunk_document(ids: np.ndarray, p: ChunkParams, doc_id: str = "") -> tuple[l
 @dataclass
 class Chunked:
     """The chunks of many documents (:func:`chunk_batch`): chunk ``k`` is ``[BOS] + content[start[k]:end[k]]
-    + [EOS]``, of document ``doc[k]``; ``counts`` sums :class:`DocCounts` over the documents (plus
-    ``documents`` and ``documents_empty``)."""
+    + [EOS]`` (without a framing id that is None), of document ``doc[k]``; ``counts`` sums :class:`DocCounts`
+    over the documents (plus ``documents`` and ``documents_empty``)."""
 
     content: np.ndarray
     doc: np.ndarray
     start: np.ndarray
     end: np.ndarray
     counts: dict[str, int]
-    bos: int
-    eos: int
+    bos: int | None
+    eos: int | None
 
     def chunk(self, k: int) -> np.ndarray:
-        out = np.empty(int(self.end[k] - self.start[k]) + 2, self.content.dtype)
-        out[0], out[-1] = self.bos, self.eos
-        out[1:-1] = self.content[self.start[k]:self.end[k]]
+        lead, n = int(self.bos is not None), int(self.end[k] - self.start[k])
+        out = np.empty(n + lead + (self.eos is not None), self.content.dtype)
+        if lead:
+            out[0] = self.bos
+        out[lead:lead + n] = self.content[self.start[k]:self.end[k]]
+        if self.eos is not None:
+            out[-1] = self.eos
         return out
 
 
@@ -223,11 +251,11 @@ def chunk_batch(ids: np.ndarray, lengths: np.ndarray, doc_ids: list[str], p: Chu
     lo = np.zeros(n_docs, np.int64)
     np.cumsum(lengths[:-1], out=lo[1:])
     a, b = lo.copy(), lo + lengths
-    if p.strip_special and n_docs:
-        first = ids[np.minimum(a, max(len(ids) - 1, 0))] if len(ids) else np.zeros(n_docs, ids.dtype)
-        a += (lengths > 0) & (first == p.bos_id)
-        last = ids[np.maximum(b - 1, 0)] if len(ids) else np.zeros(n_docs, ids.dtype)
-        b -= (b > a) & (last == p.eos_id)
+    if p.strip_special and n_docs and len(ids):
+        first = ids[np.minimum(a, len(ids) - 1)]
+        a += (lengths > 0) & np.isin(first, list(p.heads))
+        last = ids[np.maximum(b - 1, 0)]
+        b -= (b > a) & np.isin(last, list(p.tails))
     content = ids
     if p.add_eos:
         grow = b > a

@@ -36,6 +36,8 @@ __all__ = [
     "FinalizeConfig",
     "StatsConfig",
     "ExportConfig",
+    "IndexConfig",
+    "NONE",
     "load_config_file",
     "recorded_settings",
     "settings_diff",
@@ -151,7 +153,20 @@ class TokenizeConfig(StageConfig):
         json_schema_extra={"same_output": ["sample", "full"]})
 
 
-class ChunkConfig(StageConfig):
+NONE = "none"  # --bos none / --eos none: no such token frames a chunk
+
+
+class ReadsTokens(StageConfig):
+    """Options of every stage that reads a token dataset (chunk, sample *, finalize)."""
+
+    tokenizer: str | None = Field(
+        None, description="The tokenizer that produced INPUT's ids, for a dataset written by another tool (no "
+        "ettin_meta.json): a tokenizer.json, a folder holding one, 'builtin:modernbert' or a hub name. Its "
+        "vocabulary bounds the ids and gives BOS/EOS; it is recorded in the output's metadata.",
+        json_schema_extra={"flag": "-t"})
+
+
+class ChunkConfig(ReadsTokens):
     chunk_size: int = Field(1024, ge=3, description="Maximum tokens per chunk, BOS and EOS included.",
                             json_schema_extra={"flag": "-c"})
     min_chunk_size: int = Field(512, ge=0, description="A later piece shorter than this is backfilled or dropped.",
@@ -174,6 +189,10 @@ class ChunkConfig(StageConfig):
         "zstd", description="Compression of the chunk shards. none: raw .mds shards (~2-7x larger on disk) that "
         "sample and finalize hard-link instead of decompressing; for data finalized for ModernBERT's "
         "streaming: false loader anyway, on a disk that holds it.")
+    bos: str | None = Field(None, description="Token that starts every chunk, or 'none' (decoder style: no BOS). "
+                            "Default: the tokenizer's BOS ([CLS] for ModernBERT).")
+    eos: str | None = Field(None, description="Token that ends every chunk, or 'none'. Default: the tokenizer's "
+                            "EOS ([SEP] for ModernBERT).")
 
     @model_validator(mode="after")
     def _sizes(self) -> ChunkConfig:
@@ -188,6 +207,12 @@ def _check_chunk_sizes(c: Any) -> None:
         raise ValueError(f"always_skip_size {c.always_skip_size} must be <= chunk_size - 2 = {c.chunk_size - 2}")
     if c.backfill_no_duplicates and not c.backfill:
         raise ValueError("backfill_no_duplicates needs backfill (add --backfill)")
+    for name in ("bos", "eos"):
+        if getattr(c, name) == "":
+            raise ValueError(f"--{name} must be a token of the tokenizer, or '{NONE}'")
+    if c.add_eos_token and c.eos == NONE:
+        raise ValueError("--add-eos-token keeps each document's EOS before the chunk's EOS; with --eos none there "
+                         "is none: drop one of them")
 
 
 def _stage_fields(model: type[BaseModel], drop: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -206,7 +231,7 @@ class _PrepareChecks(StageConfig):
 PrepareConfig = create_model(
     "PrepareConfig", __base__=_PrepareChecks, __module__=__name__,
     **_stage_fields(ConvertConfig), **_stage_fields(TokenizeConfig),
-    **_stage_fields(ChunkConfig),
+    **_stage_fields(ChunkConfig, drop=("tokenizer",)),
     keep_text=(str | None, Field(None, description="Also write the text dataset (what convert writes) to this "
                                  "folder.")),
     keep_tokens=(str | None, Field(None, description="Also write the token dataset (what tokenize writes) to this "
@@ -226,30 +251,30 @@ def sub_config(model: type[_Frozen], cfg: BaseModel, **override: Any) -> Any:
     return model(**{**{k: getattr(cfg, k) for k in own if k in have}, **override})
 
 
-class SplitConfig(StageConfig):
+class SplitConfig(ReadsTokens):
     validation_fraction: float = Field(gt=0, lt=1, description="Fraction of tokens held out for validation.")
     seed: int = Field(42, description="Seed of the document draw.")
 
 
-class BudgetConfig(StageConfig):
+class BudgetConfig(ReadsTokens):
     target_tokens: int = Field(gt=0, description="Tokens to select (whole units).")
     upsample: bool = Field(False, description="Repeat units when the input has fewer tokens than the target.")
     exact: bool = Field(False, description="Trim the last unit by samples to land on the target.")
     seed: int = Field(42, description="Seed of the unit draw.")
 
 
-class ContextConfig(StageConfig):
+class ContextConfig(ReadsTokens):
     num_tokens: int = Field(gt=0, description="Tokens of chunks to draw.")
     min_length: int = Field(0, ge=0, description="Draw only chunks of at least this many tokens.")
     seed: int = Field(42, description="Seed of the chunk draw.")
 
 
-class MixConfig(StageConfig):
+class MixConfig(ReadsTokens):
     seed: int = Field(42, description="Seed of every source's draw.")
     exact: bool = Field(False, description="Trim each source's last unit by samples to land on its share.")
 
 
-class FinalizeConfig(StageConfig):
+class FinalizeConfig(ReadsTokens):
     name: list[str] | None = Field(None, description="Dataset name per INPUT (default: the INPUT folder name).")
     keep_compressed: bool = Field(False, description="Keep zstd shards (ModernBERT's streaming: false loader needs "
                                   "raw .mds); with --for modernbert-streaming or llm-foundry: write zstd shards.")
@@ -304,6 +329,10 @@ class StatsConfig(_Frozen):
         if v is not None and not v.lower().endswith(".png"):
             raise ValueError("plot must be a .png file name")
         return v
+
+
+class IndexConfig(_Frozen):
+    inputs: list[str] = Field(description="Folders of MDS datasets (any tool's).", min_length=1)
 
 
 def recorded_settings(cfg: BaseModel) -> dict[str, Any]:

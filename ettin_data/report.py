@@ -64,6 +64,12 @@ def print_dry_run(resolved: dict[str, dict[str, Any]], planned: dict[str, Any]) 
         e = planned["export"]
         console.print(f"planned: export {', '.join(e['inputs'])} to {e['output']}"
                       + (" (exists: needs --overwrite)" if e["output_exists"] else ""), highlight=False)
+    elif "index" in planned:
+        for f in planned["index"]:
+            nested = f["nested_root_indexes"]
+            console.print(f"planned: index {f['folder']}: one root index over {f['units']} units ({f['shards']} "
+                          f"shards, {f['samples']:,} samples)" + (f"; rebuilt first: {', '.join(nested)}" if nested
+                                                                   else ""), highlight=False)
     elif planned:
         todo, done = planned["to_do"], planned["already_done"]
         other = planned["units"] - planned["mine"]

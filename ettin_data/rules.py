@@ -29,8 +29,9 @@ def stage_chain(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
             if st not in out:
                 out.append(st)
     entry = {"stage": meta.get("stage"), "settings": meta.get("settings"), "inputs": meta.get("inputs")}
-    if "split" in meta:
-        entry["split"] = meta["split"]
+    for key in ("split", "framing", "foreign"):  # foreign: inputs another tool wrote (path, columns, tokenizer)
+        if key in meta:
+            entry[key] = meta[key]
     out.append(entry)
     return out
 
@@ -49,15 +50,22 @@ def chunk_rules(root: Path) -> Rules:
 
 
 def rules_of(meta: dict[str, Any] | None) -> Rules:
-    """:func:`chunk_rules` of a dataset described by ``meta`` (its ``ettin_meta.json``)."""
-    sizes = [s["settings"]["chunk_size"] for s in stage_chain(meta)
-             if s.get("stage") == "chunk" and isinstance(s.get("settings"), dict) and "chunk_size" in s["settings"]]
-    if not sizes:
+    """:func:`chunk_rules` of a dataset described by ``meta`` (its ``ettin_meta.json``). The framing is the chunk
+    stage's (``--bos``/``--eos``); chunks written before it was recorded used the tokenizer's BOS/EOS."""
+    chunks = [s for s in stage_chain(meta)
+              if s.get("stage") == "chunk" and isinstance(s.get("settings"), dict) and "chunk_size" in s["settings"]]
+    if not chunks:
         return None, None, None
+    size = max(s["settings"]["chunk_size"] for s in chunks)
+    frames = [s["framing"] for s in chunks if isinstance(s.get("framing"), dict)]
+    if frames:
+        if any(f != frames[0] for f in frames):  # a mix of differently framed chunks: only the size is common
+            return None, None, size
+        return frames[0].get("bos_id"), frames[0].get("eos_id"), size
     tok = (meta or {}).get("tokenizer") or {}
     if tok.get("special_tokens_added") is False:
-        return None, None, max(sizes)
-    return tok.get("bos_id"), tok.get("eos_id"), max(sizes)
+        return None, None, size
+    return tok.get("bos_id"), tok.get("eos_id"), size
 
 
 _RULES = ("len column != number of tokens", "first token is not BOS {bos}", "last token is not EOS {eos}",

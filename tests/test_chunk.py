@@ -19,7 +19,7 @@ from ettin_data.chunking import ChunkParams, backfill_draw, chunk_document, cont
 from ettin_data.cli import app
 from ettin_data.config import ChunkConfig
 from ettin_data.corpus import python_docs
-from ettin_data.errors import InputError
+from ettin_data.errors import ConfigError, InputError
 from ettin_data.mds import ShardWriter, UnitReader
 from ettin_data.stages import chunk
 
@@ -427,13 +427,14 @@ def test_input_errors(dataset, tmp_path):
     (bad / "tokenizer.json").write_text((bad / "tokenizer.json").read_text().replace("[CLS]", "[CLX]"))
     with pytest.raises(InputError, match="sha256 .* is not the tokenizer recorded in .*sha256"):
         _run(bad, tmp_path / "o1")
+    shutil.copyfile(dataset / "tokenizer.json", bad / "tokenizer.json")
     meta = json.loads((dataset / "ettin_meta.json").read_text())
     meta["tokenizer"]["eos_id"] = None
     (bad / "ettin_meta.json").write_text(json.dumps(meta))
-    with pytest.raises(InputError, match="no eos_id"):
+    with pytest.raises(ConfigError, match="defines no EOS token .*--eos TOKEN, or --eos none"):
         _run(bad, tmp_path / "o2")
     (bad / "ettin_meta.json").unlink()
-    with pytest.raises(InputError, match="ettin_meta.json is missing"):
+    with pytest.raises(InputError, match="has no ettin_meta.json: it was not written by ettin-data.*pass --tokenizer"):
         _run(bad, tmp_path / "o3")
 
 
@@ -534,6 +535,10 @@ def test_fast_rows_are_the_generic_rows(tiny_tokenizer, tmp_path, monkeypatch, d
 def _batch(draw):
     """Several documents of one kernel case (same params), as a flat id array and lengths."""
     p, first, _, _ = draw(_case(word_table=draw(st.booleans())))
+    bos = draw(st.sampled_from([BOS, None]))  # decoder framings (--bos/--eos none) and what is stripped
+    eos = EOS if p.add_eos else draw(st.sampled_from([EOS, None]))
+    p = replace(p, bos_id=bos, eos_id=eos, strip_head=draw(st.sampled_from([None, (BOS, 3), ()])),
+                strip_tail=draw(st.sampled_from([None, (EOS, 4), ()])))
     docs = [first]
     for _ in range(draw(st.integers(0, 6))):
         n = draw(st.integers(0, 4 * (p.chunk_size - 2) + 3))

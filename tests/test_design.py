@@ -28,7 +28,7 @@ def test_every_registered_command_is_its_class() -> None:
                 assert getattr(type(cmd), step) is not getattr(Stage, step), (e.name, step)
         else:
             assert type(cmd).run is not Command.run, e.name
-    assert {e.name for e in COMMANDS if not isinstance(e.load(), Stage)} == {"stats", "export"}
+    assert {e.name for e in COMMANDS if not isinstance(e.load(), Stage)} == {"stats", "export", "index"}
 
 
 def test_a_run_plans_once(tmp_path: Path, monkeypatch, token_dataset: Path) -> None:

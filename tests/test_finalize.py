@@ -153,6 +153,9 @@ def test_finalize_option_errors(final, tmp_path):
     big = tmp_path / "big"
     with ShardWriter(big / "train" / "u", TOKEN_COLUMNS) as w:
         w.write({"id": "d", "input_ids": np.array([BOS, 70000, EOS], np.uint32), "len": 3})
+    with pytest.raises(InputError, match="big/train has no ettin_meta.json.*pass --tokenizer"):  # another tool's
+        run(FinalizeConfig(inputs=[str(big)], output=str(tmp_path / "b"), dtype="uint16", workers=1))
+    (big / "ettin_meta.json").write_text('{"stage": "sample split"}')  # ours, recording no tokenizer
     with pytest.raises(Exception, match="sample 0: token id 70,000 does not fit uint16"):
         run(FinalizeConfig(inputs=[str(big)], output=str(tmp_path / "b"), dtype="uint16", workers=1))
 

@@ -184,3 +184,23 @@ def test_finalize_names_the_problems_verify_finds(tmp_path):
         out = tmp_path / f"final{len(opts)}"
         s = run(FinalizeConfig(inputs=[str(tmp_path / "split")], output=str(out), workers=1, **opts))
         assert s["problems"] and sorted(s["problems"]) == sorted(verify(out)), (s["problems"], verify(out))
+
+
+@pytest.mark.parametrize("bos,eos,dtype,domains", [(7, 9, "uint32", False), (None, 9, "uint16", True),
+                                                    (7, None, "uint32", True), (None, None, "uint16", False)])
+def test_chunk_rows_equal_token_row_per_chunk(bos, eos, dtype, domains):
+    """chunk's rows sliced from one bytes copy == token_row of each chunk (every framing, dtype, domain)."""
+    from ettin_data.chunking import ChunkParams, chunk_batch
+    from ettin_data.token_rows import chunk_rows, token_row
+
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(0, 60, 40)
+    ids = rng.integers(0, 300, int(lengths.sum())).astype(dtype)
+    p = ChunkParams(chunk_size=16, bos_id=bos, eos_id=eos, min_chunk_size=4, always_skip_size=2, backfill=True)
+    doc_ids = [f"doc-{i}-é" for i in range(len(lengths))]
+    doms = [f"d{i % 3}" for i in range(len(lengths))] if domains else None
+    ch = chunk_batch(ids, lengths, doc_ids, p)
+    dt = np.dtype(dtype)
+    want = [token_row(doc_ids[d].encode(), ch.chunk(k), dt, doms[d].encode() if doms else None)
+            for k, d in enumerate(ch.doc.tolist())]
+    assert want and list(chunk_rows(ch, doc_ids, doms, dt)) == want

@@ -139,7 +139,7 @@ def test_a_tokenizer_without_bos_eos_is_refused_before_writing(tmp_path, raw):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(tmp_path / "tok.json"))
     r = cli("prepare", str(raw), "-o", str(tmp_path / "o"), "-t", str(tmp_path / "tok.json"))
-    assert r.returncode == 2 and "bos_id" in r.stderr
+    assert r.returncode == 2 and "defines no BOS token" in r.stderr and "--bos none" in r.stderr
     assert not (tmp_path / "o" / "tokenizer.json").exists()
 
 

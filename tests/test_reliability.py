@@ -417,8 +417,8 @@ def test_a_document_lost_while_reading_fails_the_unit(stage, monkeypatch, text_d
     else:
         orig_batches = chunk._batches
 
-        def lossy_docs(reader):
-            for k, (ids, flat, lengths, domains) in enumerate(orig_batches(reader)):
+        def lossy_docs(*args):
+            for k, (ids, flat, lengths, domains) in enumerate(orig_batches(*args)):
                 if k == 0:  # the third document of the unit is lost
                     a, b = int(lengths[:2].sum()), int(lengths[:3].sum())
                     ids, flat, lengths = ids[:2] + ids[3:], np.concatenate([flat[:a], flat[b:]]), \

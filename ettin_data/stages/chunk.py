@@ -9,8 +9,8 @@ One task per input unit; the output unit keeps the input unit's relative path. T
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,53 +20,49 @@ from .. import progress
 from .. import units as U
 from ..chunking import ChunkParams, cached_word_start_table, chunk_batch
 from ..config import ChunkConfig
-from ..dataset import META, TOKENIZER_FILE, read_meta
-from ..errors import EttinError, InputError
-from ..ids import check_fits, id_bound
+from ..dataset import META, TOKENIZER_FILE
+from ..errors import ConfigError, EttinError, InputError
+from ..framing import Framing, framing
+from ..ids import check_fits, narrow
 from ..jsonio import write_json_atomic
-from ..mds import ShardWriter, UnitReader, find_units, write_root_index
+from ..mds import INDEX, Shard, ShardWriter, UnitReader, find_units, write_root_index
 from ..stage import Stage
 from ..stats import Stats
+from ..token_input import TokenColumn, TokenInput, check_ids, open_token_input, token_column
 from ..token_rows import chunk_rows, fast_columns
-from ..tokenizer import json_fields
+from ..tokenizer import json_fields, save_tokenizer_json
 
 STATS_FILE = "stats.json"
 DECILE_FILE = "token_decile.json"
 
-__all__ = ["Chunk", "Batch", "chunk_into", "chunk_params", "input_tokenizer", "stats_json"]
+__all__ = ["Chunk", "Batch", "ChunkSource", "chunk_into", "chunk_params", "input_tokenizer", "stats_json"]
 
 _DOC_KEYS = ("documents", "documents_empty", "content_tokens_in", "content_tokens_written", "total_tokens_skipped",
              "total_duplicated_tokens", "pieces_skipped", "pieces_backfilled", "cuts_moved")
 _COUNTS = ("documents", "documents_empty", "content", "written", "skipped", "duplicated", "pieces_skipped",
            "backfilled", "cuts_moved")  # chunk_batch's names of the same counts
-_CACHE: dict[tuple[str, bool], tuple[dict[str, Any], np.ndarray | None]] = {}
+_CACHE: dict[Any, tuple[np.ndarray | None, bool]] = {}
+_NATIVE_DTYPES = ("ndarray:uint32", "ndarray:uint16")  # kept as they are; any other ids are written as uint32
 
 
-def input_tokenizer(root: str | Path) -> tuple[dict[str, Any], Path | None]:
-    """The tokenizer identity of a token dataset (``ettin_meta.json["tokenizer"]``) and its
-    ``tokenizer.json`` (None when absent); refuses a dataset whose files disagree with its metadata."""
+def input_tokenizer(root: str | Path, spec: str | None = None, units: list[str] | None = None) -> TokenInput:
+    """A token dataset to chunk (see ``token_input.py``): ettin-data's own, whose ``tokenizer.json`` must match
+    the recorded sha256 and whose recorded BOS/EOS must be its special tokens; or another tool's, given ``spec``
+    (``--tokenizer``)."""
     root = Path(root)
-    meta = read_meta(root, strict=True)
-    if meta is None:
-        raise InputError(f"{root / META} is missing or unreadable: chunk reads token datasets written by "
-                         "'ettin-data tokenize' (pass that command's output folder)")
-    tok = meta.get("tokenizer")
-    if not isinstance(tok, dict):
-        raise InputError(f"{root / META} has no 'tokenizer' entry (stage {meta.get('stage')!r}): "
-                         "chunk needs a token dataset; run 'ettin-data tokenize' first")
-    for key in ("bos_id", "eos_id"):
-        if not isinstance(tok.get(key), int):
-            raise InputError(f"{root / META}: tokenizer {tok.get('name')!r} has no {key} (got {tok.get(key)!r}); "
-                             "chunks need BOS and EOS ids: tokenize with a tokenizer that defines them")
+    inp = open_token_input(root, spec, units=units)
+    if inp.foreign is not None:
+        return inp
+    tok = inp.tokenizer or {}
     path = root / TOKENIZER_FILE
     if not path.is_file():
-        return tok, None
+        return inp
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     if tok.get("sha256") and tok["sha256"] != sha:
         raise InputError(f"{path} (sha256 {sha}) is not the tokenizer recorded in {root / META} "
                          f"({tok.get('name')!r}, sha256 {tok['sha256']}); the dataset is inconsistent: re-tokenize it")
     _check_special_ids(tok, path, root / META)
-    return tok, path
+    return inp
 
 
 def _check_special_ids(tok: dict[str, Any], path: Path, meta: Path) -> None:
@@ -77,7 +73,7 @@ def _check_special_ids(tok: dict[str, Any], path: Path, meta: Path) -> None:
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise InputError(f"{path} is not a valid tokenizer.json; re-tokenize the dataset") from None
     for key in ("bos_id", "eos_id"):
-        if tok[key] not in special:
+        if tok.get(key) is not None and tok[key] not in special:
             raise InputError(f"{meta}: {key} {tok[key]} is not a special token of {path} (special ids: "
                              f"{_ids(special)}); the metadata was edited: re-tokenize the dataset")
     listed = tok.get("special_ids")
@@ -91,28 +87,38 @@ def _ids(ids: set[int]) -> str:
     return ", ".join(map(str, shown[:8])) + (", ..." if len(shown) > 8 else "")
 
 
-def _params(cfg: ChunkConfig, root: str) -> tuple[ChunkParams, bool]:
-    """Kernel parameters for one input root (the word-start table is built once per process)."""
-    key = (str(Path(root).resolve()), cfg.word_boundaries)
+@dataclass(frozen=True)
+class ChunkSource:
+    """A chunk task's input: the dataset ``root`` it belongs to, the framing, and the id range to check."""
+
+    root: str
+    framing: Framing
+    limit: int | None
+
+
+def _params(cfg: ChunkConfig, src: ChunkSource) -> tuple[ChunkParams, bool]:
+    """Kernel parameters (the word-start table of the output's tokenizer.json is built once per process)."""
+    path = Path(cfg.output) / TOKENIZER_FILE
+    stat = path.stat() if path.is_file() else None
+    key = (str(path.resolve()), stat and (stat.st_mtime_ns, stat.st_size), cfg.word_boundaries)
     if key not in _CACHE:
-        tok, path = input_tokenizer(root)
         table = None
-        if cfg.word_boundaries and path is not None:
-            table = cached_word_start_table(path.read_bytes(), id_bound(tok))
+        if cfg.word_boundaries and stat is not None:
+            table = cached_word_start_table(path.read_bytes(), src.limit)
         _CACHE.clear()
-        _CACHE[key] = (tok, table)
-    tok, table = _CACHE[key]
-    return chunk_params(cfg, tok, table), cfg.word_boundaries and table is None
+        _CACHE[key] = (table, cfg.word_boundaries and table is None)
+    table, unavailable = _CACHE[key]
+    return chunk_params(cfg, src.framing, table), unavailable
 
 
-def chunk_params(cfg: Any, tok: dict[str, Any], table: np.ndarray | None) -> ChunkParams:
-    """Kernel parameters from the chunk options, a tokenizer identity and its word-start table."""
+def chunk_params(cfg: Any, f: Framing, table: np.ndarray | None) -> ChunkParams:
+    """Kernel parameters from the chunk options, the framing and the tokenizer's word-start table."""
     return ChunkParams(
-        chunk_size=cfg.chunk_size, bos_id=tok["bos_id"], eos_id=tok["eos_id"], min_chunk_size=cfg.min_chunk_size,
+        chunk_size=cfg.chunk_size, bos_id=f.bos_id, eos_id=f.eos_id, min_chunk_size=cfg.min_chunk_size,
         always_skip_size=cfg.always_skip_size, backfill=cfg.backfill,
         backfill_no_duplicates=cfg.backfill_no_duplicates, enforce_zeroth=cfg.enforce_min_chunk_size_zeroth,
-        add_eos=cfg.add_eos_token, strip_special=bool(tok.get("special_tokens_added", True)), seed=cfg.seed,
-        word_start=table,
+        add_eos=cfg.add_eos_token, strip_special=f.strip_special, seed=cfg.seed, word_start=table,
+        strip_head=f.strip_head, strip_tail=f.strip_tail,
     )
 
 
@@ -120,42 +126,68 @@ def chunk_params(cfg: Any, tok: dict[str, Any], table: np.ndarray | None) -> Chu
 Batch = tuple[list[str], np.ndarray, np.ndarray, "list[str] | None"]
 
 
-def _batches(reader: UnitReader) -> Iterator[Batch]:
-    """The documents of every shard as one batch: ids and domains, and the token ids back to back (decoded
-    straight from the shard bytes)."""
+def _batches(reader: UnitReader, column: TokenColumn, unit: str, dtype: str, limit: int | None) -> Iterator[Batch]:
+    """The documents of every shard as one batch. Our own token shards (``input_ids`` of the stored type, ``str``
+    ids) are read for all samples at once from the shard bytes; any other layout sample by sample
+    (:func:`_shard_documents`)."""
+    out = np.dtype(dtype.split(":")[1])
+    k = 0
     for shard in reader.shards():
-        names, encs = shard.entry.column_names, shard.entry.column_encodings
-        where = reader.dirname / shard.entry.raw.basename
-        if "id" not in names or "input_ids" not in names:
-            raise InputError(f"{where}: needs columns 'id' and 'input_ids' (has {names}); is this a token dataset?")
-        enc = encs[names.index("input_ids")]
-        parts = enc.split(":")
-        if len(parts) != 2 or parts[0] != "ndarray":
-            raise InputError(f"{where}: input_ids is {enc!r}, expected 'ndarray:uint32' or 'ndarray:uint16'")
-        start, count, dtype = shard.array_spans("input_ids")
-        u8 = np.frombuffer(shard.data, np.uint8)
-        k = dtype.itemsize
-        flat = np.concatenate([u8[a:a + n * k] for a, n in zip(start.tolist(), count.tolist(), strict=True)]
-                              or [u8[:0]]).view(dtype)
-        rows = list(shard.columns(("id", "domain")))
-        yield [r[0] for r in rows], flat, count, ([r[1] for r in rows] if "domain" in names else None)
+        cols = shard.entry.columns
+        if column.name == "input_ids" and cols.get("input_ids") == dtype and cols.get("id") == "str" \
+                and cols.get("domain", "str") == "str":
+            start, count, dt = shard.array_spans("input_ids")
+            u8 = np.frombuffer(shard.data, np.uint8)
+            size = dt.itemsize
+            flat = np.concatenate([u8[a:a + n * size] for a, n in zip(start.tolist(), count.tolist(), strict=True)]
+                                  or [u8[:0]]).view(dt)
+            rows = list(shard.columns(("id", "domain")))
+            yield [r[0] for r in rows], flat, count, ([r[1] for r in rows] if "domain" in cols else None)
+        else:
+            docs = list(_shard_documents(shard, column, unit, out, limit, k))
+            flat = np.concatenate([d[1] for d in docs]) if docs else np.zeros(0, out)
+            yield ([d[0] for d in docs], flat, np.array([len(d[1]) for d in docs], np.int64),
+                   [d[2] for d in docs] if "domain" in cols else None)
+        k += shard.entry.samples
+
+
+def _shard_documents(shard: Shard, column: TokenColumn, unit: str, out: np.dtype, limit: int | None,
+                     k: int) -> Iterator[tuple[str, np.ndarray, str | None]]:
+    """(id, ids, domain) of every sample of a shard another tool wrote (``k``: its first sample's index in the
+    unit). Ids of another type than ``out`` are checked against ``limit`` and converted; a sample without an id
+    is ``<unit>:<index>``."""
+    for doc_id, value, domain in shard.columns(("id", column.name, "domain")):
+        ids = column.ids(value, f"{shard.path}: sample {k}")
+        if ids.dtype != out:  # another tool's ids (int64, bytes, ...): in the tokenizer's range, then stored
+            check_ids(ids, limit, f"{shard.path}: sample {k}")
+            ids = narrow(ids, out, f"{shard.path}: sample {k}")
+        if doc_id is None:
+            doc_id = f"{unit}:{k}"
+        elif not isinstance(doc_id, str):
+            doc_id = str(doc_id)
+        if domain is not None and not isinstance(domain, str):
+            domain = str(domain)
+        k += 1
+        yield doc_id, ids, domain
 
 
 def chunk_into(dst: Path, batches: Iterable[Batch], p: ChunkParams, columns: dict[str, str], where: str,
-               compression: str = "zstd") -> Stats:
+               limit: int | None = None, compression: str = "zstd") -> Stats:
     """Chunk batches of documents ``(ids, token ids back to back, lengths, domains)`` into the MDS folder ``dst``
-    (shards, ``stats.json``, ``token_decile.json``) with :func:`chunk_batch`, numpy over each batch; checks the
-    token accounting. Used by chunk and by prepare."""
+    (shards, ``stats.json``, ``token_decile.json``) with :func:`chunk_batch`, numpy over each batch; checks every
+    id below ``limit`` (default: the word-start table's size) and the token accounting. Used by chunk and by
+    prepare."""
     has_domain = "domain" in columns
     st = Stats()
     lengths: list[np.ndarray] = []
     w = ShardWriter(dst, columns, compression=shard_compression(compression))
-    vocab = len(p.word_start) if p.word_start is not None else None
+    vocab = limit if limit is not None else len(p.word_start) if p.word_start is not None else None
     totals: dict[str, int] = dict.fromkeys(_DOC_KEYS, 0)
     fast = fast_columns(columns)  # the chunk rows' bytes built directly (token_rows.py), not via write(dict)
     stored = columns["input_ids"].split(":")[1]
     for name, value in (("BOS", p.bos_id), ("EOS", p.eos_id)):  # framed into arrays of the stored type
-        check_fits(stored, value, f"{where}: {name} id", "re-tokenize with --dtype uint32")
+        if value is not None:
+            check_fits(stored, value, f"{where}: {name} id", "re-tokenize with --dtype uint32")
     for doc_ids, ids, lens, domains in batches:
         if vocab is not None and len(ids) and int(ids.max()) >= vocab:
             _outside_vocab(ids, lens, doc_ids, vocab, where)
@@ -168,7 +200,7 @@ def chunk_into(dst: Path, batches: Iterable[Batch], p: ChunkParams, columns: dic
                 chunk_ids = ch.chunk(k)
                 w.write({"id": doc_ids[d], "input_ids": chunk_ids, "len": len(chunk_ids),
                          **({"domain": domains[d]} if has_domain else {})})
-        lengths.append(ch.end - ch.start + 2)
+        lengths.append(ch.end - ch.start + p.framing)
         for key, name in zip(_DOC_KEYS, _COUNTS, strict=True):
             totals[key] += ch.counts[name]
         progress.advance(docs=len(doc_ids), tokens=len(ids))
@@ -181,7 +213,7 @@ def chunk_into(dst: Path, batches: Iterable[Batch], p: ChunkParams, columns: dic
     st.add_lengths(arr)
     closes = st["content_tokens_in"] == (st["content_tokens_written"] + st["total_tokens_skipped"]
                                          - st["total_duplicated_tokens"])
-    if not closes or st["total_tokens_written"] != st["content_tokens_written"] + 2 * len(arr):
+    if not closes or st["total_tokens_written"] != st["content_tokens_written"] + p.framing * len(arr):
         raise EttinError(f"{where}: token accounting does not close ({stats_json(st)}); this is a bug")
     write_json_atomic(dst / STATS_FILE, stats_json(st))
     write_json_atomic(dst / DECILE_FILE, token_decile(arr))
@@ -194,7 +226,7 @@ def _outside_vocab(ids: np.ndarray, lens: np.ndarray, doc_ids: list[str], vocab:
     d = int(np.searchsorted(ends, int(np.argmax(ids >= vocab)), side="right"))
     top = int(ids[int(ends[d] - lens[d]):int(ends[d])].max())
     raise InputError(f"{where}: document {doc_ids[d]!r} has token id {top} outside the vocabulary of the input's "
-                     f"tokenizer.json ({vocab} ids); was it tokenized with another tokenizer?")
+                     f"tokenizer ({vocab} ids); was it tokenized with another tokenizer?")
 
 
 def shard_compression(option: str) -> str | None:
@@ -221,33 +253,55 @@ class Chunk(Stage):
     lazy_inputs = True
 
     def plan(self, cfg: ChunkConfig) -> list[U.Task]:
-        tasks, first = [], None
+        tasks: list[U.Task] = []
+        first: tuple[Path, dict[str, Any], TokenInput] | None = None
         many = len(cfg.inputs) > 1
         for inp in cfg.inputs:
             root = Path(inp)
             if not root.is_dir():
                 raise InputError(f"{root} is not a folder (chunk reads a local token dataset)")
-            tok, _ = input_tokenizer(root)
+            units = find_units(root)
+            src = input_tokenizer(root, cfg.tokenizer, units)
+            tok = src.tokenizer or {}
             ident = {k: tok.get(k) for k in ("sha256", "bos_id", "eos_id", "special_tokens_added")}
             if first is None:
-                first = (root, ident)
+                first = (root, ident, src)
+                source = ChunkSource("", framing(cfg, tok, src.tokenizer_bytes), src.limit)
             elif ident != first[1]:
                 raise InputError(f"{root} and {first[0]} were tokenized differently ({ident} vs {first[1]}); "
                                  "chunk them separately")
-            for rel in find_units(root):
-                tasks.append(U.Task(U.output_name(root, rel, many), str(root / rel), str(root)))
+            params = ChunkSource(str(root), source.framing, source.limit)
+            for rel in units:
+                tasks.append(U.Task(U.output_name(root, rel, many), str(root / rel), params))
         return tasks
 
+    def prepare(self, cfg: ChunkConfig) -> None:
+        """The output's ``tokenizer.json`` (the input's, or ``--tokenizer``'s): what every worker reads."""
+        raw = input_tokenizer(cfg.inputs[0], cfg.tokenizer).tokenizer_bytes
+        if raw is None:
+            return
+        dest = Path(cfg.output) / TOKENIZER_FILE
+        if dest.is_file() and dest.read_bytes() != raw and not cfg.overwrite and any(Path(cfg.output).rglob(U.DONE)):
+            raise ConfigError(f"{cfg.output} holds units chunked with another tokenizer.json; pass --overwrite to "
+                              "redo them, or choose a new output folder")
+        if not dest.is_file() or dest.read_bytes() != raw:
+            save_tokenizer_json(raw, cfg.output)
+
     def process_unit(self, task: U.Task, cfg: ChunkConfig) -> Stats:
-        root = task.params  # the token dataset the unit belongs to (its tokenizer)
-        p, unavailable = _params(cfg, root)
+        src: ChunkSource = task.params
+        p, unavailable = _params(cfg, src)
         reader = UnitReader(task.source)
-        dtype = reader.columns.get("input_ids", "ndarray:uint32")
+        column = token_column(reader.columns, str(reader.dirname / INDEX))
+        enc = reader.columns[column.name]
+        dtype = enc if enc in _NATIVE_DTYPES else "ndarray:uint32"
         has_domain = "domain" in reader.columns
         columns = {"id": "str", "input_ids": dtype, "len": "int", **({"domain": "str"} if has_domain else {})}
         final = Path(cfg.output) / task.name
+        # the id range: the tokenizer's, or its word-start table's (every id of tokenizer.json) when larger
+        limit = max(src.limit or 0, len(p.word_start) if p.word_start is not None else 0) or None
         with U.atomic_dir(final) as tmp:
-            st = chunk_into(tmp, _batches(reader), p, columns, task.source, cfg.compression)
+            st = chunk_into(tmp, _batches(reader, column, task.name, dtype, limit), p, columns, task.source, limit,
+                            cfg.compression)
             if st["documents"] != reader.num_samples:  # documents in = documents chunked
                 raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
                                  f"index, {st['documents']} chunked); this is a bug")
@@ -261,23 +315,30 @@ class Chunk(Stage):
         write_root_index(out, [t.name for t in tasks])
         summary = stats_json(stats)
         write_json_atomic(out / STATS_FILE, summary)
-        tok, path = input_tokenizer(cfg.inputs[0])
-        if path is not None:
-            shutil.copyfile(path, out / TOKENIZER_FILE)
+        inputs = [input_tokenizer(i, cfg.tokenizer) for i in cfg.inputs]
+        tok = inputs[0].tokenizer
+        frame = tasks[0].params.framing if tasks else framing(cfg, tok or {}, inputs[0].tokenizer_bytes)
         if not cfg.word_boundaries:
             wb = "off"
         elif stats["word_boundaries_unavailable"]:
             wb = "unavailable"
         else:
             wb = "on"
-        return {"tokenizer": tok, **summary, "word_boundaries": wb}
+        record: dict[str, Any] = {"framing": frame.record()}
+        foreign = [i.foreign for i in inputs if i.foreign is not None]
+        if foreign:
+            record["foreign"] = foreign
+        return {"tokenizer": tok, **summary, "word_boundaries": wb, "framing": frame.record(), "record": record}
 
     def render(self, summary: dict[str, Any]) -> None:
         from ..report import print_summary
 
         shown = dict(summary)
         tok = shown.pop("tokenizer", None)
+        f = shown.pop("framing", None) or {}
         if isinstance(tok, dict):
-            shown["tokenizer"] = f"{tok.get('name')} (bos {tok.get('bos_id')}, eos {tok.get('eos_id')})"
+            shown["tokenizer"] = tok.get("name")
+        if f:
+            shown["chunks"] = " ".join(x for x in (f.get("bos"), "piece", f.get("eos")) if x)
         shown.pop("counts", None)
         print_summary(shown)

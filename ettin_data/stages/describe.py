@@ -47,11 +47,19 @@ def describe(path: str | Path) -> dict[str, Any]:
             for f in s.present(r.dirname):
                 nbytes += (r.dirname / f.basename).stat().st_size
     st = Stats()
-    token_col = "input_ids" if "input_ids" in columns else "tokens" if "tokens" in columns else None
+    token_col = None
+    if any(c in columns for c in ("input_ids", "tokens")):
+        from ..token_input import token_column
+
+        try:  # int64 bytes (ModernBERT streaming, llm-foundry) hold len / 8 ids
+            token_col = token_column(columns, str(path))
+        except InputError:  # a column of that name that holds no ids: described as other data
+            token_col = None
     text_col = "text" if "text" in columns else None
     for r in readers:
         if token_col:
-            st.add_lengths([len(s[token_col]) for s in r.iter_samples([token_col])])
+            st.add_lengths([len(token_col.ids(s[token_col.name], str(r.dirname)))
+                            for s in r.iter_samples([token_col.name])])
         elif text_col:
             st.add_lengths([len(s[text_col]) for s in r.iter_samples([text_col])])
     tokens = int(sum(k * v for k, v in st.lengths.items())) if token_col else None

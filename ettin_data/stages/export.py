@@ -81,20 +81,24 @@ def load_decoder(spec: str | None, dataset: str | Path) -> Any:
 def iter_records(path: str | Path, tokenizer: str | None = None, limit: int | None = None
                  ) -> Iterator[dict[str, Any]]:
     """Yield ``{"id", "text"[, "domain"]}`` for each sample of a text or token MDS dataset."""
+    from ..token_input import token_column
+
     readers = dataset_readers(path)
     columns = readers[0].columns
-    if "text" in columns:
-        kind = "text"
-    elif "input_ids" in columns:
-        kind = "tokens"
-    else:
-        raise InputError(f"{path}: neither a 'text' nor an 'input_ids' column (columns: {sorted(columns)})")
-    want = [c for c in ("id", kind if kind == "text" else "input_ids", "domain") if c in columns]
-    decoder = load_decoder(tokenizer, path) if kind == "tokens" else None
+    column = None
+    if "text" not in columns:
+        try:  # input_ids (ettin-data, MDSWriter users) or llm-foundry's tokens, an integer ndarray or int64 bytes
+            column = token_column(columns, str(path))
+        except InputError:
+            raise InputError(f"{path}: neither a 'text' nor a token column ('input_ids' or 'tokens'; columns: "
+                             f"{sorted(columns)})") from None
+    want = [c for c in ("id", column.name if column else "text", "domain") if c in columns]
+    decoder = load_decoder(tokenizer, path) if column else None
     batch: list[dict[str, Any]] = []
 
     def flush() -> list[dict[str, Any]]:
-        texts = decoder.decode_batch([s["input_ids"].tolist() for s in batch], skip_special_tokens=True)
+        ids = [column.ids(s[column.name], str(path)).tolist() for s in batch]
+        texts = decoder.decode_batch(ids, skip_special_tokens=True)
         return [_record(s, t) for s, t in zip(batch, texts, strict=True)]
 
     samples = (s for r in readers for s in r.iter_samples(want))

@@ -32,14 +32,17 @@ from ..sampling import (
     UNIT_FILES,
     copy_tokenizer,
     finish_dataset,
+    foreign_records,
     out_name,
     place_unit,
+    read_input,
     same_tokenizer,
     unit_stats,
     write_split_meta,
 )
 from ..stage import Stage
 from ..stats import Stats
+from ..token_input import TokenInput
 from ..verify import MANIFEST, UnitCheck, verify, verify_finalized
 
 SPLITS = ("train", "validation")
@@ -213,11 +216,13 @@ def _shard_hashes(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _split_meta(stage: str, cfg: FinalizeConfig, split: str, tok: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``ettin_meta.json`` of one split of the output."""
+def _split_meta(stage: str, cfg: FinalizeConfig, split: str, tok: dict[str, Any] | None,
+                read: list[TokenInput]) -> dict[str, Any]:
+    """The ``ettin_meta.json`` of one split of the output (``read``: the inputs' split folders as token inputs)."""
     inputs = [Path(i) for i in cfg.inputs]
     meta = {"stage": stage, "split": split, "settings": recorded_settings(cfg), "inputs": list(cfg.inputs),
-            "upstream": [m for m in (read_meta(i / split) or read_meta(i) for i in inputs) if m]}
+            "upstream": [m for m in (read_meta(i / split) or read_meta(i) for i in inputs) if m],
+            **foreign_records(read)}
     if tok is not None:
         meta["tokenizer"] = tok
     return meta
@@ -242,10 +247,15 @@ class Finalize(Stage):
                 for unit in find_units(root / split):
                     path = root / split / unit if unit else root / split
                     tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), (split, name)))
-        tok = same_tokenizer([Path(i) / s for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()])
+        read = self._inputs(cfg)
+        tok = same_tokenizer(read)
         _check_plan(cfg, tok, tasks)
-        rules = {s: rules_of(_split_meta(self.name, cfg, s, tok)) for s in SPLITS}
+        rules = {s: rules_of(_split_meta(self.name, cfg, s, tok, read)) for s in SPLITS}
         return [U.Task(t.name, t.source, FinalUnit(*t.params, rules[t.params[0]], id_bound(tok))) for t in tasks]
+
+    def _inputs(self, cfg: FinalizeConfig) -> list[TokenInput]:
+        """Every split folder of every INPUT, as a token input (another tool's needs --tokenizer)."""
+        return [read_input(Path(i) / s, cfg, self.name) for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()]
 
     def process_unit(self, task: U.Task, cfg: FinalizeConfig) -> Stats:
         src = Path(task.source)
@@ -273,7 +283,12 @@ class Finalize(Stage):
         out = Path(cfg.output)
         inputs = [Path(i) for i in cfg.inputs]
         names = dataset_names(cfg)
-        tok = same_tokenizer([i / s for i in inputs for s in SPLITS if (i / s).is_dir()])
+        read = self._inputs(cfg)
+        tok = same_tokenizer(read)
+        foreign: dict[str, Any] = {}
+        for r in read:  # an INPUT another tool wrote: the record of its first split folder
+            if r.foreign is not None:
+                foreign.setdefault(str(r.root.parent), r.foreign)
         splits: dict[str, Any] = {}
         shards: dict[str, Any] = {}
         for split in SPLITS:
@@ -282,8 +297,8 @@ class Finalize(Stage):
                 continue
             root = out / split
             totals = finish_dataset(root, [t.name.split("/", 1)[1] for t in mine])
-            copy_tokenizer([i / split for i in inputs] + inputs, root)
-            write_split_meta(root, _split_meta(self.name, cfg, split, tok))
+            copy_tokenizer([i / split for i in inputs] + inputs, root, read)
+            write_split_meta(root, _split_meta(self.name, cfg, split, tok, read))
             per_ds: dict[str, Any] = {}
             for t in mine:
                 d = per_ds.setdefault(t.params.dataset, {"samples": 0, "tokens": 0, "units": 0})
@@ -301,13 +316,14 @@ class Finalize(Stage):
             "profile": profiles.name(cfg),
             "splits": splits,
             "tokenizer": tok,
-            "datasets": {n: {"input": str(i), "stages": stage_chain(read_meta(i) or read_meta(i / "train"))}
+            "datasets": {n: {"input": str(i), "stages": stage_chain(read_meta(i) or read_meta(i / "train")),
+                             **({"foreign": foreign[str(i)]} if str(i) in foreign else {})}
                          for n, i in zip(names, inputs, strict=True)},
             "finalize": recorded_settings(cfg),
             "shards": shards,
         }
         write_json_atomic(out / MANIFEST, manifest)
-        summary: dict[str, Any] = {"profile": profiles.name(cfg),
+        summary: dict[str, Any] = {"record": foreign_records(read), "profile": profiles.name(cfg),
                                    "splits": {s: {k: v for k, v in e.items()} for s, e in splits.items()},
                                    "tokenizer": tok, "bytes_linked": stats["bytes_linked"],
                                    "bytes_written": stats["bytes_written"]}

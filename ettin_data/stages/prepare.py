@@ -25,6 +25,7 @@ from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, 
 from ..dataset import META
 from ..engines import Mismatch
 from ..errors import ConfigError, EttinError
+from ..framing import framing
 from ..jsonio import write_json_atomic
 from ..mds import find_units, write_root_index
 from ..stage import Stage
@@ -38,7 +39,8 @@ _WORKER: dict[str, Any] = {}  # per process: encoder, chunk parameters
 
 
 def _configs(cfg: PrepareConfig) -> tuple[ConvertConfig, TokenizeConfig, ChunkConfig]:
-    return sub_config(ConvertConfig, cfg), sub_config(TokenizeConfig, cfg), sub_config(ChunkConfig, cfg)
+    return (sub_config(ConvertConfig, cfg), sub_config(TokenizeConfig, cfg),
+            sub_config(ChunkConfig, cfg, tokenizer=None))  # chunk's --tokenizer names a foreign input's
 
 
 def _identity(cfg: PrepareConfig, tok: Any, raw: bytes, max_id: bool = True) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
         ident = _identity(cfg, enc.tok, raw, max_id=False)  # the metadata's (with max_id) is made in finish
         table = cached_word_start_table(raw, ident["vocab_size"]) if cfg.word_boundaries else None
         _WORKER.clear()
-        _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, ident, table), ident))
+        _WORKER.update(key=key, val=(enc, chunk.chunk_params(kcfg, framing(kcfg, ident, raw), table), ident))
     return _WORKER["val"]
 
 
@@ -115,7 +117,7 @@ def _unit(name: str, docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.
         U.mark_done(keep_tokens / name, tok_st)
     with U.atomic_dir(Path(cfg.output) / name) as tmp:
         chunked = chunk.chunk_into(tmp, encoded, params, tokenize.token_columns(cfg.dtype, has_domain), where,
-                                   cfg.compression)
+                                   compression=cfg.compression)
     if chunked["documents"] + st["skipped.empty_tokens"] != len(docs):
         raise EttinError(f"{where}: {len(docs)} documents, {chunked['documents']} chunked and "
                          f"{st['skipped.empty_tokens']} skipped; this is a bug")
@@ -146,11 +148,7 @@ class Prepare(Stage):
                                       "overlap); choose distinct folders")
         tcfg = sub_config(TokenizeConfig, cfg)
         raw, tok = tokenize.resolve(tcfg)
-        ident = _identity(cfg, tok, raw, max_id=False)
-        for key in ("bos_id", "eos_id"):
-            if not isinstance(ident.get(key), int):
-                raise ConfigError(f"tokenizer {cfg.tokenizer!r} has no {key}: chunks are [BOS] piece [EOS]; use a "
-                                  "tokenizer whose post-processor adds BOS/EOS (e.g. builtin:modernbert)")
+        framing(_configs(cfg)[2], _identity(cfg, tok, raw, max_id=False), raw)  # --bos/--eos resolve (or one line)
         tokenize.Tokenize().prepare(tcfg)
         if cfg.keep_tokens:
             save_tokenizer_json(raw, cfg.keep_tokens)
@@ -202,7 +200,8 @@ class Prepare(Stage):
         meta_tokenize = {"stage": "tokenize", **via, "settings": recorded_settings(tcfg), "inputs": list(cfg.inputs),
                          "upstream": [meta_convert], "tokenizer": ident, "engine": engine}
         meta = {"stage": "chunk", **via, "settings": recorded_settings(kcfg), "inputs": list(cfg.inputs),
-                "upstream": [meta_tokenize], "tokenizer": ident}
+                "upstream": [meta_tokenize], "tokenizer": ident,
+                "framing": framing(kcfg, ident, (out / TOKENIZER_FILE).read_bytes()).record()}
         keep_text, keep_tokens = _kept(cfg)
         if keep_text is not None:  # as convert finishes its output
             convert.Convert().finish(sub_config(ConvertConfig, cfg, output=str(keep_text)),

@@ -26,10 +26,11 @@ from ..sampling import (
     SamplingStage,
     UnitInfo,
     copy_tokenizer,
-    dataset_tokenizer,
     dataset_units,
     finish_dataset,
+    foreign_records,
     out_name,
+    read_input,
     rng_for,
     sample_unit,
     single_input,
@@ -102,6 +103,7 @@ class Budget(SamplingStage):
 
     def plan(self, cfg: BudgetConfig) -> list[U.Task]:
         root = single_input(cfg)
+        read_input(root, cfg, self.name)
         picks = choose_units(dataset_units(root), cfg.target_tokens, rng_for(cfg.seed, "budget"), cfg.upsample,
                              cfg.exact, str(root))
         return pick_tasks(picks)
@@ -115,7 +117,8 @@ class Budget(SamplingStage):
         out = Path(cfg.output)
         src = Path(cfg.inputs[0])
         totals = finish_dataset(out, [t.name for t in tasks])
-        copy_tokenizer([src], out)
+        inp = read_input(src, cfg, self.name)
+        copy_tokenizer([src], out, [inp])
         available = sum(u.tokens for u in dataset_units(src))
         rows = picks_summary(tasks, out)
         achieved = totals["total_tokens_written"]
@@ -132,5 +135,5 @@ class Budget(SamplingStage):
             "bytes_written": stats["bytes_written"],
         }
         write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed, "units": rows})
-        tok = dataset_tokenizer(src)
-        return {**summary, **({"tokenizer": tok} if tok is not None else {})}
+        tok = inp.tokenizer
+        return {**summary, **({"tokenizer": tok} if tok is not None else {}), "record": foreign_records([inp])}

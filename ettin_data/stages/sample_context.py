@@ -26,9 +26,10 @@ from ..sampling import (
     SUMMARY_FILE,
     SamplingStage,
     copy_tokenizer,
-    dataset_tokenizer,
     finish_dataset,
+    foreign_records,
     out_name,
+    read_input,
     rng_for,
     sample_unit,
     single_input,
@@ -61,6 +62,7 @@ class Context(SamplingStage):
         names = find_units(root)
         if not names:
             raise InputError(f"{root}: no MDS units found (expected a chunk output)")
+        read_input(root, cfg, self.name)
         unit_of, index_of, length_of, sizes = [], [], [], []
         for k, name in enumerate(names):
             path = root / name if name else root
@@ -101,7 +103,8 @@ class Context(SamplingStage):
         out = Path(cfg.output)
         src = Path(cfg.inputs[0])
         totals = finish_dataset(out, [t.name for t in tasks])
-        copy_tokenizer([src], out)
+        inp = read_input(src, cfg, self.name)
+        copy_tokenizer([src], out, [inp])
         summary = {
             "num_tokens": cfg.num_tokens,
             "achieved_tokens": totals["total_tokens_written"],
@@ -113,5 +116,5 @@ class Context(SamplingStage):
             "bytes_written": stats["bytes_written"],
         }
         write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed})
-        tok = dataset_tokenizer(src)
-        return {**summary, **({"tokenizer": tok} if tok is not None else {})}
+        tok = inp.tokenizer
+        return {**summary, **({"tokenizer": tok} if tok is not None else {}), "record": foreign_records([inp])}

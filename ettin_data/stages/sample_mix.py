@@ -35,6 +35,8 @@ from ..sampling import (
     copy_tokenizer,
     dataset_units,
     finish_dataset,
+    foreign_records,
+    read_input,
     rng_for,
     same_tokenizer,
 )
@@ -107,7 +109,7 @@ class Mix(SamplingStage):
 
     def plan(self, cfg: MixConfig) -> list[U.Task]:
         _, sources = read_mix(_mixfile(cfg))
-        same_tokenizer(s["path"] for s in sources.values())
+        same_tokenizer(read_input(s["path"], cfg, self.name) for s in sources.values())
         tasks = []
         for name, src in sources.items():
             picks = choose_units(dataset_units(src["path"]), src["planned"], rng_for(cfg.seed, "mix", name),
@@ -121,8 +123,9 @@ class Mix(SamplingStage):
         for name in sources:  # each source is also a dataset of its own (its own root index and stats)
             finish_dataset(out / name, [t.name.split("/", 1)[1] for t in tasks if t.name.startswith(f"{name}/")])
         totals = finish_dataset(out, [t.name for t in tasks])
-        tok = same_tokenizer(s["path"] for s in sources.values())
-        copy_tokenizer([s["path"] for s in sources.values()], out)
+        inputs = [read_input(s["path"], cfg, self.name) for s in sources.values()]
+        tok = same_tokenizer(inputs)
+        copy_tokenizer([s["path"] for s in sources.values()], out, inputs)
         rows = picks_summary(tasks, out)
         per_source = {}
         for name, src in sources.items():
@@ -144,7 +147,8 @@ class Mix(SamplingStage):
         return {**summary, **({"tokenizer": tok} if tok is not None else {}),
                 # the sources (not the TOML) are this stage's upstream
                 "upstream": [m for m in (read_meta(s["path"]) for s in sources.values()) if m],
-                "record": {"mix": {n: {"path": s["path"], "planned": s["planned"]} for n, s in sources.items()}}}
+                "record": {"mix": {n: {"path": s["path"], "planned": s["planned"]} for n, s in sources.items()},
+                           **foreign_records(inputs)}}
 
     def prepare(self, cfg: MixConfig) -> None:
         """Refuse to resume into an output planned from another mix (the TOML may change under the same name)."""

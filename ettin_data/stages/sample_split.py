@@ -31,12 +31,13 @@ from ..sampling import (
     SamplingStage,
     UnitInfo,
     copy_tokenizer,
-    dataset_tokenizer,
     dataset_units,
     doc_hash,
     finish_dataset,
+    foreign_records,
     out_name,
     place_unit,
+    read_input,
     single_input,
     unit_ids_lengths,
     write_split_meta,
@@ -94,6 +95,7 @@ class Split(SamplingStage):
 
     def plan(self, cfg: SplitConfig) -> list[U.Task]:
         root = single_input(cfg)
+        read_input(root, cfg, self.name)
         units = dataset_units(root)
         total = sum(u.tokens for u in units)
         if total == 0:
@@ -162,14 +164,15 @@ class Split(SamplingStage):
     def finish(self, cfg: SplitConfig, stats: Stats, tasks: list[U.Task]) -> dict[str, Any]:
         out = Path(cfg.output)
         src = Path(cfg.inputs[0])
-        tok = dataset_tokenizer(src)
+        inp = read_input(src, cfg, self.name)
+        tok = inp.tokenizer
         totals = {}
         for split in SPLITS:
             root = out / split
             totals[split] = finish_dataset(root, [t.name.split("/", 1)[1] for t in tasks if t.params.split == split])
-            copy_tokenizer([src], root)
+            copy_tokenizer([src], root, [inp])
             meta = {"stage": self.name, "split": split, "settings": recorded_settings(cfg), "inputs": list(cfg.inputs),
-                    "upstream": [m for m in [read_meta(src)] if m]}
+                    "upstream": [m for m in [read_meta(src)] if m], **foreign_records([inp])}
             if tok is not None:
                 meta["tokenizer"] = tok
             write_split_meta(root, meta)
@@ -191,4 +194,4 @@ class Split(SamplingStage):
         write_json_atomic(out / "split_summary.json", summary)
         if tok is not None:
             summary["tokenizer"] = tok
-        return summary
+        return {**summary, "record": foreign_records([inp])}
