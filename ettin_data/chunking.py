@@ -31,8 +31,8 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["ChunkParams", "DocCounts", "chunk_document", "content_tokens", "piece_bounds", "window",
-           "word_start_table", "cached_word_start_table", "backfill_draw", "MAX_WINDOW"]
+__all__ = ["ChunkParams", "DocCounts", "Chunked", "chunk_batch", "chunk_document", "content_tokens", "piece_bounds",
+           "window", "word_start_table", "cached_word_start_table", "backfill_draw", "MAX_WINDOW"]
 
 MAX_WINDOW = 32
 # byte-level BPE markers of a leading space, newline, tab and carriage return; SentencePiece's space marker
@@ -213,6 +213,116 @@ def chunk_document(ids: np.ndarray, p: ChunkParams, doc_id: str = "") -> tuple[l
         chunks.append(out)
         c.written += b - a
     return chunks, c
+
+
+@dataclass
+class Chunked:
+    """The chunks of many documents (:func:`chunk_batch`): chunk ``k`` is ``[BOS] + content[start[k]:end[k]]
+    + [EOS]`` (without a framing id that is None), of document ``doc[k]``; ``counts`` sums :class:`DocCounts`
+    over the documents (plus ``documents`` and ``documents_empty``)."""
+
+    content: np.ndarray
+    doc: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    counts: dict[str, int]
+    bos: int | None
+    eos: int | None
+
+    def chunk(self, k: int) -> np.ndarray:
+        lead, n = int(self.bos is not None), int(self.end[k] - self.start[k])
+        out = np.empty(n + lead + (self.eos is not None), self.content.dtype)
+        if lead:
+            out[0] = self.bos
+        out[lead:lead + n] = self.content[self.start[k]:self.end[k]]
+        if self.eos is not None:
+            out[-1] = self.eos
+        return out
+
+
+def chunk_batch(ids: np.ndarray, lengths: np.ndarray, doc_ids: list[str], p: ChunkParams) -> Chunked:
+    """:func:`chunk_document` of every document at once: document ``i`` is ``ids[sum(lengths[:i]):][:lengths[i]]``.
+    The same chunks and counts (tested against it), with numpy over all documents instead of Python per
+    document: every cut of one round of all documents at once (each round moves every long document one piece
+    on), and the rules of steps 3-4 only where they can apply, each document's last piece (every other piece
+    is at least ``max(min_chunk_size, always_skip_size)`` long)."""
+    lengths = np.asarray(lengths, np.int64)
+    n_docs = len(lengths)
+    lo = np.zeros(n_docs, np.int64)
+    np.cumsum(lengths[:-1], out=lo[1:])
+    a, b = lo.copy(), lo + lengths
+    if p.strip_special and n_docs and len(ids):
+        first = ids[np.minimum(a, len(ids) - 1)]
+        a += (lengths > 0) & np.isin(first, list(p.heads))
+        last = ids[np.maximum(b - 1, 0)]
+        b -= (b > a) & np.isin(last, list(p.tails))
+    content = ids
+    if p.add_eos:
+        grow = b > a
+        content = np.insert(ids, b[grow], np.asarray(p.eos_id, ids.dtype))
+        shift = np.cumsum(grow) - grow  # insertions before each document
+        a, b = a + shift, b + shift + grow
+    m = b - a
+    size = p.piece_size
+    # step 2: cuts (document, position relative to its content), every round of every document at once
+    cut_doc, cut_pos, moved = [np.flatnonzero(m > 0)], [np.zeros(int(np.count_nonzero(m > 0)), np.int64)], 0
+    docs = np.flatnonzero(m > size)
+    s = np.zeros(len(docs), np.int64)
+    back = window(size)
+    floor = max(p.min_chunk_size, p.always_skip_size, 1)
+    table = None if p.word_start is None else np.asarray(p.word_start, bool)
+    steps = np.arange(back + 1)
+    while len(docs):
+        e = s + size
+        cut = e
+        if table is not None:
+            low = np.maximum(s + floor, e - back)
+            pos = e[:, None] - steps[None, :]  # e, e-1, ..., e-back: the last word start in reach wins
+            ok = pos >= low[:, None]
+            hit = ok & table[content[a[docs][:, None] + np.where(ok, pos, e[:, None])]]
+            found = hit.any(axis=1)
+            cut = np.where(found, e - np.argmax(hit, axis=1), e)
+            moved += int(np.count_nonzero(cut != e))
+        cut_doc.append(docs)
+        cut_pos.append(cut)
+        keep = m[docs] - cut > size
+        docs, s = docs[keep], cut[keep]
+    cd, cp = np.concatenate(cut_doc), np.concatenate(cut_pos)
+    order = np.lexsort((cp, cd))
+    cd, cp = cd[order], cp[order]
+    ends = np.append(cp[1:], 0)[:len(cp)]
+    last = np.append(cd[1:] != cd[:-1], True)[:len(cd)]  # each document's last piece
+    ends[last] = m[cd[last]]
+    start, end = a[cd] + cp, a[cd] + ends
+    # steps 3-4 on each document's last piece
+    counts = {"documents": n_docs, "documents_empty": int(np.count_nonzero(m == 0)), "content": int(m.sum()),
+              "skipped": 0, "duplicated": 0, "pieces_skipped": 0, "backfilled": 0, "cuts_moved": moved}
+    keep = np.ones(len(cd), bool)
+    li = np.flatnonzero(last)
+    length = end[li] - start[li]
+    only = ~np.append(False, cd[1:] == cd[:-1])[:len(cd)][li]  # the last piece is also the document's first
+    skip = (length < p.always_skip_size) & (~only | p.enforce_zeroth)
+    short = ~skip & ~only & (length < p.min_chunk_size)
+    if not p.backfill:
+        skip |= short
+        short[:] = False
+    keep[li[skip]] = False
+    counts["skipped"] = int(length[skip].sum())
+    counts["pieces_skipped"] = int(np.count_nonzero(skip))
+    for k in li[short].tolist():  # backfill: from the previous piece (kept: it is long enough)
+        prev_len = int(end[k - 1] - start[k - 1])
+        room = min(size - int(end[k] - start[k]), prev_len)
+        if p.backfill_no_duplicates:
+            r = backfill_draw(p.seed, doc_ids[int(cd[k])], 0, room)
+            end[k - 1] -= r
+        else:
+            r = room
+            counts["duplicated"] += r
+        start[k] -= r
+        counts["backfilled"] += r > 0
+    start, end, cd = start[keep], end[keep], cd[keep]
+    counts["written"] = int((end - start).sum())
+    return Chunked(content, cd, start, end, counts, p.bos_id, p.eos_id)
 
 
 def word_start_table(tokenizer_json: str, vocab_size: int | None = None) -> np.ndarray:

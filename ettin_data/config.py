@@ -185,6 +185,10 @@ class ChunkConfig(ReadsTokens):
         True, description="Move each cut back (at most 32 tokens) so continuation pieces start at a word start."
     )
     seed: int = Field(42, description="Seed of the backfill random draws.")
+    compression: Literal["zstd", "none"] = Field(
+        "zstd", description="Compression of the chunk shards. none: raw .mds shards (~2-7x larger on disk) that "
+        "sample and finalize hard-link instead of decompressing; for data finalized for ModernBERT's "
+        "streaming: false loader anyway, on a disk that holds it.")
     bos: str | None = Field(None, description="Token that starts every chunk, or 'none' (decoder style: no BOS). "
                             "Default: the tokenizer's BOS ([CLS] for ModernBERT).")
     eos: str | None = Field(None, description="Token that ends every chunk, or 'none'. Default: the tokenizer's "

@@ -36,9 +36,9 @@ from . import units as U
 from .config import recorded_settings, settings_diff
 from .dataset import INDEX, META, SETTINGS, read_meta
 from .errors import ConfigError, UnitFailure
-from .executors import run_tasks
+from .executors import prestart, run_tasks
 from .interrupt import handle_signals
-from .mds import jsonable, write_json_atomic
+from .jsonio import jsonable, write_json_atomic
 from .progress import Display
 from .stage import Stage
 from .stats import Stats
@@ -127,8 +127,16 @@ def open_workspace(cfg: Any, command: Any) -> Iterator[Workspace]:
 
 @handle_signals()  # SIGTERM/SIGHUP stop the run like Ctrl-C: workers stopped, finished units kept, no root index
 def _run_stage(stage: Stage, ws: Workspace, quiet: bool, log: Any) -> dict[str, Any]:
-    cfg, given = ws.cfg, ws.given
     t0 = time.monotonic()
+    # the workers start now: their start-up overlaps the planning, checks and stage.prepare below
+    with prestart(ws.cfg, type(stage).__module__) as pool:
+        summary = _run_stage_with(stage, ws, quiet, log, pool)
+    summary["seconds"] = round(time.monotonic() - t0, 3)
+    return summary
+
+
+def _run_stage_with(stage: Stage, ws: Workspace, quiet: bool, log: Any, pool: Any) -> dict[str, Any]:
+    cfg, given = ws.cfg, ws.given
     ws.refresh()
     ws.require_inputs_complete()  # a dataset that a run has not finished is never read
     p = plan(stage, cfg, ws)  # first: bad inputs are reported before anything is written
@@ -152,7 +160,7 @@ def _run_stage(stage: Stage, ws: Workspace, quiet: bool, log: Any) -> dict[str, 
         write_json_atomic(ws.output / SETTINGS, _settings(stage, ws))
         stage.prepare(cfg)  # e.g. tokenize writes OUTPUT/tokenizer.json
         ws.push_run_files()
-        _run_units(stage, ws, p, quiet)
+        _run_units(stage, ws, p, quiet, pool)
         summary: dict[str, Any] = {"stage": stage.name, "output": str(given.output), "units": len(p.tasks),
                                    "units_run": len(p.todo), "units_skipped": len(p.done)}
         swept = sum(len(v) for v in ws.swept.values())
@@ -164,11 +172,10 @@ def _run_stage(stage: Stage, ws: Workspace, quiet: bool, log: Any) -> dict[str, 
             summary.update(complete=False, units_pending=len(pending))
         else:
             summary.update(_finish(stage, ws, p))
-    summary["seconds"] = round(time.monotonic() - t0, 3)
     return summary
 
 
-def _run_units(stage: Stage, ws: Workspace, p: Plan, quiet: bool) -> None:
+def _run_units(stage: Stage, ws: Workspace, p: Plan, quiet: bool, pool: Any = None) -> None:
     cfg = ws.cfg
     with Display(stage.name, len(p.mine), quiet=quiet) as display:
         for _ in p.done:
@@ -176,7 +183,7 @@ def _run_units(stage: Stage, ws: Workspace, p: Plan, quiet: bool) -> None:
         outcome = run_tasks(
             ws.unit_fn(UnitJob(stage)), p.todo, cfg, workers=cfg.workers, executor=cfg.executor,
             on_progress=display.update, on_done=display.unit_done, ray_address=cfg.ray_address,
-            max_retries=cfg.max_retries,
+            max_retries=cfg.max_retries, pool=pool,
         )
     if outcome.failures:
         raise UnitFailure(outcome.failures, len(p.mine), outcome.tracebacks)

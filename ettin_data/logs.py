@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .mds import jsonable
+from .jsonio import jsonable
 from .safefile import write_bytes
 
 __all__ = ["LOG_DIR", "RunLog"]

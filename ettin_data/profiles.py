@@ -36,11 +36,13 @@ import numpy as np
 from .dataset import read_meta
 from .errors import InputError
 from .ids import id_bound, narrow
-from .mds import INDEX, UnitReader, read_index, write_json_atomic
+from .jsonio import write_json_atomic
+from .mds import INDEX, UnitReader, read_index
 from .safefile import atomic_file
 
 __all__ = ["PROFILES", "DEFAULT", "FIX", "name", "output_columns", "source_column", "can_link", "compression",
-           "flat_dtype", "to_numpy", "is_flat", "read_flat", "verify_profile", "describe_flat",
+           "flat_dtype", "to_numpy", "is_flat", "read_flat", "verify_profile", "column_problem", "sample_problems",
+           "describe_flat",
            "loader_warnings"]
 
 PROFILES = ("modernbert", "modernbert-streaming", "llm-foundry", "numpy")
@@ -127,7 +129,7 @@ def to_numpy(root: Path, tok: dict[str, Any] | None, dtype: str | None, datasets
     def blocks():
         nonlocal start
         for shard in reader.shards():
-            dataset = shard.info["raw_data"]["basename"].split("/", 1)[0]
+            dataset = shard.entry.unit.split("/", 1)[0]
             for s in shard.samples({"id", "input_ids"}):
                 ids = narrow(np.asarray(s["input_ids"]), dt, str(shard.path), "pass --dtype uint32")
                 lengths.append(int(ids.size))
@@ -209,24 +211,57 @@ def verify_profile(root: Path, profile: str, vocab: int | None) -> list[str]:
     """The loader's read rule on every sample of an MDS split: its token column has the encoding the
     profile writes, decodes (as the loader decodes it) to ``len`` ids, all below ``vocab`` (one past the
     largest id the tokenizer can emit: ``ids.id_bound``)."""
-    col = _TOKEN_COLUMN.get(profile)
-    if col is None or profile == DEFAULT:
+    if _TOKEN_COLUMN.get(profile) is None or profile == DEFAULT:
         return []
-    want = "ndarray:int64" if profile == "modernbert-streaming" else None
     try:
         reader = UnitReader(root)
     except InputError as e:
         return [str(e)]
-    enc = reader.columns.get(col)
+    bad = column_problem(root, reader.columns, profile)
+    if bad is not None:
+        return [bad] if bad else []
+    bad_len = bad_vocab = seen = 0
+    first = None
+    for shard in reader.shards():
+        n_len, n_vocab, at = sample_problems(shard, profile, vocab)
+        bad_len, bad_vocab = bad_len + n_len, bad_vocab + n_vocab
+        if first is None and at is not None:
+            first = seen + at
+        seen += shard.entry.samples
+    out = []
+    if bad_len:
+        out.append(f"{root}: {bad_len} sample(s) decode to another number of ids than `len` (first: sample {first})")
+    if bad_vocab:
+        out.append(f"{root}: {bad_vocab} sample(s) hold ids outside [0, {vocab}) as the loader reads them "
+                   f"(first: sample {first})")
+    return out
+
+
+def column_problem(root: Path, columns: dict[str, str], profile: str) -> str | None:
+    """"" when the profile has no sample rule; a problem line when the token column is not what the profile
+    writes; None when the samples are to be checked (:func:`sample_problems`)."""
+    col = _TOKEN_COLUMN.get(profile)
+    if col is None or profile == DEFAULT:
+        return ""
+    want = "ndarray:int64" if profile == "modernbert-streaming" else None
+    enc = columns.get(col)
     if enc is None:
-        return [f"{root / INDEX}: no {col} column, which the {profile} loader reads (columns: "
-                f"{', '.join(sorted(reader.columns))})"]
+        return (f"{root / INDEX}: no {col} column, which the {profile} loader reads (columns: "
+                f"{', '.join(sorted(columns))})")
     if (want and enc != want) or not enc.startswith("ndarray:"):
-        return [f"{root / INDEX}: {col} is {enc}, the {profile} profile writes {want or 'an integer ndarray'}; "
-                f"rerun `ettin-data finalize --for {profile}`"]
+        return (f"{root / INDEX}: {col} is {enc}, the {profile} profile writes {want or 'an integer ndarray'}; "
+                f"rerun `ettin-data finalize --for {profile}`")
+    return None
+
+
+def sample_problems(shard: Any, profile: str, vocab: int | None) -> tuple[int, int, int | None]:
+    """(samples whose ids as the loader decodes them are not ``len`` long, samples with ids outside
+    [0, vocab), the first such sample) of one shard whose token column passed :func:`column_problem`."""
+    col = _TOKEN_COLUMN[profile]
+    cols = shard.entry.column_names
     bad_len = bad_vocab = 0
     first = None
-    for i, s in enumerate(reader.iter_samples([c for c in (col, "len") if c in reader.columns])):
+    for i, s in enumerate(shard.samples({c for c in (col, "len") if c in cols})):
         ids = np.frombuffer(s[col], np.int64) if profile == "modernbert-streaming" else \
             np.asarray(s[col]).astype(np.int64)
         if "len" in s and s["len"] != len(ids):
@@ -235,13 +270,7 @@ def verify_profile(root: Path, profile: str, vocab: int | None) -> list[str]:
         if vocab is not None and ids.size and (int(ids.max()) >= vocab or int(ids.min()) < 0):
             bad_vocab += 1
             first = i if first is None else first
-    out = []
-    if bad_len:
-        out.append(f"{root}: {bad_len} sample(s) decode to another number of ids than `len` (first: sample {first})")
-    if bad_vocab:
-        out.append(f"{root}: {bad_vocab} sample(s) hold ids outside [0, {vocab}) as the loader reads them "
-                   f"(first: sample {first})")
-    return out
+    return bad_len, bad_vocab, first
 
 
 def _profile_of(path: Path) -> str | None:
@@ -279,10 +308,10 @@ def loader_warnings(path: str | Path) -> list[str]:
     found: dict[str, list[str]] = {}
     for root in roots:
         try:
-            shards = read_index(root)["shards"]
+            shards = read_index(root).shards
         except InputError:
             continue
-        cols = {n: e for s in shards for n, e in zip(s["column_names"], s["column_encodings"], strict=True)}
+        cols = {n: e for s in shards for n, e in s.columns.items()}
         enc = cols.get("input_ids")
         if enc is not None and enc != "ndarray:int64":
             found.setdefault(enc, []).append(root.name if root != path else "")

@@ -58,8 +58,7 @@ def mirror_small_files(url: str, local: Path, *, fresh: bool) -> None:
         st.download_many([f for f in ROOT_FILES if f != "index.json"], fresh=True, missing_ok=True)
         from .mds import read_index
 
-        units = sorted({b.rsplit("/", 1)[0] for s in read_index(local)["shards"]
-                        for b in [s["raw_data"]["basename"]] if "/" in b})
+        units = sorted({s.unit for s in read_index(local).shards if s.unit})
         st.download_many([f"{u}/{f}" for u in units for f in UNIT_FILES], fresh=True, missing_ok=True)
     else:
         small = [k for k in keys if not is_shard(k) and ".ettin_logs/" not in f"/{k}" and not k.startswith(_LOCK)]
@@ -72,7 +71,7 @@ def mirror_small_files(url: str, local: Path, *, fresh: bool) -> None:
 def fetch_shards(url: str, local: Path, source: str | None) -> int:
     """Download the shards a task reads: those of ``source`` when it lies in the mirror, else all.
     Files already present with the size the index names are kept. Returns the number downloaded."""
-    from .mds import read_index, shard_files
+    from .mds import read_index
 
     mirror_small_files(url, local, fresh=False)  # a fresh machine (another Ray node) has none yet
     start = local
@@ -89,18 +88,12 @@ def fetch_shards(url: str, local: Path, source: str | None) -> int:
             continue
         dirnames[:] = []  # an index covers everything below it (a root index names nested shards)
         d = Path(dirpath)
-        for s in read_index(d)["shards"]:
-            sizes = {s["raw_data"]["basename"]: s["raw_data"].get("bytes")}
-            if s.get("zip_data"):
-                sizes = {s["zip_data"]["basename"]: s["zip_data"].get("bytes")}
-            for base in shard_files(s):
-                if base not in sizes:
-                    continue
-                p = d / base
-                if p.exists() and (sizes[base] is None or p.stat().st_size == sizes[base]):
-                    continue
-                p.unlink(missing_ok=True)
-                want.append(p.relative_to(local).as_posix())
+        for s in read_index(d).shards:
+            if s.stored.size_matches(d):  # the file a writer leaves: the compressed one when compressed
+                continue
+            p = d / s.stored.basename
+            p.unlink(missing_ok=True)
+            want.append(p.relative_to(local).as_posix())
     store(url, local).download_many(want)
     return len(want)
 

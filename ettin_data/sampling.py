@@ -20,8 +20,18 @@ import numpy as np
 from . import progress
 from .dataset import META, TOKENIZER_FILE
 from .errors import ConfigError, InputError
-from .indexcheck import UnsafePath, check_member
-from .mds import INDEX, ShardWriter, UnitReader, find_units, jsonable, read_index, write_json_atomic, write_root_index
+from .jsonio import jsonable, write_json_atomic
+from .mds import (
+    INDEX,
+    Index,
+    ShardWriter,
+    UnitReader,
+    UnsafePath,
+    check_member,
+    find_units,
+    read_index,
+    write_root_index,
+)
 from .safefile import copy_file
 from .stage import Stage
 from .stats import Stats, percentiles
@@ -120,7 +130,7 @@ def dataset_units(root: str | Path) -> list[UnitInfo]:
     out = []
     for name in names:
         path = root / name if name else root
-        samples = sum(int(s["samples"]) for s in read_index(path)["shards"])
+        samples = read_index(path).samples
         out.append(UnitInfo(name, str(path), samples, _unit_tokens(path, samples)))
     return out
 
@@ -156,8 +166,8 @@ def unit_stats(ids: list[str], lengths: np.ndarray) -> tuple[dict[str, Any], dic
     return stats, deciles
 
 
-def _compression(index: dict[str, Any]) -> str | None:
-    comp = next((s.get("compression") for s in index["shards"]), None)
+def _compression(index: Index) -> str | None:
+    comp = next((s.compression for s in index.shards), None)
     return "zstd" if comp and comp.split(":")[0] == "zstd" else None
 
 
@@ -165,7 +175,7 @@ def place_unit(src: str | Path, dst: Path, info_tokens: int | None = None) -> St
     """Put a whole input unit at ``dst`` without copying shard bytes (hard links)."""
     src = Path(src)
     placed = link_unit(src, dst, extra_files=UNIT_FILES)
-    samples = sum(int(s["samples"]) for s in read_index(dst)["shards"])
+    samples = read_index(dst).samples
     if not (dst / STATS_FILE).is_file() or not (dst / DECILE_FILE).is_file():
         ids, lengths = unit_ids_lengths(dst)
         stats, deciles = unit_stats(ids, lengths)

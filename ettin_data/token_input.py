@@ -122,8 +122,8 @@ def _first_unit(root: Path, units: list[str] | None) -> Path:
 
 
 def _columns(unit: Path) -> dict[str, str]:
-    shards = read_index(unit)["shards"]
-    return dict(zip(shards[0]["column_names"], shards[0]["column_encodings"], strict=True)) if shards else {}
+    shards = read_index(unit).shards
+    return shards[0].columns if shards else {}
 
 
 def open_token_input(root: str | Path, spec: str | None, *, units: list[str] | None = None,
@@ -210,11 +210,11 @@ def _foreign(root: Path, spec: str, first: Path, column: TokenColumn, units: lis
 def _probe(unit: Path, column: TokenColumn, tok: Any) -> list[np.ndarray] | None:
     """The first shard's documents (at most PROBE_SAMPLES); None when its files are not here (object storage
     fetches shards per unit: the ids are then checked as they are read)."""
-    index = read_index(unit)
-    if not index["shards"]:
+    shards = read_index(unit).shards
+    if not shards:
         return []
-    first = index["shards"][0]
-    if not any((unit / f["basename"]).exists() for f in (first["raw_data"], first.get("zip_data")) if f):
+    first = shards[0]
+    if not first.present(unit):
         return None
     shard = load_shard(unit, first)
     out = []

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from .ids import narrow
 
-__all__ = ["token_samples", "token_row", "fast_columns"]
+__all__ = ["token_samples", "token_row", "chunk_rows", "fast_columns"]
 
 _HEADS = {False: struct.Struct("<II"), True: struct.Struct("<III")}
 _LEN = struct.Struct("<q")
@@ -76,3 +77,31 @@ def token_row(id_b: bytes, ids: np.ndarray, dtype: np.dtype, dom_b: bytes | None
         return b"".join((_HEADS[False].pack(len(id_b), len(payload) + len(body)), id_b, payload, body, _LEN.pack(n)))
     return b"".join((_HEADS[True].pack(len(dom_b), len(id_b), len(payload) + len(body)), dom_b, id_b, payload, body,
                      _LEN.pack(n)))
+
+
+def chunk_rows(chunked: Any, doc_ids: list[str], domains: list[str] | None, dtype: np.dtype) -> Iterator[bytes]:
+    """``token_row`` of every chunk of a :class:`~ettin_data.chunking.Chunked` (``[BOS] + content + [EOS]`` of
+    document ``doc_ids[chunked.doc[k]]``, without a framing id that is None), sliced from one bytes copy of the
+    content: the same bytes (tested)."""
+    content = narrow(chunked.content, dtype, "")
+    size = dtype.itemsize
+    buf = memoryview(content.tobytes())
+    bos = b"" if chunked.bos is None else np.array([chunked.bos], dtype).tobytes()
+    eos = b"" if chunked.eos is None else np.array([chunked.eos], dtype).tobytes()
+    framing = (chunked.bos is not None) + (chunked.eos is not None)
+    pack_len = _LEN.pack
+    heads = _HEADS[domains is not None]
+    last, id_b, dom_b = -1, b"", b""
+    for d, a, b in zip(chunked.doc.tolist(), chunked.start.tolist(), chunked.end.tolist(), strict=True):
+        if d != last:
+            last, id_b = d, doc_ids[d].encode("utf-8")
+            if domains is not None:
+                dom_b = domains[d].encode("utf-8")
+        n = b - a + framing
+        payload = _shape(n)
+        body = (bos, buf[a * size:b * size], eos)
+        if domains is None:
+            yield b"".join((heads.pack(len(id_b), len(payload) + n * size), id_b, payload, *body, pack_len(n)))
+        else:
+            yield b"".join((heads.pack(len(dom_b), len(id_b), len(payload) + n * size), dom_b, id_b, payload, *body,
+                            pack_len(n)))

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EttinError
-from .mds import INDEX, read_index, write_json_atomic
+from .jsonio import write_json_atomic
+from .mds import INDEX, read_index
 from .stats import Stats
 
 __all__ = ["Task", "DONE", "output_name", "atomic_dir", "mark_done", "is_done", "read_done", "clear", "empty"]
@@ -94,7 +95,7 @@ def _check_samples(final: Path, stats: Stats) -> None:
     key = "samples" if "samples" in stats.counts else "documents_written"
     if key not in stats.counts or not (final / INDEX).is_file():
         return
-    written = sum(int(s["samples"]) for s in read_index(final)["shards"])
+    written = read_index(final).samples
     if written != stats[key]:
         raise EttinError(f"{final}: accounting does not close: index.json holds {written} samples, the stage "
                          f"counted {stats[key]} ({key}); this is a bug, the unit is not marked done")
@@ -109,21 +110,10 @@ def is_done(final: str | Path) -> bool:
     if not (final / INDEX).is_file():
         return True
     try:
-        shards = read_index(final)["shards"]
+        shards = read_index(final).shards
     except EttinError:
         return False
-    for s in shards:
-        infos = [i for i in (s.get("zip_data"), s["raw_data"]) if i]
-        if not any(_has_size(final / i["basename"], i["bytes"]) for i in infos):
-            return False
-    return True
-
-
-def _has_size(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False
+    return all(s.on_disk(final) for s in shards)
 
 
 def read_done(final: str | Path) -> Stats:

@@ -14,146 +14,67 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .dataset import is_root_index, read_meta
 from .errors import InputError
 from .ids import id_bound
-from .mds import INDEX, find_units, load_shard, read_index
+from .mds import INDEX, FileInfo, Index, Shard, find_units, load_shard, read_index
+from .rules import Rules, check_samples, chunk_rules
 
-__all__ = ["verify", "verify_paths", "verify_dataset", "chunk_rules", "stage_chain", "MANIFEST"]
+__all__ = ["verify", "verify_paths", "verify_dataset", "verify_finalized", "UnitCheck", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 
 
-def stage_chain(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The stages that produced a dataset, oldest first (depth-first over ``upstream``)."""
-    if not meta:
-        return []
-    out: list[dict[str, Any]] = []
-    for up in meta.get("upstream") or []:
-        for st in stage_chain(up):
-            if st not in out:
-                out.append(st)
-    entry = {"stage": meta.get("stage"), "settings": meta.get("settings"), "inputs": meta.get("inputs")}
-    for key in ("split", "framing", "foreign"):  # foreign: inputs another tool wrote (path, columns, tokenizer)
-        if key in meta:
-            entry[key] = meta[key]
-    out.append(entry)
-    return out
-
-
-def _meta_near(root: Path) -> dict[str, Any] | None:
-    for p in (root, *list(root.parents)[:2]):
-        m = read_meta(p)
-        if m:
-            return m
-    return None
-
-
-def chunk_rules(root: Path) -> tuple[int | None, int | None, int | None]:
-    """(bos_id, eos_id, chunk_size) to check, from the ettin_meta.json chain; Nones when not chunked. The
-    framing is the chunk stage's (``--bos``/``--eos``); chunks written before it was recorded used the
-    tokenizer's BOS/EOS."""
-    meta = _meta_near(root)
-    chunks = [s for s in stage_chain(meta)
-              if s.get("stage") == "chunk" and isinstance(s.get("settings"), dict) and "chunk_size" in s["settings"]]
-    if not chunks:
-        return None, None, None
-    size = max(s["settings"]["chunk_size"] for s in chunks)
-    frames = [s["framing"] for s in chunks if isinstance(s.get("framing"), dict)]
-    if frames:
-        if any(f != frames[0] for f in frames):  # a mix of differently framed chunks: only the size is common
-            return None, None, size
-        return frames[0].get("bos_id"), frames[0].get("eos_id"), size
-    tok = (meta or {}).get("tokenizer") or {}
-    if tok.get("special_tokens_added") is False:
-        return None, None, size
-    return tok.get("bos_id"), tok.get("eos_id"), size
-
-
-def _hash_problems(path: Path, info: dict[str, Any]) -> list[str]:
+def _hash_problems(path: Path, info: FileInfo) -> list[str]:
     if not path.is_file():
         return [f"{path}: missing (named in the index)"]
     size = path.stat().st_size
-    if info.get("bytes") is not None and size != info["bytes"]:
-        return [f"{path}: {size} bytes, the index records {info['bytes']} (truncated or replaced)"]
+    if size != info.bytes:
+        return [f"{path}: {size} bytes, the index records {info.bytes} (truncated or replaced)"]
     data = path.read_bytes()
-    for algo, want in (info.get("hashes") or {}).items():
+    for algo, want in info.hashes.items():
         if algo in hashlib.algorithms_available and hashlib.new(algo, data).hexdigest() != want:
             return [f"{path}: {algo} hash does not match the index (corrupt or replaced)"]
     return []
 
 
-def _check_samples(path: Path, shard: Any, rules: tuple[int | None, int | None, int | None]) -> tuple[int, list[str]]:
-    bos, eos, limit = rules
-    bad: Counter = Counter()
-    first: dict[str, int] = {}
-    tokens = 0
-    for i, s in enumerate(shard.samples({"input_ids", "tokens", "len"})):
-        ids = s.get("input_ids", s.get("tokens"))  # tokens: llm-foundry's column (finalize --for llm-foundry)
-        if ids is None:
-            continue
-        n = len(ids)
-        tokens += n
-        checks = {
-            "len column != number of tokens": "len" in s and s["len"] != n,
-            f"first token is not BOS {bos}": bos is not None and (n == 0 or int(ids[0]) != bos),
-            f"last token is not EOS {eos}": eos is not None and (n == 0 or int(ids[-1]) != eos),
-            f"longer than the chunk size {limit}": limit is not None and n > limit,
-        }
-        for what, failed in checks.items():
-            if failed:
-                bad[what] += 1
-                first.setdefault(what, i)
-    lines = [f"{path}: {c} sample(s) {what} (first: sample {first[what]})" for what, c in bad.items()]
-    return tokens, lines  # one line per kind of violation: a count and the first sample
-
-
-def verify_dataset(root: str | Path) -> tuple[list[str], dict[str, int]]:
-    """Verify one MDS folder (a unit or a dataset root); returns (problems, {samples, tokens})."""
+def verify_dataset(root: str | Path, rules: Rules | None = None
+                   ) -> tuple[list[str], dict[str, int]]:
+    """Verify one MDS folder (a unit or a dataset root); returns (problems, {samples, tokens}). ``rules``:
+    the chunk rules (default: from the ettin_meta.json chain found at or above ``root``)."""
     root = Path(root)
     try:
         index = read_index(root)
     except InputError as e:
         return [str(e)], {"samples": 0, "tokens": 0}
     problems: list[str] = []
-    rules = chunk_rules(root)
+    rules = chunk_rules(root) if rules is None else rules
     columns: dict[str, str] | None = None
     per_dir: dict[str, list[int]] = {}
-    for info in index["shards"]:
-        raw_name = info["raw_data"]["basename"]
-        cols = dict(zip(info["column_names"], info["column_encodings"], strict=True))
+    for entry in index.shards:
+        cols = entry.columns
         if columns is None:
             columns = cols
         elif cols != columns:
-            problems.append(f"{root / raw_name}: columns {cols} differ from the first shard's {columns}")
-        raw_path, zip_info = root / raw_name, info.get("zip_data")
-        zip_path = root / zip_info["basename"] if zip_info else None
-        files = [(raw_path, info["raw_data"])] if raw_path.exists() else []
-        if zip_path is not None and zip_path.exists():
-            files.append((zip_path, zip_info))
-        if not files:  # reported as missing: the file the index says must be there
-            files = [(zip_path, zip_info) if zip_path is not None else (raw_path, info["raw_data"])]
-        found = []
-        for path, finfo in files:
-            found += _hash_problems(path, finfo)
+            problems.append(f"{root / entry.raw.basename}: columns {cols} differ from the first shard's {columns}")
+        files = entry.present(root) or [entry.stored]  # none present: the file the index says must be there
+        found = [p for f in files for p in _hash_problems(root / f.basename, f)]
         problems += found
         if found:
             continue
         try:
-            shard = load_shard(root, info)
+            shard = load_shard(root, entry)
         except InputError as e:
             problems.append(str(e))
             continue
-        tokens, lines = _check_samples(shard.path, shard, rules)
+        tokens, lines = check_samples(shard.path, shard, rules)
         problems += lines
-        acc = per_dir.setdefault(raw_name.rpartition("/")[0], [0, 0])
-        acc[0] += int(info["samples"])
+        acc = per_dir.setdefault(entry.unit, [0, 0])
+        acc[0] += entry.samples
         acc[1] += tokens
     counted = {"samples": sum(v[0] for v in per_dir.values()), "tokens": sum(v[1] for v in per_dir.values())}
     problems += _count_problems(root, index, per_dir, counted)
@@ -176,14 +97,13 @@ def _stats_problems(path: Path, samples: int, tokens: int) -> list[str]:
     return out
 
 
-def _count_problems(root: Path, index: dict[str, Any], per_dir: dict[str, list[int]],
-                    counted: dict[str, int]) -> list[str]:
+def _count_problems(root: Path, index: Index, per_dir: dict[str, list[int]], counted: dict[str, int]) -> list[str]:
     problems = []
-    total = sum(int(s["samples"]) for s in index["shards"])
-    if is_root_index(index):
+    total = index.samples
+    if index.is_root:
         try:
             units = find_units(root)
-            unit_total = sum(int(s["samples"]) for u in units for s in read_index(root / u)["shards"])
+            unit_total = sum(read_index(root / u).samples for u in units)
         except InputError as e:
             return [str(e)]
         if unit_total != total:
@@ -271,6 +191,96 @@ def _verify_manifest(path: Path) -> list[str]:
                 problems.append(f"{p}: sha1 does not match {f}")
             elif not p.is_file() and not any(str(p) in x for x in problems):
                 problems.append(f"{p}: missing (named in {f})")
+    return problems
+
+
+class UnitCheck:
+    """finalize's verification of one unit, in its worker, of the shards it writes (:meth:`add`, from memory:
+    nothing is read back): the shards agree on columns, the chunk rules and ``len`` hold, the profile's loader
+    reads them right. Counts the problems; :func:`verify_finalized` names them."""
+
+    def __init__(self, rules: Rules, profile: str, vocab: int | None):
+        self.rules, self.profile, self.vocab = rules, profile, vocab
+        self.columns: dict[str, str] | None = None
+        self.problems = self.samples = self.tokens = 0
+        self._profile_rule: bool | None = None
+
+    def add(self, shard: Shard) -> None:
+        from .profiles import column_problem, sample_problems
+
+        cols = shard.entry.columns
+        if self.columns is None:
+            self.columns = cols
+            bad = column_problem(shard.path.parent, cols, self.profile)
+            self.problems += bool(bad)
+            self._profile_rule = bad is None
+        elif cols != self.columns:
+            self.problems += 1
+        tokens, lines = check_samples(shard.path, shard, self.rules)
+        self.problems += len(lines)
+        self.samples += shard.entry.samples
+        self.tokens += tokens
+        if self._profile_rule and cols == self.columns:
+            n_len, n_vocab, _ = sample_problems(shard, self.profile, self.vocab)
+            self.problems += bool(n_len) + bool(n_vocab)
+
+    def add_files(self, root: Path) -> None:
+        """Check the shards of the unit folder ``root`` (linked, not written here): each file is read once,
+        its size and hash checked, then as :meth:`add`; the unit's ``stats.json`` must hold the counts."""
+        try:
+            for entry in read_index(root).shards:
+                self.add(load_shard(root, entry, check_hash=True))
+        except InputError:
+            self.problems += 1
+        self.check_stats(root)
+
+    def check_stats(self, root: Path) -> None:
+        self.problems += len(_stats_problems(root, self.samples, self.tokens))
+
+
+def verify_finalized(path: Path, units: dict[str, dict[str, Any]], rules: dict[str, Any], profile: str,
+                     vocab: int | None) -> list[str]:
+    """finalize's verification once its workers checked every unit they wrote (:class:`UnitCheck`): what is
+    left reads no shard bytes. Per split: the shards agree on columns, every shard file is there with its
+    recorded size, the root index holds its units' samples, the units' and the dataset's ``stats.json``
+    and the manifest hold the workers' counts. A unit whose worker counted problems (``units[split][unit]``
+    is its ``.done`` stats) is verified again in full, for the lines that name them."""
+    f = path / MANIFEST
+    manifest = json.loads(f.read_text())
+    problems: list[str] = []
+    for split, entry in (manifest.get("splits") or {}).items():
+        root = path / split
+        try:
+            index = read_index(root)
+        except InputError as e:
+            problems.append(str(e))
+            continue
+        columns = None
+        for shard in index.shards:
+            cols = shard.columns
+            if columns is None:
+                columns = cols
+            elif cols != columns:
+                problems.append(f"{root / shard.raw.basename}: columns {cols} differ from the first shard's {columns}")
+            p = root / shard.stored.basename
+            if not p.is_file():
+                problems.append(f"{p}: missing (named in the index)")
+            elif p.stat().st_size != shard.stored.bytes:
+                problems.append(f"{p}: {p.stat().st_size} bytes, the index records {shard.stored.bytes} "
+                                "(truncated or replaced)")
+        done = units.get(split, {})
+        per_dir = {u: [int(st["samples"]), int(st["tokens"])] for u, st in done.items()}
+        counted = {"samples": sum(v[0] for v in per_dir.values()), "tokens": sum(v[1] for v in per_dir.values())}
+        problems += _count_problems(root, index, per_dir, counted)
+        for key in ("samples", "tokens"):
+            if entry.get(key) != counted[key]:
+                problems.append(f"{f}: {split} records {entry.get(key)} {key}, the units hold {counted[key]}")
+        for u, st in done.items():
+            if st["problems"]:
+                from .profiles import verify_profile
+
+                lines = verify_dataset(root / u, rules.get(split))[0] or verify_profile(root / u, profile, vocab)
+                problems += lines or [f"{root / u}: {st['problems']} problem(s) found while it was written"]
     return problems
 
 

@@ -31,8 +31,8 @@ from typing import Any
 
 from . import outputs as O
 from . import units as U
-from .dataset import mark_complete, mark_incomplete, require_complete
 from .safefile import LinkRefused, scan
+from .state import mark_complete, mark_incomplete, require_complete
 
 __all__ = ["Workspace"]
 

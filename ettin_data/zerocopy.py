@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .mds import INDEX, read_index, shard_files
+from .mds import INDEX, read_index
 from .safefile import copy_file
 
 __all__ = ["Placed", "link_or_copy", "link_unit"]
@@ -63,12 +63,12 @@ def link_unit(src: str | Path, dst: str | Path, extra_files: tuple[str, ...] = (
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     placed = Placed()
-    for shard in read_index(src)["shards"]:
-        present = [name for name in shard_files(shard) if (src / name).exists()]
+    for shard in read_index(src).shards:
+        present = shard.present(src)
         if not present:
-            raise InputError(f"{src / shard_files(shard)[-1]} is missing (named in {src / INDEX})")
-        for name in present:
-            placed += link_or_copy(src / name, dst / name)
+            raise InputError(f"{src / shard.files[-1].basename} is missing (named in {src / INDEX})")
+        for f in present:
+            placed += link_or_copy(src / f.basename, dst / f.basename)
     for name in (INDEX, *extra_files):
         if (src / name).is_file():
             copy_file(src / name, dst / name)

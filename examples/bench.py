@@ -158,11 +158,10 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
                     w.write_raw(sample)
             n += len(ids)
         else:
-            for info in reader.index["shards"]:
-                shard = load_shard(reader.dirname, info)
+            for entry in reader.index.shards:
+                shard = load_shard(reader.dirname, entry)
                 n += sum(int(x) for (x,) in shard.columns(("len",)))
-                with ShardWriter(scratch / str(k), {c: e for c, e in zip(info["column_names"],
-                                                                      info["column_encodings"], strict=True)}) as w:
+                with ShardWriter(scratch / str(k), entry.columns) as w:
                     off = shard.offsets.tolist()
                     for a, b in zip(off[:-1], off[1:], strict=True):
                         w.write_raw(shard.data[a:b])

@@ -12,6 +12,21 @@ Per stage: wall seconds, average cores busy (CPU seconds of the process tree / w
 largest process of the stage (ru_maxrss of the waited-for process tree), bytes it wrote (files whose inode
 is new, so hard links count once), and at the end the disk used by intermediates relative to the final
 dataset. Results: a table on stdout and ``scale-out/results-<mode>-<tokens>.json``.
+
+Floors (``--floor-tokens``, default 10^8; 0 skips them): what any program pays for a stage's bytes, measured
+like ``make bench``'s raw rows: W single-threaded processes pinned one per CPU, each with its share of the
+work loaded, started together on a signal; the slowest one's time counts.
+  raw tokenizers / tokie   ``encode_batch`` / tokie ``encode_batch_flat`` over documents of the corpus
+                           already in memory (their rate at --floor-tokens gives the limit at the run's size)
+  prepare                  parse the JSONL lines, tokie, write the token rows as zstd MDS shards (sha1)
+                           (convert + tokenize's floor: chunk would write the same ids again as chunks)
+  sample split             hard-link every shard of the chunks (what placing units costs; no unit rewritten)
+  finalize                 every .mds.zstd of the split read, decompressed, sha1-hashed and written
+                           (nothing else: no index, stats, verification, driver or pool)
+The prepare floor and the tokenizer limits run at --floor-tokens and are scaled to the run's tokens by
+their rate; the split and finalize floors run on the run's own files. Each stage is printed as its time
+over its floor's (1.00x = at the floor), and the whole run (raw -> final) against the raw ``tokenizers``
+limit: how many times faster than encoding the corpus with ``encode_batch`` alone.
 """
 
 from __future__ import annotations
@@ -85,6 +100,139 @@ def timed(cmd: list[str]) -> dict[str, Any]:
     return res
 
 
+# ---------------------------------------------------------------- floors (pinned processes, started on a signal)
+
+
+def _docs(raw: Path, index: int, of: int, limit: int) -> list[str]:
+    """Every ``of``-th line (from the ``index``-th) of the first ``limit`` lines of the corpus, unparsed."""
+    out: list[str] = []
+    seen = 0
+    for f in sorted(raw.glob("*.jsonl")):
+        with open(f) as fh:
+            for line in fh:
+                if seen >= limit:
+                    return out
+                if seen % of == index:
+                    out.append(line)
+                seen += 1
+    return out
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """One floor process: load its share, print ready, wait for the start signal, do the work, print JSON."""
+    import hashlib
+
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[args.index % len(cpus)]})  # one thread (tokie sizes itself from the mask)
+    scratch = Path(args.scratch) / f"floor-{args.child}-{args.index}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    if args.child == "finalize":
+        files = sorted(Path(args.data).rglob("*.mds.zstd"))[args.index::args.of]
+    elif args.child == "split":
+        files = sorted(p for p in Path(args.data).rglob("shard.*") if p.is_file())[args.index::args.of]
+    else:
+        lines = _docs(Path(args.data), args.index, args.of, args.docs)
+        if args.child == "tokenizers":
+            from tokenizers import Tokenizer
+
+            encode = Tokenizer.from_file(args.tok).encode_batch
+            texts = [json.loads(line)["text"] for line in lines]
+        else:
+            import tokie
+
+            flat = tokie.Tokenizer.from_json(args.tok).encode_batch_flat
+            flat(["warm up"])
+            if args.child == "tokie":
+                texts = [json.loads(line)["text"] for line in lines]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.perf_counter()
+    n = 0
+    if args.child == "finalize":
+        import zstandard
+
+        dctx = zstandard.ZstdDecompressor()
+        for k, f in enumerate(files):
+            data = dctx.decompress(f.read_bytes(), max_output_size=1 << 32)
+            hashlib.sha1(data).hexdigest()
+            (scratch / f"{k}.mds").write_bytes(data)
+            n += len(data)
+    elif args.child == "split":
+        for k, f in enumerate(files):
+            os.link(f, scratch / str(k))
+            n += 1
+    elif args.child == "tokenizers":
+        for i in range(0, len(texts), 1000):
+            n += sum(len(e.ids) for e in encode(texts[i:i + 1000]))
+    elif args.child == "tokie":
+        for i in range(0, len(texts), 1000):
+            n += len(flat(texts[i:i + 1000])[0])
+    else:  # prepare: JSONL -> tokie -> zstd token shards, units of 30,000 documents as convert makes them
+        import numpy as np
+
+        from ettin_data.mds import ShardWriter
+        from ettin_data.stages.tokenize import token_columns
+        from ettin_data.token_rows import token_samples
+
+        for u, start in enumerate(range(0, len(lines), 30_000)):
+            rows = [json.loads(line) for line in lines[start:start + 30_000]]
+            with ShardWriter(scratch / str(u), token_columns("uint32", False)) as w:
+                for b in range(0, len(rows), 1000):
+                    batch = rows[b:b + 1000]
+                    ids, lengths = flat([r["text"] for r in batch])
+                    lengths = lengths.astype(np.int64)
+                    for sample, _ in token_samples([r["id"] for r in batch], ids, lengths, lengths > 0):
+                        w.write_raw(sample)
+                    n += len(ids)
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"seconds": seconds, "n": n}
+
+
+def run_floor(kind: str, data: Path, workers: int, scratch: Path, tok: str = "", docs: int = 0) -> dict[str, Any]:
+    """W floor processes of ``kind`` started together; the slowest one's seconds and the summed count."""
+    env = {**os.environ, "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, __file__, "--child", kind, "--data", str(data), "--of", str(workers), "--scratch",
+           str(scratch), "--tok", tok, "--docs", str(docs)]
+    procs = [subprocess.Popen([*cmd, "--index", str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=env) for i in range(workers)]
+    for p in procs:
+        if p.stdout.readline().strip() != "ready":
+            raise SystemExit(f"floor {kind} did not start")
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    res = []
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"floor {kind} failed")
+        res.append(json.loads(out.strip().splitlines()[-1]))
+    return {"seconds": max(r["seconds"] for r in res), "n": sum(r["n"] for r in res)}
+
+
+def floors(raw: Path, run: Path, workers: int, tokens: int, floor_tokens: int) -> dict[str, Any]:
+    """Each stage's floor at the run's size (see the module docstring) and the raw tokenizer limits."""
+    from ettin_data.tokenizer import BUILTIN_MODERNBERT, load_tokenizer_bytes, save_tokenizer_json
+
+    tok = str(save_tokenizer_json(load_tokenizer_bytes(BUILTIN_MODERNBERT), run.parent / "modernbert"))
+    docs = max(workers, int(floor_tokens / TOKENS_PER_COPY * 247))
+    sample_docs = max(workers, docs // 20)  # the reference engine is ~30x slower: a 20th of the sample
+    out: dict[str, Any] = {}
+    for kind, n in (("tokenizers", sample_docs), ("tokie", docs), ("prepare", docs)):
+        print(f"floor: {kind} ...", flush=True)
+        r = run_floor(kind, raw, workers, run.parent, tok, n)
+        out[kind] = {"seconds_measured": r["seconds"], "tokens_measured": r["n"],
+                     "seconds": tokens * r["seconds"] / max(1, r["n"])}
+    chunks = run / "chunks"
+    for kind, data in (("sample split", chunks), ("finalize", run / "split")):
+        print(f"floor: {kind} ...", flush=True)
+        r = run_floor(kind.split()[-1], data, workers, run.parent)
+        out[kind] = {"seconds": r["seconds"], "files" if kind != "finalize" else "bytes": r["n"]}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=float, default=1e9)
@@ -92,7 +240,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--staged", action="store_true", help="run convert, tokenize and chunk separately")
     ap.add_argument("--out", default="scale-out")
+    ap.add_argument("--floor-tokens", type=float, default=1e8,
+                    help="tokens of the corpus the prepare floor and tokenizer limits run on (0: no floors)")
+    ap.add_argument("--compression", choices=("zstd", "none"), default="zstd",
+                    help="chunk shards' compression (none: finalize hard-links them)")
+    ap.add_argument("--child")
+    for k in ("data", "scratch", "tok"):
+        ap.add_argument(f"--{k}")
+    for k in ("index", "of", "docs"):
+        ap.add_argument(f"--{k}", type=int)
     args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args)), flush=True)
+        return
     out = Path(args.out).resolve()
     t0 = time.monotonic()
     raw = build_raw(out, int(args.tokens), args.files)
@@ -101,7 +261,8 @@ def main() -> None:
     run = out / ("staged" if args.staged else "fused")
     shutil.rmtree(run, ignore_errors=True)
     w = ["-w", str(args.workers), "-q"]
-    chunk_opts = ["-c", "1024", "-m", "512", "-a", "128", "--backfill", "--backfill-no-duplicates"]
+    chunk_opts = ["-c", "1024", "-m", "512", "-a", "128", "--backfill", "--backfill-no-duplicates",
+                  "--compression", args.compression]
     if args.staged:
         stages = [("convert", [ETTIN, "convert", str(raw), "-o", str(run / "text"), *w], run / "text"),
                   ("tokenize", [ETTIN, "tokenize", str(run / "text"), "-o", str(run / "tokens"), "-t",
@@ -129,16 +290,35 @@ def main() -> None:
     final_bytes = next(r["bytes_written"] for r in rows if r["stage"] == "finalize")
     inter = sum(r["bytes_written"] for r in rows if r["stage"] != "finalize")
     total = sum(r["wall"] for r in rows)
+    floor = floors(raw, run, args.workers, tokens, int(args.floor_tokens)) if args.floor_tokens and not args.staged \
+        else {}
+    for r in rows:
+        if r["stage"] in floor:
+            r["floor_seconds"] = floor[r["stage"]]["seconds"]
     result = {"tokens_final": tokens, "raw_bytes": sum(f.stat().st_size for f in raw.glob("*.jsonl")),
               "workers": args.workers, "mode": "staged" if args.staged else "fused", "stages": rows,
+              "compression": args.compression, "floors": floor,
               "raw_to_final_seconds": total, "intermediates_over_final": inter / max(1, final_bytes),
-              "cpu": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")}
-    print(f"\n{'stage':<14}{'wall s':>9}{'cores':>7}{'peak RSS MB':>13}{'written MB':>12}")
+              "cpu": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_at_end": os.getloadavg()}
+    print(f"\n{'stage':<14}{'wall s':>9}{'cores':>7}{'peak RSS MB':>13}{'written MB':>12}{'floor s':>9}"
+          f"{'time/floor':>12}")
     for r in rows:
         mb = r["bytes_written"] / 1e6
-        print(f"{r['stage']:<14}{r['wall']:>9.1f}{r['cores']:>7.2f}{r['rss_mb']:>13.0f}{mb:>12.0f}")
+        fl = ""
+        if "floor_seconds" in r:  # a floor under 0.05 s (hard links): the stage is its fixed cost, no ratio
+            fs = r["floor_seconds"]
+            fl = f"{fs:>9.1f}{r['wall'] / fs:>11.2f}x" if fs >= 0.05 else f"{'<0.05':>9}{'-':>12}"
+        print(f"{r['stage']:<14}{r['wall']:>9.1f}{r['cores']:>7.2f}{r['rss_mb']:>13.0f}{mb:>12.0f}{fl}")
     print(f"raw -> final: {total / 60:.1f} min for {tokens / 1e9:.3f} B tokens in the final dataset "
           f"({args.workers} workers); intermediates / final = {result['intermediates_over_final']:.2f}")
+    if floor:
+        floors_total = sum(r.get("floor_seconds", 0) for r in rows)
+        limit, tokie = floor["tokenizers"]["seconds"], floor["tokie"]["seconds"]
+        result.update(raw_tokenizers_limit_seconds=limit, raw_tokie_limit_seconds=tokie,
+                      run_vs_raw_tokenizers=limit / total, run_over_floors=total / floors_total)
+        print(f"raw tokenizers limit ({args.workers} x encode_batch): {limit / 60:.1f} min; raw -> final runs at "
+              f"{limit / total:.1f}x its speed. raw tokie limit: {tokie:.1f} s; the floors sum to "
+              f"{floors_total:.1f} s (raw -> final = {total / floors_total:.2f}x that)")
     path = out / f"results-{result['mode']}-{int(args.tokens)}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"saved {path}")

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ettin_data import units as U
-from ettin_data.mds import TOKEN_COLUMNS, ShardWriter, UnitReader, write_json_atomic, write_root_index
+from ettin_data.jsonio import write_json_atomic
+from ettin_data.mds import TOKEN_COLUMNS, ShardWriter, UnitReader, write_root_index
 from ettin_data.sampling import unit_stats
 from ettin_data.stats import Stats
 

@@ -480,14 +480,14 @@ def test_real_modernbert_token_dataset(token_dataset, tmp_path):
 def test_accounting_is_checked_and_bad_ids_refused(dataset, tmp_path, monkeypatch, tiny_tokenizer):
     from ettin_data.errors import UnitFailure
 
-    real = chunk.chunk_document
+    real = chunk.chunk_batch
 
-    def leaky(ids, p, doc_id=""):
-        chunks, c = real(ids, p, doc_id)
-        c.skipped += 1  # a token that vanished from the accounting
-        return chunks, c
+    def leaky(ids, lengths, doc_ids, p):
+        out = real(ids, lengths, doc_ids, p)
+        out.counts["skipped"] += 1  # a token that vanished from the accounting
+        return out
 
-    monkeypatch.setattr(chunk, "chunk_document", leaky)
+    monkeypatch.setattr(chunk, "chunk_batch", leaky)
     with pytest.raises(UnitFailure, match="token accounting does not close"):
         _run(dataset, tmp_path / "o1")
     monkeypatch.undo()
@@ -529,3 +529,45 @@ def test_fast_rows_are_the_generic_rows(tiny_tokenizer, tmp_path, monkeypatch, d
             _run(inp, tmp_path / f"generic{i}", **kw)
         assert _tree(tmp_path / f"fast{i}") == _tree(tmp_path / f"generic{i}")
         assert _chunks(tmp_path / f"fast{i}")
+
+
+@st.composite
+def _batch(draw):
+    """Several documents of one kernel case (same params), as a flat id array and lengths."""
+    p, first, _, _ = draw(_case(word_table=draw(st.booleans())))
+    bos = draw(st.sampled_from([BOS, None]))  # decoder framings (--bos/--eos none) and what is stripped
+    eos = EOS if p.add_eos else draw(st.sampled_from([EOS, None]))
+    p = replace(p, bos_id=bos, eos_id=eos, strip_head=draw(st.sampled_from([None, (BOS, 3), ()])),
+                strip_tail=draw(st.sampled_from([None, (EOS, 4), ()])))
+    docs = [first]
+    for _ in range(draw(st.integers(0, 6))):
+        n = draw(st.integers(0, 4 * (p.chunk_size - 2) + 3))
+        x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).integers(0, 22, n)
+        if draw(st.booleans()) and p.strip_special:
+            x = np.concatenate([[BOS], x, [EOS]])
+        docs.append(x.astype(first.dtype))
+    ids = [f"d{i}{draw(st.text(max_size=3))}" for i in range(len(docs))]
+    return p, docs, ids
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_batch())
+def test_batch_kernel_equals_the_document_kernel(case):
+    """chunk_batch (numpy over many documents) gives chunk_document's chunks and summed counts exactly."""
+    from ettin_data.chunking import chunk_batch
+
+    p, docs, doc_ids = case
+    flat = np.concatenate(docs) if docs else np.zeros(0, np.uint32)
+    got = chunk_batch(flat.astype(docs[0].dtype), np.array([len(d) for d in docs]), doc_ids, p)
+    want, totals = [], dict.fromkeys(("content", "written", "skipped", "duplicated", "pieces_skipped",
+                                      "backfilled", "cuts_moved"), 0)
+    for i, (d, doc_id) in enumerate(zip(docs, doc_ids, strict=True)):
+        chunks, c = chunk_document(d, p, doc_id)
+        want += [(i, ch.tolist()) for ch in chunks]
+        for k in totals:
+            totals[k] += getattr(c, k)
+    assert [(int(got.doc[k]), got.chunk(k).tolist()) for k in range(len(got.doc))] == want
+    assert {k: got.counts[k] for k in totals} == totals
+    assert got.counts["documents"] == len(docs)
+    assert got.counts["documents_empty"] == sum(len(content_tokens(d, p)) == 0 for d in docs)
+    assert all(got.chunk(k).dtype == docs[0].dtype for k in range(len(got.doc)))

@@ -115,3 +115,11 @@ def test_no_stage_module_handles_unit_folders_or_markers() -> None:
         names = {n for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, (ast.Name, ast.Attribute))}
         used = {getattr(n, "id", None) or getattr(n, "attr", None) for n in names}
         assert not used & {"mark_done", "atomic_dir"}, (p.name, used & {"mark_done", "atomic_dir"})
+
+
+def test_the_format_lives_in_the_mds_package() -> None:
+    """Shard entries are read through the typed index (ShardEntry, FileInfo): no module outside ``mds/`` reads
+    an index entry's ``raw_data``/``zip_data``."""
+    leaks = [f"{p.relative_to(PACKAGE)}:{i}" for p in sorted(PACKAGE.rglob("*.py")) if "mds" not in p.parent.name
+             for i, line in enumerate(p.read_text().splitlines(), 1) if "raw_data" in line or "zip_data" in line]
+    assert leaks == []

@@ -19,7 +19,8 @@ from ettin_data import run
 from ettin_data.cli import app
 from ettin_data.config import FinalizeConfig, SplitConfig
 from ettin_data.errors import ConfigError, InputError
-from ettin_data.mds import TOKEN_COLUMNS, ShardWriter, write_json_atomic, write_root_index
+from ettin_data.jsonio import write_json_atomic
+from ettin_data.mds import TOKEN_COLUMNS, ShardWriter, write_root_index
 from ettin_data.stages import finalize
 from ettin_data.verify import verify
 

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ettin_data.errors import InputError
 from ettin_data.mds import (
@@ -132,7 +134,7 @@ def test_indented_json_is_the_text_of_json_dumps() -> None:
     """write_json_atomic's fast encoder (mds.indented_json) writes json.dumps(sort_keys=True, indent=1)'s text."""
     import random
 
-    from ettin_data.mds import indented_json
+    from ettin_data.jsonio import indented_json
     from ettin_data.stats import Stats
 
     st = Stats()
@@ -158,3 +160,64 @@ def test_indented_json_is_the_text_of_json_dumps() -> None:
         assert indented_json(c) == json.dumps(c, sort_keys=True, indent=1)
     for other in (1.5, {"a": 1.0}, {1: 2}, (1, 2), {"a": (1,)}, [True, 1.0], {"a": np.int64(1)}):
         assert indented_json(other) is None  # left to json (its text, or its error)
+
+
+def _files(root) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.lists(st.integers(1, 60), min_size=1, max_size=12), min_size=1, max_size=5),
+       limit_in=st.integers(150, 700), limit_out=st.integers(150, 700), comp_in=st.sampled_from([None, "zstd"]),
+       comp_out=st.sampled_from([None, "zstd"]), same_limit=st.booleans())
+def test_write_shard_equals_writing_every_sample(tmp_path_factory, sizes, limit_in, limit_out, comp_in, comp_out,
+                                                  same_limit):
+    """write_shard (whole shards behind a new header where the boundaries allow) == write_raw per sample: files
+    and index byte for byte, across compressions (the config's length changes), size limits and units."""
+    from ettin_data.mds import UnitReader
+
+    base = tmp_path_factory.mktemp("ws")
+    cols = {"id": "str", "input_ids": "ndarray:uint32", "len": "int"}
+    limit_out = limit_in if same_limit else limit_out
+    units = []
+    for u, unit in enumerate(sizes):
+        with ShardWriter(base / f"in{u}", cols, comp_in, size_limit=limit_in) as w:
+            for i, n in enumerate(unit):
+                w.write({"id": f"d{u}-{i}", "input_ids": np.arange(n, dtype=np.uint32) + i, "len": n})
+        units.append(UnitReader(base / f"in{u}"))
+    with ShardWriter(base / "fast", cols, comp_out, size_limit=limit_out) as fast, \
+            ShardWriter(base / "ref", cols, comp_out, size_limit=limit_out) as ref:
+        for reader in units:
+            for shard in reader.shards():
+                fast.write_shard(shard)
+                for sample in shard.raw_samples():
+                    ref.write_raw(sample)
+    assert _files(base / "fast") == _files(base / "ref")
+
+
+def test_spans_and_array_spans_match_decoding(tmp_path):
+    from ettin_data.mds import UnitReader
+
+    cols = {"domain": "str", "id": "str", "input_ids": "ndarray:uint16", "len": "int", "w": "ndarray:int64:2"}
+    rng = np.random.default_rng(3)
+    rows = [{"domain": "x" * int(rng.integers(0, 5)), "id": f"doc{i}", "len": i,
+             "input_ids": rng.integers(0, 60000, int(rng.integers(1, 400))).astype(np.uint16),
+             "w": np.array([i, -i], np.int64)} for i in range(200)]
+    with ShardWriter(tmp_path, cols, size_limit=1 << 14) as w:
+        for r in rows:
+            w.write(r)
+    k = 0
+    for shard in UnitReader(tmp_path).shards():
+        start, count, dtype = shard.array_spans("input_ids")
+        pos, size = shard.spans("id")
+        lpos, _ = shard.spans("len")
+        wpos, wcount, wdtype = shard.array_spans("w")
+        for j in range(len(start)):
+            r = rows[k + j]
+            got = np.frombuffer(shard.data, dtype, int(count[j]), int(start[j]))
+            assert np.array_equal(got, r["input_ids"])
+            assert shard.data[pos[j]:pos[j] + size[j]].decode() == r["id"]
+            assert int(np.frombuffer(shard.data, np.int64, 1, int(lpos[j]))[0]) == r["len"]
+            assert np.array_equal(np.frombuffer(shard.data, wdtype, int(wcount[j]), int(wpos[j])), r["w"])
+        k += len(start)
+    assert k == len(rows)

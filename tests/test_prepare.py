@@ -12,7 +12,7 @@ from helpers_faults import cli, run_killed_after
 
 from ettin_data import run
 from ettin_data.config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig
-from ettin_data.verify import stage_chain
+from ettin_data.rules import stage_chain
 
 CHUNK = dict(chunk_size=256, min_chunk_size=64, always_skip_size=16, backfill=True, backfill_no_duplicates=True)
 SKIP = {".done", "ettin_meta.json", ".ettin_settings.json", ".ettin_units.json"}  # per-run bookkeeping

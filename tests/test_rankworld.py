@@ -61,7 +61,7 @@ def test_ranks_in_any_order_equal_a_plain_run(corpus, tmp_path):
     a, b = tree(plain), tree(out)
     assert sorted(a) == sorted(b) and [k for k in a if a[k] != b[k]] == []
     root = read_index(out)
-    assert len(root["shards"]) == len(find_units(out)) == sum(1 for k in a if k.endswith("/index.json"))
+    assert len(root.shards) == len(find_units(out)) == sum(1 for k in a if k.endswith("/index.json"))
 
 
 def test_later_plain_run_writes_the_root_files(corpus, tmp_path):

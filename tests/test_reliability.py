@@ -242,7 +242,8 @@ def test_accounting_closes_on_real_data(text_dataset, chain):
 @pytest.fixture()
 def drop_third_write(monkeypatch):
     """Make the shard writer silently lose the 3rd sample it is given (a simulated bug). ``write_raw`` is
-    where every sample goes (``write`` encodes a dict and calls it; tokenize's flat path calls it directly)."""
+    where every sample goes (``write`` encodes a dict and calls it; tokenize's flat path calls it directly),
+    and ``write_shard`` (finalize's whole shards) is made to go there too."""
     orig = ShardWriter.write_raw
     calls = {"n": 0}
 
@@ -251,7 +252,12 @@ def drop_third_write(monkeypatch):
         if calls["n"] != 3:
             orig(self, data)
 
+    def write_shard(self, shard):
+        for sample in shard.raw_samples():
+            self.write_raw(sample)
+
     monkeypatch.setattr(ShardWriter, "write_raw", write_raw)
+    monkeypatch.setattr(ShardWriter, "write_shard", write_shard)
     return calls
 
 
@@ -409,14 +415,18 @@ def test_a_document_lost_while_reading_fails_the_unit(stage, monkeypatch, text_d
         cfg = C.TokenizeConfig(inputs=[str(text_dataset)], output=str(tmp_path / "o"), tokenizer="builtin:modernbert",
                                workers=1)
     else:
-        orig_docs = chunk._documents
+        orig_batches = chunk._batches
 
         def lossy_docs(*args):
-            for i, d in enumerate(orig_docs(*args)):
-                if i != 2:
-                    yield d
+            for k, (ids, flat, lengths, domains) in enumerate(orig_batches(*args)):
+                if k == 0:  # the third document of the unit is lost
+                    a, b = int(lengths[:2].sum()), int(lengths[:3].sum())
+                    ids, flat, lengths = ids[:2] + ids[3:], np.concatenate([flat[:a], flat[b:]]), \
+                        np.concatenate([lengths[:2], lengths[3:]])
+                    domains = domains[:2] + domains[3:] if domains is not None else None
+                yield ids, flat, lengths, domains
 
-        monkeypatch.setattr(chunk, "_documents", lossy_docs)
+        monkeypatch.setattr(chunk, "_batches", lossy_docs)
         cfg = C.ChunkConfig(inputs=[str(paths["tokens"])], output=str(tmp_path / "o"), workers=1, **CHUNK_SETTINGS)
     with pytest.raises(UnitFailure, match="accounting does not close"):
         run(cfg)

@@ -18,7 +18,7 @@ from helpers_chunks import make_chunks
 from helpers_faults import tree
 from typer.testing import CliRunner
 
-from ettin_data import dataset, driver, run, safefile
+from ettin_data import dataset, driver, run, safefile, state
 from ettin_data import units as U
 from ettin_data.cli import app
 from ettin_data.config import ConvertConfig, TokenizeConfig
@@ -100,7 +100,7 @@ def test_an_interrupted_rewrite_is_refused_by_every_reader_and_never_mixes_setti
 
 def test_readers_refuse_split_folders_units_and_mix_sources_of_an_incomplete_dataset(chunks, tmp_path):
     assert cli("sample", "split", chunks, "-o", tmp_path / "split", "--validation-fraction", "0.3").exit_code == 0
-    dataset.mark_incomplete(tmp_path / "split", {"stage": "sample split", "argv": ["ettin-data", "sample", "split"]})
+    state.mark_incomplete(tmp_path / "split", {"stage": "sample split", "argv": ["ettin-data", "sample", "split"]})
     assert not (tmp_path / "split" / "train" / "index.json").exists()  # withdrawn in the split folders too
     assert not (tmp_path / "split" / "train" / "ettin_meta.json").exists()
     one_line(cli("finalize", tmp_path / "split", "-o", tmp_path / "final"), 1, "is incomplete", "sample split")
@@ -111,7 +111,7 @@ def test_readers_refuse_split_folders_units_and_mix_sources_of_an_incomplete_dat
     one_line(cli("sample", "mix", mix, "-o", tmp_path / "mixed"), 1, "is incomplete", "ettin-data chunk")
     one_line(cli("sample", "budget", chunks, "-o", tmp_path / "b", "--target-tokens", 100), 1, "is incomplete")
     assert not (tmp_path / "mixed").exists() and not (tmp_path / "b").exists()
-    dataset.mark_complete(chunks)
+    state.mark_complete(chunks)
     assert cli("sample", "budget", chunks, "-o", tmp_path / "b", "--target-tokens", 100).exit_code == 0
 
 

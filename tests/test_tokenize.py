@@ -112,8 +112,8 @@ def test_metadata_identifies_the_tokenizer_and_counts_tokens(token_dataset: Path
     assert json.loads((token_dataset / "num_tokens.json").read_text()) == {
         "total_tokens": sum(lens), "total_tokens_max_1024": sum(min(n, 1024) for n in lens), "documents": len(lens)}
     root = read_index(token_dataset)
-    assert sum(s["samples"] for s in root["shards"]) == len(lens)
-    assert all(s["zip_data"]["basename"].startswith("python-docs/split_") for s in root["shards"])
+    assert root.samples == len(lens)
+    assert all(s.zip.basename.startswith("python-docs/split_") for s in root.shards)
 
 
 def test_no_special_tokens(tmp_path: Path, text_dataset: Path, modernbert_json: Path) -> None:

@@ -5,14 +5,28 @@ never stops the others and the output bytes do not depend on what ran the tasks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ..stats import Stats
 from ..units import Task
 from .base import WORKER_DIED, Outcome, worker_env
 
-__all__ = ["run_tasks", "Outcome", "worker_env", "WORKER_DIED"]
+__all__ = ["run_tasks", "prestart", "Outcome", "worker_env", "WORKER_DIED"]
+
+
+@contextmanager
+def prestart(cfg: Any, warm: str | None = None) -> Iterator[Any]:
+    """Workers started ahead of the tasks (the local pool; None for Ray or one worker), to pass to
+    :func:`run_tasks`: their start-up overlaps the driver's planning. ``warm``: a module they import."""
+    if getattr(cfg, "executor", "local") != "local" or getattr(cfg, "workers", 1) <= 1:
+        yield None
+        return
+    from .local import prestart as local_prestart
+
+    with local_prestart(cfg, warm) as pool:
+        yield pool
 
 
 def run_tasks(
@@ -26,8 +40,9 @@ def run_tasks(
     on_done: Callable[[], None] = lambda: None,
     ray_address: str | None = None,
     max_retries: int = 1,
+    pool: Any = None,
 ) -> Outcome:
-    """Run ``fn(task, cfg)`` for every task with the chosen executor."""
+    """Run ``fn(task, cfg)`` for every task with the chosen executor (``pool``: from :func:`prestart`)."""
     if executor == "ray":
         from .ray import run_ray
 
@@ -35,4 +50,4 @@ def run_tasks(
                        on_progress=on_progress, on_done=on_done)
     from .local import run_local
 
-    return run_local(fn, tasks, cfg, workers=workers, on_progress=on_progress, on_done=on_done)
+    return run_local(fn, tasks, cfg, workers=workers, on_progress=on_progress, on_done=on_done, pool=pool)

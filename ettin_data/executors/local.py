@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -19,7 +20,7 @@ from ..stats import Stats
 from ..units import Task
 from .base import WORKER_DIED, WORKER_SLOT, Outcome, call, record, worker_env
 
-__all__ = ["run_local"]
+__all__ = ["run_local", "prestart", "Pool"]
 
 GRACE = 2.5  # seconds an interrupted run's workers get between SIGTERM and SIGKILL
 
@@ -45,6 +46,64 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+def _warm(module: str) -> None:
+    """A prestarted worker's first job: import the stage's module while the driver plans."""
+    importlib.import_module(module)
+
+
+class Pool:
+    """A spawn-context process pool with its progress queue and worker slots, started when created: the
+    driver starts it before planning (:func:`prestart`) so that the workers' interpreter start-up and imports
+    (~0.3 s each) overlap the planning instead of following it."""
+
+    def __init__(self, workers: int, warm: str | None = None):
+        import multiprocessing as mp
+
+        self.ctx = mp.get_context("spawn")
+        self.n = workers
+        with interrupt.signals_blocked():  # may start the resource tracker: no group signal may kill it
+            self.queue = self.ctx.Queue()
+            self.slots = self.ctx.Value("i", 0)
+        self.initargs = (self.queue, worker_env(workers), os.getpid(), self.slots)
+        self.taken = False  # a run took it over (and shuts it down)
+        self.executor = self._new()
+        if warm:
+            with interrupt.signals_blocked():  # starts the workers: see interrupt.signals_blocked
+                for _ in range(workers):
+                    self.executor.submit(_warm, warm)
+
+    def _new(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.n, mp_context=self.ctx, initializer=_init_worker, initargs=self.initargs)
+
+    def renew(self) -> None:
+        """A new pool after a worker died (the old one is broken); its workers take slots 0..n-1 again."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.slots.value = 0
+        self.executor = self._new()
+
+    def stop(self) -> None:
+        """Stop the workers now (an interrupted run, or a pool the run turned out not to need)."""
+        _stop_workers(self.executor)
+        self.close()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.queue.close()
+        self.queue.join_thread()
+
+
+@contextlib.contextmanager
+def prestart(cfg: Any, warm: str | None = None) -> Iterator[Pool]:
+    """A pool of ``cfg.workers`` processes started now, for :func:`run_local`; stopped on the way out unless a
+    run took it over."""
+    pool = Pool(cfg.workers, warm)
+    try:
+        yield pool
+    finally:
+        if not pool.taken:
+            pool.stop()
+
+
 def run_local(
     fn: Callable[[Task, Any], Stats],
     tasks: Sequence[Task],
@@ -53,9 +112,16 @@ def run_local(
     workers: int,
     on_progress: Callable[[int, int], None] | None = None,
     on_done: Callable[[], None] = lambda: None,
+    pool: Pool | None = None,
 ) -> Outcome:
-    """Run ``fn(task, cfg)`` for every task in this machine's processes."""
+    """Run ``fn(task, cfg)`` for every task in this machine's processes (``pool``: one started ahead by
+    :func:`prestart`, used when it has the workers this run needs)."""
     out = Outcome()
+    n = min(workers, len(tasks))
+    if pool is not None and (n <= 1 or pool.n != n):
+        pool.stop()  # fewer tasks than workers: the run takes the usual path (its thread budget too)
+        pool.taken = True
+        pool = None
     if not tasks:
         return out
     if workers <= 1 or len(tasks) == 1:
@@ -67,16 +133,14 @@ def run_local(
         finally:
             progress.set_sink(None)
         return out
-    return _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out)
+    if pool is None:
+        pool = Pool(n)
+    pool.taken = True
+    return _run_pool(fn, tasks, cfg, pool, on_progress, on_done, out)
 
 
-def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Outcome:
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    with interrupt.signals_blocked():  # may start the resource tracker: no group signal may kill it
-        queue = ctx.Queue()
-        slots = ctx.Value("i", 0)
+def _run_pool(fn, tasks, cfg, p: Pool, on_progress, on_done, out: Outcome) -> Outcome:
+    queue, n = p.queue, p.n
     stop = threading.Event()
 
     def drain() -> None:
@@ -95,16 +159,13 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()
     todo = list(tasks)[::-1]
-    n = min(workers, len(tasks))
-    initargs = (queue, worker_env(n), os.getpid(), slots)
-    pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=initargs)
     running: dict[Future, Task] = {}
     try:
         while todo or running:
             while todo and len(running) < n:  # at most one task per worker in flight: a dead worker
                 t = todo.pop()  # costs only the tasks it was running
                 with interrupt.signals_blocked():  # may start a worker: see interrupt.signals_blocked
-                    running[pool.submit(call, fn, t, cfg)] = t
+                    running[p.executor.submit(call, fn, t, cfg)] = t
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = False
             for f in done:
@@ -118,14 +179,12 @@ def _run_pool(fn, tasks, cfg, workers, on_progress, on_done, out: Outcome) -> Ou
                 for t in list(running.values()):
                     record(out, t.name, ("error", WORKER_DIED, ""), on_done)
                 running.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                slots.value = 0  # the new pool's workers take slots 0..n-1 again
-                pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=initargs)
+                p.renew()
     except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (interrupt.Terminated) or a bug: stop the workers now
-        _stop_workers(pool)
+        _stop_workers(p.executor)
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        p.executor.shutdown(wait=True, cancel_futures=True)
         stop.set()
         if drainer.is_alive():  # wake it now, not at its next 0.1 s timeout (it reads what is put)
             queue.put(None)

@@ -18,26 +18,29 @@ import numpy as np
 
 from .. import progress
 from .. import units as U
-from ..chunking import ChunkParams, cached_word_start_table, chunk_document
+from ..chunking import ChunkParams, cached_word_start_table, chunk_batch
 from ..config import ChunkConfig
 from ..dataset import META, TOKENIZER_FILE
 from ..errors import ConfigError, EttinError, InputError
 from ..framing import Framing, framing
 from ..ids import check_fits, narrow
-from ..mds import INDEX, ShardWriter, UnitReader, find_units, write_json_atomic, write_root_index
+from ..jsonio import write_json_atomic
+from ..mds import INDEX, Shard, ShardWriter, UnitReader, find_units, write_root_index
 from ..stage import Finished, Stage
 from ..stats import Stats
 from ..token_input import TokenColumn, TokenInput, check_ids, open_token_input, token_column
-from ..token_rows import fast_columns, token_row
+from ..token_rows import chunk_rows, fast_columns
 from ..tokenizer import json_fields, save_tokenizer_json
 
 STATS_FILE = "stats.json"
 DECILE_FILE = "token_decile.json"
 
-__all__ = ["Chunk", "ChunkSource", "chunk_into", "chunk_params", "input_tokenizer", "stats_json"]
+__all__ = ["Chunk", "Batch", "ChunkSource", "chunk_into", "chunk_params", "input_tokenizer", "stats_json"]
 
 _DOC_KEYS = ("documents", "documents_empty", "content_tokens_in", "content_tokens_written", "total_tokens_skipped",
              "total_duplicated_tokens", "pieces_skipped", "pieces_backfilled", "cuts_moved")
+_COUNTS = ("documents", "documents_empty", "content", "written", "skipped", "duplicated", "pieces_skipped",
+           "backfilled", "cuts_moved")  # chunk_batch's names of the same counts
 _CACHE: dict[Any, tuple[np.ndarray | None, bool]] = {}
 _NATIVE_DTYPES = ("ndarray:uint32", "ndarray:uint16")  # kept as they are; any other ids are written as uint32
 
@@ -119,78 +122,92 @@ def chunk_params(cfg: Any, f: Framing, table: np.ndarray | None) -> ChunkParams:
     )
 
 
-def _documents(reader: UnitReader, column: TokenColumn, unit: str, dtype: str,
-               limit: int | None) -> Iterator[tuple[str, np.ndarray, str | None]]:
-    """(id, ids, domain) of every document, decoded straight from the shard bytes. Ids of another type than
-    ``dtype`` are checked against ``limit`` and converted; a sample without an id is ``<unit>:<index>``."""
+# a batch of documents: their ids, their token ids back to back, their lengths, their domains (or None)
+Batch = tuple[list[str], np.ndarray, np.ndarray, "list[str] | None"]
+
+
+def _batches(reader: UnitReader, column: TokenColumn, unit: str, dtype: str, limit: int | None) -> Iterator[Batch]:
+    """The documents of every shard as one batch. Our own token shards (``input_ids`` of the stored type, ``str``
+    ids) are read for all samples at once from the shard bytes; any other layout sample by sample
+    (:func:`_shard_documents`)."""
     out = np.dtype(dtype.split(":")[1])
     k = 0
     for shard in reader.shards():
-        for doc_id, value, domain in shard.columns(("id", column.name, "domain")):
-            ids = column.ids(value, f"{shard.path}: sample {k}")
-            if ids.dtype != out:  # another tool's ids (int64, bytes, ...): in the tokenizer's range, then stored
-                check_ids(ids, limit, f"{shard.path}: sample {k}")
-                ids = narrow(ids, out, f"{shard.path}: sample {k}")
-            if doc_id is None:
-                doc_id = f"{unit}:{k}"
-            elif not isinstance(doc_id, str):
-                doc_id = str(doc_id)
-            if domain is not None and not isinstance(domain, str):
-                domain = str(domain)
-            k += 1
-            yield doc_id, ids, domain
+        cols = shard.entry.columns
+        if column.name == "input_ids" and cols.get("input_ids") == dtype and cols.get("id") == "str" \
+                and cols.get("domain", "str") == "str":
+            start, count, dt = shard.array_spans("input_ids")
+            u8 = np.frombuffer(shard.data, np.uint8)
+            size = dt.itemsize
+            flat = np.concatenate([u8[a:a + n * size] for a, n in zip(start.tolist(), count.tolist(), strict=True)]
+                                  or [u8[:0]]).view(dt)
+            rows = list(shard.columns(("id", "domain")))
+            yield [r[0] for r in rows], flat, count, ([r[1] for r in rows] if "domain" in cols else None)
+        else:
+            docs = list(_shard_documents(shard, column, unit, out, limit, k))
+            flat = np.concatenate([d[1] for d in docs]) if docs else np.zeros(0, out)
+            yield ([d[0] for d in docs], flat, np.array([len(d[1]) for d in docs], np.int64),
+                   [d[2] for d in docs] if "domain" in cols else None)
+        k += shard.entry.samples
 
 
-def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p: ChunkParams,
-               columns: dict[str, str], where: str, limit: int | None = None) -> Stats:
-    """Chunk ``(id, ids, domain)`` documents into the MDS folder ``dst`` (shards, ``stats.json``,
-    ``token_decile.json``); checks every id below ``limit`` (default: the word-start table's size) and the
-    token accounting. Used by chunk and by prepare."""
+def _shard_documents(shard: Shard, column: TokenColumn, unit: str, out: np.dtype, limit: int | None,
+                     k: int) -> Iterator[tuple[str, np.ndarray, str | None]]:
+    """(id, ids, domain) of every sample of a shard another tool wrote (``k``: its first sample's index in the
+    unit). Ids of another type than ``out`` are checked against ``limit`` and converted; a sample without an id
+    is ``<unit>:<index>``."""
+    for doc_id, value, domain in shard.columns(("id", column.name, "domain")):
+        ids = column.ids(value, f"{shard.path}: sample {k}")
+        if ids.dtype != out:  # another tool's ids (int64, bytes, ...): in the tokenizer's range, then stored
+            check_ids(ids, limit, f"{shard.path}: sample {k}")
+            ids = narrow(ids, out, f"{shard.path}: sample {k}")
+        if doc_id is None:
+            doc_id = f"{unit}:{k}"
+        elif not isinstance(doc_id, str):
+            doc_id = str(doc_id)
+        if domain is not None and not isinstance(domain, str):
+            domain = str(domain)
+        k += 1
+        yield doc_id, ids, domain
+
+
+def chunk_into(dst: Path, batches: Iterable[Batch], p: ChunkParams, columns: dict[str, str], where: str,
+               limit: int | None = None, compression: str = "zstd") -> Stats:
+    """Chunk batches of documents ``(ids, token ids back to back, lengths, domains)`` into the MDS folder ``dst``
+    (shards, ``stats.json``, ``token_decile.json``) with :func:`chunk_batch`, numpy over each batch; checks every
+    id below ``limit`` (default: the word-start table's size) and the token accounting. Used by chunk and by
+    prepare."""
     has_domain = "domain" in columns
     st = Stats()
-    lengths: list[int] = []
-    w = ShardWriter(dst, columns)
-    docs_n = tokens = 0
+    lengths: list[np.ndarray] = []
+    w = ShardWriter(dst, columns, compression=shard_compression(compression))
     vocab = limit if limit is not None else len(p.word_start) if p.word_start is not None else None
-    totals = [0] * len(_DOC_KEYS)  # summed per document, added to the stats once
+    totals: dict[str, int] = dict.fromkeys(_DOC_KEYS, 0)
     fast = fast_columns(columns)  # the chunk rows' bytes built directly (token_rows.py), not via write(dict)
     stored = columns["input_ids"].split(":")[1]
     for name, value in (("BOS", p.bos_id), ("EOS", p.eos_id)):  # framed into arrays of the stored type
         if value is not None:
             check_fits(stored, value, f"{where}: {name} id", "re-tokenize with --dtype uint32")
-    for doc_id, ids, domain in docs:
+    for doc_ids, ids, lens, domains in batches:
         if vocab is not None and len(ids) and int(ids.max()) >= vocab:
-            raise InputError(
-                f"{where}: document {doc_id!r} has token id {int(ids.max())} outside the vocabulary of "
-                f"the input's tokenizer ({vocab} ids); was it tokenized with another tokenizer?"
-            )
-        chunks, c = chunk_document(ids, p, doc_id)
-        if fast is not None and chunks:
-            id_b = doc_id.encode("utf-8")
-            dom_b = domain.encode("utf-8") if has_domain else None
-            for ch in chunks:
-                w.write_raw(token_row(id_b, ch, fast, dom_b))
-                lengths.append(len(ch))
-            chunks = []
-        for ch in chunks:
-            sample = {"id": doc_id, "input_ids": ch, "len": len(ch)}
-            if has_domain:
-                sample["domain"] = domain
-            w.write(sample)
-            lengths.append(len(ch))
-        for i, v in enumerate((1, c.content == 0, c.content, c.written, c.skipped, c.duplicated,
-                               c.pieces_skipped, c.backfilled, c.cuts_moved)):
-            totals[i] += v
-        docs_n += 1
-        tokens += len(ids)
-        if docs_n >= 1000:
-            progress.advance(docs=docs_n, tokens=tokens)
-            docs_n = tokens = 0
-    progress.advance(docs=docs_n, tokens=tokens)
+            _outside_vocab(ids, lens, doc_ids, vocab, where)
+        ch = chunk_batch(ids, lens, doc_ids, p)
+        if fast is not None:
+            for row in chunk_rows(ch, doc_ids, domains if has_domain else None, fast):
+                w.write_raw(row)
+        else:
+            for k, d in enumerate(ch.doc.tolist()):
+                chunk_ids = ch.chunk(k)
+                w.write({"id": doc_ids[d], "input_ids": chunk_ids, "len": len(chunk_ids),
+                         **({"domain": domains[d]} if has_domain else {})})
+        lengths.append(ch.end - ch.start + p.framing)
+        for key, name in zip(_DOC_KEYS, _COUNTS, strict=True):
+            totals[key] += ch.counts[name]
+        progress.advance(docs=len(doc_ids), tokens=len(ids))
     w.finish()
-    for key, n in zip(_DOC_KEYS, totals, strict=True):
+    for key, n in totals.items():
         st.add(key, n)
-    arr = np.asarray(lengths, np.int64)
+    arr = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     st.add("samples", len(arr))
     st.add("total_tokens_written", int(arr.sum()))
     st.add_lengths(arr)
@@ -201,6 +218,20 @@ def chunk_into(dst: Path, docs: Iterable[tuple[str, np.ndarray, str | None]], p:
     write_json_atomic(dst / STATS_FILE, stats_json(st))
     write_json_atomic(dst / DECILE_FILE, token_decile(arr))
     return st
+
+
+def _outside_vocab(ids: np.ndarray, lens: np.ndarray, doc_ids: list[str], vocab: int, where: str) -> None:
+    """Name the first document holding an id outside the vocabulary, and its largest id."""
+    ends = np.cumsum(lens)
+    d = int(np.searchsorted(ends, int(np.argmax(ids >= vocab)), side="right"))
+    top = int(ids[int(ends[d] - lens[d]):int(ends[d])].max())
+    raise InputError(f"{where}: document {doc_ids[d]!r} has token id {top} outside the vocabulary of the input's "
+                     f"tokenizer ({vocab} ids); was it tokenized with another tokenizer?")
+
+
+def shard_compression(option: str) -> str | None:
+    """The ShardWriter compression of a ``--compression`` value."""
+    return None if option == "none" else option
 
 
 def token_decile(lengths: np.ndarray) -> dict[str, list[int]]:
@@ -273,8 +304,8 @@ class Chunk(Stage):
         columns = {"id": "str", "input_ids": dtype, "len": "int", **({"domain": "str"} if has_domain else {})}
         # the id range: the tokenizer's, or its word-start table's (every id of tokenizer.json) when larger
         limit = max(src.limit or 0, len(p.word_start) if p.word_start is not None else 0) or None
-        docs = _documents(reader, column, task.name, dtype, limit)
-        st = chunk_into(dst, docs, p, columns, task.source, limit)
+        st = chunk_into(dst, _batches(reader, column, task.name, dtype, limit), p, columns, task.source, limit,
+                        cfg.compression)
         if st["documents"] != reader.num_samples:  # documents in = documents chunked
             raise EttinError(f"{task.source}: document accounting does not close ({reader.num_samples} in the "
                              f"index, {st['documents']} chunked); this is a bug")

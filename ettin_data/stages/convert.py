@@ -20,7 +20,8 @@ from .. import progress
 from .. import units as U
 from ..config import ConvertConfig
 from ..errors import InputError
-from ..mds import TEXT_COLUMNS, ShardWriter, write_json_atomic, write_root_index
+from ..jsonio import write_json_atomic
+from ..mds import TEXT_COLUMNS, ShardWriter, write_root_index
 from ..parts import Part, part_name
 from ..sources import BadLine, LineTooLong, Source, discover, read_records, source_parts
 from ..stage import Finished, Stage, Unit

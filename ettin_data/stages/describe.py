@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import StatsConfig
 from ..errors import InputError
-from ..mds import INDEX, UnitReader, find_units, shard_files
+from ..mds import INDEX, UnitReader, find_units
 from ..stage import Command
 from ..stats import Stats
 
@@ -37,17 +37,15 @@ def describe(path: str | Path) -> dict[str, Any]:
     if is_flat(path) or (not (path / INDEX).is_file() and any(is_flat(path / s) for s in ("train", "validation"))):
         return describe_flat(path)  # finalize --for numpy
     readers, n_units = _readers(path)
-    shards = [s for r in readers for s in r.index["shards"]]
+    shards = [s for r in readers for s in r.index.shards]
     columns: dict[str, str] = {}
     for r in readers:
         columns.update(r.columns)
     nbytes = 0
     for r in readers:
-        for s in r.index["shards"]:
-            for f in shard_files(s):
-                p = r.dirname / f
-                if p.exists():
-                    nbytes += p.stat().st_size
+        for s in r.index.shards:
+            for f in s.present(r.dirname):
+                nbytes += (r.dirname / f.basename).stat().st_size
     st = Stats()
     token_col = None
     if any(c in columns for c in ("input_ids", "tokens")):
@@ -67,7 +65,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     tokens = int(sum(k * v for k, v in st.lengths.items())) if token_col else None
     return {
         "path": str(path),
-        "samples": sum(int(s["samples"]) for s in shards),
+        "samples": sum(s.samples for s in shards),
         "units": n_units,
         "shards": len(shards),
         "bytes": nbytes,

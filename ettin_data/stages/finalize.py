@@ -19,13 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from .. import profiles
+from .. import profiles, progress
 from .. import units as U
 from ..config import FinalizeConfig, recorded_settings
 from ..dataset import read_meta
 from ..errors import ConfigError, InputError
-from ..ids import IdOverflow, check_fits
-from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic
+from ..ids import IdOverflow, check_fits, id_bound
+from ..jsonio import write_json_atomic
+from ..mds import ShardWriter, UnitReader, find_units, load_shard, read_index
+from ..rules import rules_of, stage_chain
 from ..sampling import (
     UNIT_FILES,
     copy_tokenizer,
@@ -41,17 +43,20 @@ from ..sampling import (
 from ..stage import Finished, Stage
 from ..stats import Stats
 from ..token_input import TokenInput
-from ..verify import MANIFEST, stage_chain, verify
+from ..verify import MANIFEST, UnitCheck, verify, verify_finalized
 
 SPLITS = ("train", "validation")
 
 
 @dataclass(frozen=True)
 class FinalUnit:
-    """A finalize task's unit: of ``split``, from the input dataset named ``dataset``."""
+    """A finalize task's unit: of ``split``, from the input dataset named ``dataset``; ``rules`` (BOS, EOS,
+    chunk size) and ``vocab`` are what its worker verifies (those of the final split)."""
 
     split: str
     dataset: str
+    rules: tuple[int | None, int | None, int | None] = (None, None, None)
+    vocab: int | None = None
 
 
 __all__ = ["Finalize", "dataset_names"]
@@ -86,23 +91,94 @@ def _columns(reader: UnitReader, cfg: FinalizeConfig) -> dict[str, str]:
     return profiles.output_columns(cols, cfg)
 
 
-def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None) -> Stats:
+def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None, check: UnitCheck | None) -> Stats:
+    """Write the unit anew. When only the compression changes (the default profile on zstd input), each shard's
+    sample bytes are written as they are behind a new header (:meth:`ShardWriter.write_shard`, the same files
+    as the per-sample path: tested); otherwise every sample is decoded and encoded for its new columns."""
+    st = _rewrite_unit(src, dst, cfg, compression, check)
+    progress.advance(docs=st["samples"], tokens=st["tokens"])
+    return st
+
+
+def _rewrite_unit(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None, check: UnitCheck | None
+                  ) -> Stats:
     reader = UnitReader(src)
     cols = _columns(reader, cfg)
-    ids, lengths = [], []
-    with ShardWriter(dst, cols, compression=compression) as w:
+    on_shard = check.add if check is not None else None
+    if cols == reader.columns and _whole_shards(cols):
+        ids: list[Any] = []
+        lengths: list[np.ndarray] = []
+        with ShardWriter(dst, cols, compression=compression) as w:
+            for shard in reader.shards():
+                w.write_shard(shard)
+                ids += _ids(shard)
+                if "input_ids" in cols:
+                    lengths.append(shard.array_spans("input_ids")[1])
+                if on_shard is not None:
+                    on_shard(shard)  # the samples just written (only the header differs)
+        return _unit_files(dst, ids, np.concatenate(lengths) if lengths else np.zeros(0, np.int64), check)
+    ids, lengths_ = [], []
+    with ShardWriter(dst, cols, compression=compression, on_shard=on_shard) as w:
         for i, s in enumerate(reader.iter_samples()):
             tok = s.get("input_ids")
             if tok is not None:
-                lengths.append(len(tok))
+                lengths_.append(len(tok))
             ids.append(s.get("id", ""))
             try:  # ids are narrowed by the one guarded cast (ids.narrow): never wrapped
                 w.write({k: s[profiles.source_column(k)] for k in cols})
             except IdOverflow as e:
                 raise IdOverflow(f"{src}: sample {i}: {e}; pass a wider --dtype") from None
-    stats, deciles = unit_stats(ids, np.asarray(lengths, np.int64))
+    return _unit_files(dst, ids, np.asarray(lengths_, np.int64), check)
+
+
+def _whole_shards(cols: dict[str, str]) -> bool:
+    """Whether ids and token counts can be read off the shard bytes (a ``str`` id, a 1-D typed input_ids)."""
+    tok = cols.get("input_ids", "ndarray:uint32").split(":")
+    return cols.get("id", "str") == "str" and len(tok) == 2 and tok[0] == "ndarray"
+
+
+def _ids(shard: Any) -> list[Any]:
+    """The ``id`` of every sample as bytes ("" without an id column): only how many differ is used."""
+    if "id" not in shard.entry.column_names:
+        return [""] * shard.entry.samples
+    pos, size = shard.spans("id")
+    data = shard.data
+    return [data[a:a + n] for a, n in zip(pos.tolist(), size.tolist(), strict=True)]
+
+
+def _restat(dst: Path, placed: Stats, check: UnitCheck | None) -> Stats:
+    """A unit of raw shards linked at ``dst``: each shard read once (size and hash checked when verifying) for
+    finalize's ``stats.json``/``token_decile.json`` (those a rewrite writes) and the check."""
+    reader = UnitReader(dst)
+    if not _whole_shards(reader.columns):  # other tools' columns: their stats.json stays as linked
+        if check is not None:
+            check.add_files(dst)
+        return placed
+    ids: list[Any] = []
+    lengths = [np.zeros(0, np.int64)]
+    for entry in reader.index.shards:
+        shard = load_shard(dst, entry, check_hash=check is not None)
+        ids += _ids(shard)
+        if "input_ids" in entry.column_names:
+            lengths.append(shard.array_spans("input_ids")[1])
+        if check is not None:
+            check.add(shard)
+    st = _unit_files(dst, ids, np.concatenate(lengths), check)
+    out = Stats()
+    for key in ("samples", "tokens"):
+        out.add(key, st[key])
+    for key in ("units_linked", "bytes_linked", "bytes_copied"):
+        out.add(key, placed[key])
+    return out
+
+
+def _unit_files(dst: Path, ids: list[Any], lengths: np.ndarray, check: UnitCheck | None) -> Stats:
+    """``stats.json`` and ``token_decile.json`` of a unit written here, its stats, and its check's counts."""
+    stats, deciles = unit_stats(ids, lengths)
     write_json_atomic(dst / UNIT_FILES[0], stats)
     write_json_atomic(dst / UNIT_FILES[1], deciles)
+    if check is not None:
+        check.check_stats(dst)
     st = Stats()
     st.add("samples", len(ids))
     st.add("tokens", stats["total_tokens_written"])
@@ -116,8 +192,8 @@ def _check_plan(cfg: FinalizeConfig, tok: dict[str, Any] | None, tasks: list[U.T
     of ``--for numpy``) that cannot hold every id the tokenizer can emit."""
     if cfg.columns:
         for t in tasks:
-            shards = read_index(t.source)["shards"]
-            have = set(shards[0]["column_names"]) if shards else set()
+            shards = read_index(t.source).shards
+            have = set(shards[0].column_names) if shards else set()
             missing = sorted(set(cfg.columns) - have)
             if shards and missing:
                 raise ConfigError(f"--columns: {t.source} has no column(s) {', '.join(missing)} (columns: "
@@ -133,12 +209,23 @@ def _check_plan(cfg: FinalizeConfig, tok: dict[str, Any] | None, tasks: list[U.T
 
 def _shard_hashes(root: Path) -> list[dict[str, Any]]:
     out = []
-    for s in read_index(root)["shards"]:
-        info = s["zip_data"] if s.get("zip_data") else s["raw_data"]
-        sha1 = (info.get("hashes") or {}).get("sha1") \
-            or hashlib.sha1((root / info["basename"]).read_bytes()).hexdigest()
-        out.append({"file": info["basename"], "bytes": info["bytes"], "sha1": sha1, "samples": s["samples"]})
+    for s in read_index(root).shards:
+        f = s.stored
+        sha1 = f.hashes.get("sha1") or hashlib.sha1((root / f.basename).read_bytes()).hexdigest()
+        out.append({"file": f.basename, "bytes": f.bytes, "sha1": sha1, "samples": s.samples})
     return out
+
+
+def _split_meta(stage: str, cfg: FinalizeConfig, split: str, tok: dict[str, Any] | None,
+                read: list[TokenInput]) -> dict[str, Any]:
+    """The ``ettin_meta.json`` of one split of the output (``read``: the inputs' split folders as token inputs)."""
+    inputs = [Path(i) for i in cfg.inputs]
+    meta = {"stage": stage, "split": split, "settings": recorded_settings(cfg), "inputs": list(cfg.inputs),
+            "upstream": [m for m in (read_meta(i / split) or read_meta(i) for i in inputs) if m],
+            **foreign_records(read)}
+    if tok is not None:
+        meta["tokenizer"] = tok
+    return meta
 
 
 class Finalize(Stage):
@@ -159,10 +246,12 @@ class Finalize(Stage):
                     continue
                 for unit in find_units(root / split):
                     path = root / split / unit if unit else root / split
-                    tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), FinalUnit(split, name)))
-        tok = same_tokenizer(self._inputs(cfg))
+                    tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), (split, name)))
+        read = self._inputs(cfg)
+        tok = same_tokenizer(read)
         _check_plan(cfg, tok, tasks)
-        return tasks
+        rules = {s: rules_of(_split_meta(self.name, cfg, s, tok, read)) for s in SPLITS}
+        return [U.Task(t.name, t.source, FinalUnit(*t.params, rules[t.params[0]], id_bound(tok))) for t in tasks]
 
     def _inputs(self, cfg: FinalizeConfig) -> list[TokenInput]:
         """Every split folder of every INPUT, as a token input (another tool's needs --tokenizer)."""
@@ -170,13 +259,22 @@ class Finalize(Stage):
 
     def process_unit(self, task: U.Task, cfg: FinalizeConfig, dst: Path) -> Stats:
         src = Path(task.source)
-        index = read_index(src)
-        compressed = any(s.get("compression") for s in index["shards"])
-        same_columns = not cfg.columns or set(cfg.columns) >= set(index["shards"][0]["column_names"] if index["shards"]
-                                                                      else [])
+        shards = read_index(src).shards
+        compressed = any(s.compression for s in shards)
+        same_columns = not cfg.columns or set(cfg.columns) >= set(shards[0].column_names if shards else [])
+        p = task.params
+        check = UnitCheck(p.rules, profiles.name(cfg), p.vocab) if cfg.verify and cfg.loader != "numpy" else None
         if not cfg.dtype and same_columns and profiles.can_link(cfg, compressed):
-            return place_unit(src, dst)
-        return _rewrite(src, dst, cfg, profiles.compression(cfg, compressed))
+            st = place_unit(src, dst)
+            if profiles.name(cfg) == profiles.DEFAULT and not compressed:
+                st = _restat(dst, st, check)  # the unit decompressing would write: its stats.json too
+            elif check is not None:
+                check.add_files(dst)  # linked, not written: read once here, in the worker
+        else:
+            st = _rewrite(src, dst, cfg, profiles.compression(cfg, compressed), check)
+        if check is not None and check.problems:
+            st.add("problems", check.problems)
+        return st
 
     def finish(self, cfg: FinalizeConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
@@ -197,12 +295,7 @@ class Finalize(Stage):
             root = out / split
             totals = finish_dataset(root, [t.name.split("/", 1)[1] for t in mine])
             copy_tokenizer([i / split for i in inputs] + inputs, root, read)
-            meta = {"stage": self.name, "split": split, "settings": recorded_settings(cfg), "inputs": list(cfg.inputs),
-                    "upstream": [m for m in (read_meta(i / split) or read_meta(i) for i in inputs) if m],
-                    **foreign_records(read)}
-            if tok is not None:
-                meta["tokenizer"] = tok
-            write_split_meta(root, meta)
+            write_split_meta(root, _split_meta(self.name, cfg, split, tok, read))
             per_ds: dict[str, Any] = {}
             for t in mine:
                 d = per_ds.setdefault(t.params.dataset, {"samples": 0, "tokens": 0, "units": 0})
@@ -231,8 +324,11 @@ class Finalize(Stage):
                                    "splits": {s: {k: v for k, v in e.items()} for s, e in splits.items()},
                                    "tokenizer": tok, "bytes_linked": stats["bytes_linked"],
                                    "bytes_written": stats["bytes_written"]}
-        if cfg.verify:
-            summary["problems"] = verify(out)
+        if cfg.verify:  # the bytes were checked by the workers as they wrote them (UnitCheck); --for numpy: its files
+            summary["problems"] = verify(out) if cfg.loader == "numpy" else verify_finalized(
+                out, {s: {t.name.split("/", 1)[1]: U.read_done(out / t.name) for t in tasks if t.params.split == s}
+                      for s in SPLITS}, {t.params.split: t.params.rules for t in tasks},
+                profiles.name(cfg), id_bound(tok))
             summary["verified"] = not summary["problems"]
         summary["warnings"] = profiles.loader_warnings(out)
         return Finished(summary, {"tokenizer": tok, **foreign_records(read)})

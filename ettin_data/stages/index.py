@@ -1,7 +1,7 @@
 """``index FOLDER``: rebuild the root ``index.json`` over every MDS unit below a folder, after datasets were added
 or removed (the seed's ``make_recursive_root.py``; mosaicml-streaming's ``merge_index`` handles one level only).
 
-Every ``index.json`` below FOLDER is read and checked first (``indexcheck.py``: shard names inside their folder,
+Every ``index.json`` below FOLDER is read and checked first (``mds/indexcheck.py``: shard names inside their folder,
 sizes and counts sane) and every unit must have the same columns (one root index is one dataset), so nothing
 is written when one is unsafe, broken or different. Then, deepest first, each folder
 below FOLDER that already holds a root index (a dataset inside the collection) gets it rebuilt over its own units
@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import IndexConfig
-from ..dataset import INDEX, SETTINGS, is_root_index
+from ..dataset import INDEX, SETTINGS
 from ..errors import InputError
-from ..mds import find_units, read_index, write_json_atomic, write_root_index
+from ..jsonio import write_json_atomic
+from ..mds import find_units, read_index, write_root_index
 from ..stage import Command
 
 __all__ = ["Index", "rebuild", "plan_folder"]
@@ -48,7 +49,7 @@ def _nested_roots(folder: Path) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if dirpath == str(folder) or INDEX not in filenames:
             continue
-        if is_root_index(read_index(dirpath)):
+        if read_index(dirpath).is_root:
             found.append(Path(dirpath).relative_to(folder).as_posix())
         else:
             dirnames[:] = []  # a unit: nothing below it
@@ -89,10 +90,10 @@ def plan_folder(path: str) -> dict[str, Any]:
     shards = samples = 0
     first: tuple[str, dict[str, str]] | None = None
     for u in units:
-        for s in read_index(folder / u)["shards"]:
+        for s in read_index(folder / u).shards:
             shards += 1
-            samples += int(s["samples"])
-            cols = dict(zip(s["column_names"], s["column_encodings"], strict=True))
+            samples += s.samples
+            cols = s.columns
             if first is None:
                 first = (u, cols)
             elif cols != first[1]:

@@ -27,7 +27,8 @@ from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, 
 from ..engines import Mismatch
 from ..errors import EttinError
 from ..framing import framing
-from ..mds import find_units, write_json_atomic, write_root_index
+from ..jsonio import write_json_atomic
+from ..mds import find_units, write_root_index
 from ..stage import Finished, Stage, Unit
 from ..stats import Stats
 from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_change, tokenizer_identity
@@ -64,7 +65,7 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
 
 
 def _encode(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, name: str,
-            st: Stats) -> list[tuple[str, np.ndarray, str | None]]:
+            st: Stats) -> list[chunk.Batch]:
     """Encode one unit's documents as tokenize does (documents without content tokens are counted, dropped);
     a fast-engine mismatch redoes the unit's encoding with the reference, counted as tokenize counts it."""
     try:
@@ -78,14 +79,19 @@ def _encode(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, 
 
 
 def _encode_with(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, name: str,
-                 st: Stats) -> list[tuple[str, np.ndarray, str | None]]:
+                 st: Stats) -> list[chunk.Batch]:
+    """The kept documents of each batch: ids, token ids back to back, lengths, domains (None without)."""
     encoded = []
     for i in range(0, len(docs), cfg.batch_size):
         batch = docs[i:i + cfg.batch_size]
         doc_ids = [d for d, _, _ in batch]
-        out = enc.encode([t for _, t, _ in batch], st, unit=name, doc_ids=doc_ids, first_index=i)
-        encoded.extend((doc_id, ids, domain) for (doc_id, _, domain), ids in zip(batch, out, strict=True)
-                       if ids is not None)
+        ids, lengths, keep = enc.encode_flat([t for _, t, _ in batch], st, unit=name, doc_ids=doc_ids, first_index=i)
+        domains = [dom for _, _, dom in batch] if cfg.domain_field else None
+        if not keep.all():
+            ids, lengths = ids[np.repeat(keep, lengths)], lengths[keep]
+            doc_ids = [d for d, k in zip(doc_ids, keep.tolist(), strict=True) if k]
+            domains = None if domains is None else [d for d, k in zip(domains, keep.tolist(), strict=True) if k]
+        encoded.append((doc_ids, ids, lengths, domains))
     return encoded
 
 
@@ -109,7 +115,8 @@ def _unit(dirs: dict[str, Path], docs: list[convert.Doc], cfg: PrepareConfig, en
         tok_st = tok_st + st
         tok_st.add("documents_in", len(docs))
         out["keep_tokens"] = tok_st
-    chunked = chunk.chunk_into(dirs["output"], encoded, params, tokenize.token_columns(cfg.dtype, has_domain), where)
+    chunked = chunk.chunk_into(dirs["output"], encoded, params, tokenize.token_columns(cfg.dtype, has_domain), where,
+                               compression=cfg.compression)
     if chunked["documents"] + st["skipped.empty_tokens"] != len(docs):
         raise EttinError(f"{where}: {len(docs)} documents, {chunked['documents']} chunked and "
                          f"{st['skipped.empty_tokens']} skipped; this is a bug")

@@ -20,7 +20,7 @@ import numpy as np
 from .. import units as U
 from ..config import BudgetConfig
 from ..errors import InputError
-from ..mds import write_json_atomic
+from ..jsonio import write_json_atomic
 from ..sampling import (
     SUMMARY_FILE,
     SamplingStage,

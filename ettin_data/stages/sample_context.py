@@ -18,7 +18,8 @@ import numpy as np
 from .. import units as U
 from ..config import ContextConfig
 from ..errors import InputError
-from ..mds import find_units, read_index, write_json_atomic
+from ..jsonio import write_json_atomic
+from ..mds import find_units, read_index
 from ..sampling import (
     DECILE_FILE,
     SUMMARY_FILE,
@@ -65,7 +66,7 @@ class Context(SamplingStage):
         unit_of, index_of, length_of, sizes = [], [], [], []
         for k, name in enumerate(names):
             path = root / name if name else root
-            sizes.append(sum(int(s["samples"]) for s in read_index(path)["shards"]))
+            sizes.append(read_index(path).samples)
             if not _may_hold(path, cfg.min_length):
                 continue
             lengths = unit_lengths(path)

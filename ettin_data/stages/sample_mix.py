@@ -26,9 +26,9 @@ from typing import Any
 
 from .. import units as U
 from ..config import MixConfig
-from ..dataset import read_meta, require_complete
+from ..dataset import read_meta
 from ..errors import ConfigError
-from ..mds import write_json_atomic
+from ..jsonio import write_json_atomic
 from ..sampling import (
     SUMMARY_FILE,
     SamplingStage,
@@ -41,6 +41,7 @@ from ..sampling import (
     same_tokenizer,
 )
 from ..stage import Finished
+from ..state import require_complete
 from ..stats import Stats
 from .sample_budget import Budget, choose_units, pick_tasks, picks_summary
 

@@ -26,7 +26,7 @@ from .. import units as U
 from ..config import SplitConfig, recorded_settings
 from ..dataset import read_meta
 from ..errors import InputError
-from ..mds import write_json_atomic
+from ..jsonio import write_json_atomic
 from ..sampling import (
     SamplingStage,
     UnitInfo,

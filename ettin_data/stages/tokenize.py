@@ -43,7 +43,8 @@ from ..config import TokenizeConfig
 from ..engines import Checked, Choice, Mismatch
 from ..errors import ConfigError, InputError
 from ..ids import fits, max_token_id, narrow
-from ..mds import ShardWriter, UnitReader, find_units, read_index, write_json_atomic, write_root_index
+from ..jsonio import write_json_atomic
+from ..mds import ShardWriter, UnitReader, find_units, read_index, write_root_index
 from ..stage import Finished, Stage
 from ..stats import Stats
 from ..token_rows import token_samples
@@ -238,29 +239,24 @@ class Encoder:
         ids = narrow(ids, self.dtype, f"{unit or 'tokenize'}: --dtype {self.dtype}", "use --dtype uint32")
         return ids, lengths, keep
 
-    def encode(self, texts: list[str], st: Stats, *, unit: str = "", doc_ids: list[str] | None = None,
-               first_index: int = 0) -> list[np.ndarray | None]:
-        """Ids of each text (None: no content tokens, skipped and counted in ``st``); see :meth:`encode_flat`."""
-        ids, lengths, keep = self.encode_flat(texts, st, unit=unit, doc_ids=doc_ids, first_index=first_index)
-        ends = np.cumsum(lengths).tolist()
-        return [ids[e - n:e] if k else None for e, n, k in zip(ends, lengths.tolist(), keep.tolist(), strict=True)]
-
 
 def token_columns(dtype: str, has_domain: bool) -> dict[str, str]:
     return {"id": "str", "input_ids": f"ndarray:{dtype}", "len": "int", **({"domain": "str"} if has_domain else {})}
 
 
-def write_token_unit(dst: Path, rows: list[tuple[str, np.ndarray, str | None]], columns: dict[str, str]) -> Stats:
-    """Write encoded documents ``(id, ids, domain)`` as one token unit into ``dst`` (prepare --keep-tokens)."""
+def write_token_unit(dst: Path, batches: list[tuple[list[str], np.ndarray, np.ndarray, list[str] | None]],
+                     columns: dict[str, str]) -> Stats:
+    """Write encoded documents, batches of ``(ids, token ids back to back, lengths, domains)``, as one token unit
+    into ``dst`` (prepare --keep-tokens): the rows tokenize writes."""
     st = Stats()
     with ShardWriter(dst, columns) as w:
-        for doc_id, ids, domain in rows:
-            w.write({"id": doc_id, "input_ids": ids, "len": len(ids),
-                     **({"domain": domain} if "domain" in columns else {})})
-    lengths = [len(ids) for _, ids, _ in rows]
-    st.add("documents_written", len(rows))
-    st.add("tokens_written", sum(lengths))
-    st.add_lengths(lengths)
+        for doc_ids, ids, lengths, domains in batches:
+            for data, _ in token_samples(doc_ids, ids, lengths, np.ones(len(lengths), bool),
+                                         domains if "domain" in columns else None):
+                w.write_raw(data)
+            st.add("documents_written", len(lengths))
+            st.add("tokens_written", int(np.sum(lengths)))
+            st.add_lengths(lengths)
     return st
 
 
@@ -368,10 +364,10 @@ class Tokenize(Stage):
             for rel in units:
                 src = root / rel
                 try:
-                    shards = read_index(src)["shards"]
+                    shards = read_index(src).shards
                 except InputError:  # a broken unit index fails that unit alone, when it is processed
                     shards = []
-                names = set(shards[0]["column_names"]) if shards else {"id", "text"}
+                names = set(shards[0].column_names) if shards else {"id", "text"}
                 if "text" not in names or "id" not in names:
                     hint = " (already tokenized?)" if "input_ids" in names else ""
                     raise InputError(f"{src}: tokenize needs 'id' and 'text' columns, found {sorted(names)}{hint}; "

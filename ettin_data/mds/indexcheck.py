@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["check_index", "check_member", "KNOWN_ENCODINGS", "UnsafePath"]
 
