@@ -26,7 +26,6 @@ import stat
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 from .dataset import SETTINGS
 from .errors import ConfigError
@@ -243,11 +242,3 @@ def units_under(out: Path) -> list[str]:
     from .mds import find_units  # local: mds is heavy-ish and not needed for the overlap checks
 
     return find_units(out) if out.is_dir() else []
-
-
-def read_settings(out: Path) -> dict[str, Any] | None:
-    try:
-        old = json.loads((out / SETTINGS).read_text())
-    except (OSError, ValueError):
-        return None
-    return old if isinstance(old, dict) else None

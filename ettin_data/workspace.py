@@ -10,7 +10,7 @@ run. The outputs are the folders the stage declares (``Stage.output_options``: `
   in an output are refused: ettin-data writes only real files and folders there;
 - ``check_units`` / ``record_units``: MDS units this dataset did not write are refused, the plan's units
   recorded before any is written;
-- ``mark_incomplete`` / ``mark_complete``: the dataset state (``dataset.py``); ``withdraw_done``: every
+- ``mark_incomplete`` / ``mark_complete``: the dataset state (``state.py``); ``withdraw_done``: every
   finished unit made unfinished (a settings change with ``--overwrite``: units written under other settings
   are never resumed into the new dataset);
 - the storage hooks (pull/push of run files, the per-unit wrapper, publishing): no-ops for local folders.
