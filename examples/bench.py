@@ -370,7 +370,7 @@ def bench(args: argparse.Namespace) -> None:
     if args.multilingual:
         import bench_multilingual
 
-        ml = bench_multilingual.measure(out, tok, w, run_raw, run_stage, note, _same_shards)
+        ml = bench_multilingual.measure(out, tok, w, run_raw, run_stage, note, _same_shards, args.repeat)
     results = _results(runs, w, identical)
     results["multilingual"] = ml
     (out / "results.json").write_text(json.dumps(results, indent=1))

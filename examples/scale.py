@@ -16,9 +16,10 @@ dataset. Results: a table on stdout and ``scale-out/results-<mode>-<tokens>.json
 Floors (``--floor-tokens``, default 10^8; 0 skips them): what any program pays for a stage's bytes, measured
 like ``make bench``'s raw rows: W single-threaded processes pinned one per CPU, each with its share of the
 work loaded, started together on a signal; the slowest one's time counts.
-  raw tokenizers / tokie   ``encode_batch`` / tokie ``encode_batch_flat`` over documents of the corpus
-                           already in memory (their rate at --floor-tokens gives the limit at the run's size)
-  prepare                  parse the JSONL lines, tokie, write the token rows as zstd MDS shards (sha1)
+  raw tokenizers / fastokens   ``encode_batch`` / fastokens ``encode_batch_flat`` (the engine ``auto`` uses for
+                           this tokenizer) over documents of the corpus already in memory (their rate at
+                           --floor-tokens gives the limit at the run's size)
+  prepare                  parse the JSONL lines, fastokens, write the token rows as zstd MDS shards (sha1)
                            (convert + tokenize's floor: chunk would write the same ids again as chunks)
   sample split             hard-link every shard of the chunks (what placing units costs; no unit rewritten)
   finalize                 every .mds.zstd of the split read, decompressed, sha1-hashed and written
@@ -123,7 +124,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import hashlib
 
     cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[args.index % len(cpus)]})  # one thread (tokie sizes itself from the mask)
+    os.sched_setaffinity(0, {cpus[args.index % len(cpus)]})  # one thread (the engines size themselves from it)
     scratch = Path(args.scratch) / f"floor-{args.child}-{args.index}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -139,11 +140,18 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             encode = Tokenizer.from_file(args.tok).encode_batch
             texts = [json.loads(line)["text"] for line in lines]
         else:
-            import tokie
+            import numpy as np
 
-            flat = tokie.Tokenizer.from_json(args.tok).encode_batch_flat
+            os.environ["FASTOKENS_BPE_THREADS"] = "1"
+            import fastokens
+
+            fast = fastokens.Tokenizer.from_file(args.tok)
+
+            def flat(texts: list[str]) -> tuple[Any, Any]:
+                ids, offsets = fast.encode_batch_flat(texts, add_special_tokens=True)
+                return np.frombuffer(ids, np.uint32), np.diff(np.frombuffer(offsets, np.uint64)).astype(np.int64)
             flat(["warm up"])
-            if args.child == "tokie":
+            if args.child == "fastokens":
                 texts = [json.loads(line)["text"] for line in lines]
     print("ready", flush=True)
     sys.stdin.readline()
@@ -165,12 +173,10 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     elif args.child == "tokenizers":
         for i in range(0, len(texts), 1000):
             n += sum(len(e.ids) for e in encode(texts[i:i + 1000]))
-    elif args.child == "tokie":
+    elif args.child == "fastokens":
         for i in range(0, len(texts), 1000):
             n += len(flat(texts[i:i + 1000])[0])
-    else:  # prepare: JSONL -> tokie -> zstd token shards, units of 30,000 documents as convert makes them
-        import numpy as np
-
+    else:  # prepare: JSONL -> fastokens -> zstd token shards, units of 30,000 documents as convert makes them
         from ettin_data.mds import ShardWriter
         from ettin_data.stages.tokenize import token_columns
         from ettin_data.token_rows import token_samples
@@ -181,7 +187,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 for b in range(0, len(rows), 1000):
                     batch = rows[b:b + 1000]
                     ids, lengths = flat([r["text"] for r in batch])
-                    lengths = lengths.astype(np.int64)
                     for sample, _ in token_samples([r["id"] for r in batch], ids, lengths, lengths > 0):
                         w.write_raw(sample)
                     n += len(ids)
@@ -220,7 +225,7 @@ def floors(raw: Path, run: Path, workers: int, tokens: int, floor_tokens: int) -
     docs = max(workers, int(floor_tokens / TOKENS_PER_COPY * 247))
     sample_docs = max(workers, docs // 20)  # the reference engine is ~30x slower: a 20th of the sample
     out: dict[str, Any] = {}
-    for kind, n in (("tokenizers", sample_docs), ("tokie", docs), ("prepare", docs)):
+    for kind, n in (("tokenizers", sample_docs), ("fastokens", docs), ("prepare", docs)):
         print(f"floor: {kind} ...", flush=True)
         r = run_floor(kind, raw, workers, run.parent, tok, n)
         out[kind] = {"seconds_measured": r["seconds"], "tokens_measured": r["n"],
@@ -313,11 +318,11 @@ def main() -> None:
           f"({args.workers} workers); intermediates / final = {result['intermediates_over_final']:.2f}")
     if floor:
         floors_total = sum(r.get("floor_seconds", 0) for r in rows)
-        limit, tokie = floor["tokenizers"]["seconds"], floor["tokie"]["seconds"]
-        result.update(raw_tokenizers_limit_seconds=limit, raw_tokie_limit_seconds=tokie,
+        limit, fast = floor["tokenizers"]["seconds"], floor["fastokens"]["seconds"]
+        result.update(raw_tokenizers_limit_seconds=limit, raw_fastokens_limit_seconds=fast,
                       run_vs_raw_tokenizers=limit / total, run_over_floors=total / floors_total)
         print(f"raw tokenizers limit ({args.workers} x encode_batch): {limit / 60:.1f} min; raw -> final runs at "
-              f"{limit / total:.1f}x its speed. raw tokie limit: {tokie:.1f} s; the floors sum to "
+              f"{limit / total:.1f}x its speed. raw fastokens limit: {fast:.1f} s; the floors sum to "
               f"{floors_total:.1f} s (raw -> final = {total / floors_total:.2f}x that)")
     path = out / f"results-{result['mode']}-{int(args.tokens)}.json"
     path.write_text(json.dumps(result, indent=1))

@@ -214,6 +214,35 @@ def test_two_worker_auto_runs_are_byte_identical_to_tokenizers(tmp_path: Path, t
         assert meta["engine"] == eng and meta["settings"]["engine"] == "auto" and meta["settings"]["verify"] == verify
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["modernbert", "dolma2"])
+def test_two_worker_auto_runs_on_the_multilingual_sample_are_byte_identical(files, name: str,
+                                                                           tmp_path: Path) -> None:
+    """The real multilingual sample (2,069 documents in 187 language tags) through whole 2-worker runs: auto
+    with either check writes the shards of --engine tokenizers, routing nothing."""
+    from helpers_multilingual import SAMPLE
+
+    from ettin_data.config import ConvertConfig
+
+    text = tmp_path / "text"
+    run(ConvertConfig(inputs=[str(SAMPLE)], output=str(text), docs_per_shard=300, workers=2))
+
+    def tokenize(out: str, **kw) -> dict:
+        return run(TokenizeConfig(inputs=[str(text)], output=str(tmp_path / out), tokenizer=str(files[name]),
+                                  workers=2, **kw))
+
+    tokenize("ref", engine="tokenizers")
+    want = _files(tmp_path / "ref")
+    assert len(want) == 7 * 2 + 4
+    for verify in engines.VERIFY:
+        eng = tokenize(verify, verify=verify)["engine"]
+        got = _files(tmp_path / verify)
+        assert [k for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)] == []
+        assert (eng["used"], eng["documents_routed"], eng["disagreements"], eng["mismatches"]) == (
+            "fastokens", 0, 0, 0)
+        assert eng["documents_fast"] == 2069 and eng["documents_checked"] == (2069 if verify == "full" else 0)
+
+
 def _broken(real, every: int = 1, first: int = 0):
     """An engine's encode with one id off in every ``every``-th document (from ``first``) of more than two
     tokens."""
