@@ -294,7 +294,9 @@ class FinalizeConfig(ReadsTokens):
             raise ValueError(f"--for modernbert-streaming reads input_ids as int64; drop --dtype {self.dtype}")
         if self.loader not in (None, "modernbert") and self.columns and "input_ids" not in self.columns:
             raise ValueError(f"--for {self.loader} writes the token ids: keep input_ids in --columns")
-        if self.loader == "numpy" and "://" in self.output:
+        from .storage import is_url  # here: the CLI's --help imports this module, and nothing heavy
+
+        if self.loader == "numpy" and is_url(self.output):
             raise ValueError("--for numpy writes flat files to a local or shared folder; write it there and copy "
                              "the split folders to object storage")
         return self
@@ -311,7 +313,9 @@ class ExportConfig(_Frozen):
     @field_validator("output")
     @classmethod
     def _local_file(cls, v: str) -> str:
-        if "://" in v:
+        from .storage import is_url
+
+        if is_url(v):
             raise ValueError("export writes a local file; write it here and copy it to object storage")
         return v
 

@@ -22,6 +22,7 @@ from typing import Any
 from . import __version__
 from .jsonio import jsonable
 from .safefile import write_bytes
+from .storage import is_remote
 
 __all__ = ["LOG_DIR", "RunLog"]
 
@@ -52,7 +53,7 @@ class RunLog:
 
     def _local_output(self) -> Path | None:
         out = getattr(self.cfg, "output", None)
-        if not out or "://" in str(out):
+        if not out or is_remote(out):
             return None
         return Path(out)
 

@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..jsonio import write_json_atomic
 from ..mds import find_units, read_index, write_root_index
 from ..stage import Command
+from ..storage import is_url
 
 __all__ = ["Index", "rebuild", "plan_folder"]
 
@@ -34,7 +35,7 @@ SPLITS = ("train", "validation")
 
 
 def _folder(path: str) -> Path:
-    if "://" in path:
+    if is_url(path):
         raise InputError(f"{path}: index rebuilds local folders; download the dataset (or mount it) first")
     folder = Path(path)
     if not folder.is_dir():
