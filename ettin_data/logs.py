@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .dataset import LOG_DIR
 from .jsonio import jsonable
 from .safefile import write_bytes
 from .storage import is_remote
 
 __all__ = ["LOG_DIR", "RunLog"]
 
-LOG_DIR = ".ettin_logs"
 
 
 class RunLog:

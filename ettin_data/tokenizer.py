@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import hub
-from .dataset import TOKENIZER_FILE
+from .dataset import DONE, TOKENIZER_FILE
 from .errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -346,7 +346,7 @@ def tokenizer_change(output: str | Path, raw_json_bytes: bytes, overwrite: bool)
     dest = out / TOKENIZER_FILE
     if not dest.is_file() or dest.read_bytes() == raw_json_bytes:
         return []
-    done = list(out.rglob(".done"))
+    done = list(out.rglob(DONE))
     if not done:
         return []
     old = hashlib.sha256(dest.read_bytes()).hexdigest()[:12]

@@ -19,14 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from .dataset import MANIFEST, SPLITS, STATS_FILE
 from .errors import InputError
 from .ids import id_bound
 from .mds import INDEX, FileInfo, Index, Shard, find_units, load_shard, read_index
 from .rules import Rules, check_samples, chunk_rules
 
-__all__ = ["verify", "verify_paths", "verify_dataset", "verify_finalized", "UnitCheck", "MANIFEST"]
-
-MANIFEST = "manifest.json"
+__all__ = ["verify", "verify_paths", "verify_dataset", "verify_finalized", "UnitCheck"]
 
 
 def _hash_problems(path: Path, info: FileInfo) -> list[str]:
@@ -82,7 +81,7 @@ def verify_dataset(root: str | Path, rules: Rules | None = None
 
 
 def _stats_problems(path: Path, samples: int, tokens: int) -> list[str]:
-    f = path / "stats.json"
+    f = path / STATS_FILE
     if not f.is_file():
         return []
     try:
@@ -298,7 +297,7 @@ def verify(path: str | Path) -> list[str]:
 
     if is_flat(path):
         return verify_flat(path)[0]
-    splits = [path / s for s in ("train", "validation") if (path / s / INDEX).is_file()]
+    splits = [path / s for s in SPLITS if (path / s / INDEX).is_file()]
     if splits:
         return [p for s in splits for p in verify_dataset(s)[0]]
     try:

@@ -20,18 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from ..config import IndexConfig
-from ..dataset import INDEX, SETTINGS
+from ..dataset import DONE, INDEX, SETTINGS, SPLITS, STATS_FILE
 from ..errors import InputError
 from ..jsonio import write_json_atomic
 from ..mds import find_units, read_index, write_root_index
 from ..stage import Command
 from ..storage import is_url
+from ..tokenstats import dataset_totals
 
 __all__ = ["Index", "rebuild", "plan_folder"]
 
-STATS_FILE = "stats.json"
-DONE = ".done"
-SPLITS = ("train", "validation")
 
 
 def _folder(path: str) -> Path:
@@ -144,8 +142,7 @@ def _refresh_stats(root: Path, units: list[str]) -> bool:
     except (OSError, ValueError):
         old = None
     infos = dataset_units(root)
-    new = {"samples": sum(u.samples for u in infos), "total_tokens_written": sum(u.tokens for u in infos),
-           "units": len(units)}
+    new = dataset_totals(sum(u.samples for u in infos), sum(u.tokens for u in infos), len(units))
     if isinstance(old, dict) and all(old.get(k) == new[k] for k in ("samples", "total_tokens_written")):
         return False
     write_json_atomic(f, new)

@@ -24,6 +24,7 @@ import numpy as np
 from .. import units as U
 from ..chunking import cached_word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
+from ..dataset import STATS_FILE
 from ..engines import Mismatch
 from ..errors import EttinError
 from ..framing import framing
@@ -32,6 +33,7 @@ from ..mds import find_units, write_root_index
 from ..stage import Finished, Stage, Unit
 from ..stats import Stats
 from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_change, tokenizer_identity
+from ..tokenstats import chunk_stats
 from . import chunk, convert, tokenize
 
 __all__ = ["Prepare"]
@@ -185,8 +187,8 @@ class Prepare(Stage):
         out = Path(cfg.output)
         units = _own_units(out, tasks)
         write_root_index(out, units)
-        summary = chunk.stats_json(stats)
-        write_json_atomic(out / chunk.STATS_FILE, summary)
+        summary = chunk_stats(stats)
+        write_json_atomic(out / STATS_FILE, summary)
         enc, _, _ = _worker(cfg)
         ident = _identity(cfg, enc.tok, (out / TOKENIZER_FILE).read_bytes())
         ccfg, tcfg, kcfg = _configs(cfg)

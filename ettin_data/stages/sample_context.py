@@ -17,11 +17,11 @@ import numpy as np
 
 from .. import units as U
 from ..config import ContextConfig
+from ..dataset import DECILE_FILE
 from ..errors import InputError
 from ..jsonio import write_json_atomic
 from ..mds import find_units, read_index
 from ..sampling import (
-    DECILE_FILE,
     SUMMARY_FILE,
     SamplingStage,
     copy_tokenizer,

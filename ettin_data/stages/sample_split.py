@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import units as U
 from ..config import SplitConfig, recorded_settings
-from ..dataset import read_meta
+from ..dataset import SPLITS, read_meta
 from ..errors import InputError
 from ..jsonio import write_json_atomic
 from ..sampling import (
@@ -48,7 +48,6 @@ from ..stats import Stats
 
 __all__ = ["Split", "best_cut", "SPLITS"]
 
-SPLITS = ("train", "validation")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ import numpy as np
 from .. import engines, progress
 from .. import units as U
 from ..config import TokenizeConfig
+from ..dataset import NUM_TOKENS
 from ..engines import Checked, Choice, Mismatch
 from ..errors import ConfigError, InputError
 from ..ids import fits, max_token_id, narrow
@@ -58,11 +59,10 @@ from ..tokenizer import (
     tokenizer_identity,
 )
 
-NUM_TOKENS = "num_tokens.json"
 BATCH_CHARS = 8_000_000
 MAX_1024 = 1024
 
-__all__ = ["Tokenize", "NUM_TOKENS", "Encoder"]
+__all__ = ["Tokenize", "Encoder"]
 
 _WORKER: dict[str, Any] = {}  # per process: the tokenizer loaded from OUTPUT/tokenizer.json
 _RESOLVED: dict[str, Any] = {}  # per process (the driver): the tokenizer resolved for the run's options
