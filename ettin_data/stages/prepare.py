@@ -25,7 +25,8 @@ from .. import units as U
 from ..chunking import cached_word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
 from ..dataset import STATS_FILE
-from ..engines import Mismatch
+from ..encoder import Encoder, encode_exactly, resolve
+from ..engines.summary import engine_summary
 from ..errors import EttinError
 from ..framing import framing
 from ..jsonio import write_json_atomic
@@ -51,13 +52,13 @@ def _identity(cfg: PrepareConfig, tok: Any, raw: bytes, max_id: bool = True) -> 
                               prefix_space=cfg.prefix_space, max_id=max_id)
 
 
-def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
+def _worker(cfg: PrepareConfig) -> tuple[Encoder, Any, dict[str, Any]]:
     """Encoder, chunk kernel parameters and tokenizer identity, built once per process."""
     path = Path(cfg.output) / TOKENIZER_FILE
     key = (str(path.resolve()), path.stat().st_mtime_ns, cfg)
     if _WORKER.get("key") != key:
         _, tcfg, kcfg = _configs(cfg)
-        enc = tokenize.Encoder.load(tcfg)
+        enc = Encoder.load(tcfg)
         raw = path.read_bytes()
         ident = _identity(cfg, enc.tok, raw, max_id=False)  # the metadata's (with max_id) is made in finish
         table = cached_word_start_table(raw, ident["vocab_size"]) if cfg.word_boundaries else None
@@ -66,23 +67,10 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
     return _WORKER["val"]
 
 
-def _encode(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, name: str,
+def _encode(docs: list[convert.Doc], cfg: PrepareConfig, enc: Encoder, name: str,
             st: Stats) -> list[chunk.Batch]:
-    """Encode one unit's documents as tokenize does (documents without content tokens are counted, dropped);
-    a fast-engine mismatch redoes the unit's encoding with the reference, counted as tokenize counts it."""
-    try:
-        return _encode_with(docs, cfg, enc, name, st)
-    except Mismatch:
-        st.counts.clear()
-        encoded = _encode_with(docs, cfg, enc.reference(), name, st)
-        st.add("engine.mismatches")
-        st.add("engine.units_redone")
-        return encoded
-
-
-def _encode_with(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, name: str,
-                 st: Stats) -> list[chunk.Batch]:
-    """The kept documents of each batch: ids, token ids back to back, lengths, domains (None without)."""
+    """Encode one unit's documents as tokenize does (documents without content tokens are counted, dropped): the
+    kept documents of each batch: ids, token ids back to back, lengths, domains (None without)."""
     encoded = []
     for i in range(0, len(docs), cfg.batch_size):
         batch = docs[i:i + cfg.batch_size]
@@ -101,7 +89,7 @@ def _kept(cfg: PrepareConfig) -> tuple[Path | None, Path | None]:
     return (Path(cfg.keep_text) if cfg.keep_text else None), (Path(cfg.keep_tokens) if cfg.keep_tokens else None)
 
 
-def _unit(dirs: dict[str, Path], docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, params: Any,
+def _unit(dirs: dict[str, Path], docs: list[convert.Doc], cfg: PrepareConfig, enc: Encoder, params: Any,
           name: str, where: str) -> dict[str, Stats]:
     """Encode and chunk one unit's documents into ``dirs["output"]`` (and the kept text/token units into
     ``dirs["keep_text"]``/``dirs["keep_tokens"]``); the stats of each."""
@@ -109,8 +97,8 @@ def _unit(dirs: dict[str, Path], docs: list[convert.Doc], cfg: PrepareConfig, en
     if "keep_text" in dirs:
         out["keep_text"] = convert.write_text_unit(dirs["keep_text"], docs,
                                                    convert.text_columns(sub_config(ConvertConfig, cfg)))
-    st = Stats()
-    encoded = _encode(docs, cfg, enc, name, st)
+    # a fast engine that differs on a verified document: the unit is encoded again by the reference, counted
+    encoded, st = encode_exactly(enc, lambda e, s: _encode(docs, cfg, e, name, s))
     has_domain = bool(cfg.domain_field)
     if "keep_tokens" in dirs:
         tok_st = tokenize.write_token_unit(dirs["keep_tokens"], encoded, tokenize.token_columns(cfg.dtype, has_domain))
@@ -143,7 +131,7 @@ class Prepare(Stage):
     def check(self, cfg: PrepareConfig) -> list[str]:
         """Resolve the tokenizer and check that chunks can be made with it (and that it is the output's)."""
         tcfg = sub_config(TokenizeConfig, cfg)
-        raw, tok = tokenize.resolve(tcfg)
+        raw, tok = resolve(tcfg)
         framing(_configs(cfg)[2], _identity(cfg, tok, raw, max_id=False), raw)  # --bos/--eos resolve (or one line)
         return tokenizer_change(tcfg.output, raw, cfg.overwrite)
 
@@ -192,7 +180,7 @@ class Prepare(Stage):
         enc, _, _ = _worker(cfg)
         ident = _identity(cfg, enc.tok, (out / TOKENIZER_FILE).read_bytes())
         ccfg, tcfg, kcfg = _configs(cfg)
-        engine = tokenize.engine_summary(enc.choice, stats)
+        engine = engine_summary(enc.choice, stats)
         via = {"via": self.name}
         meta_convert = {"stage": "convert", **via, "settings": recorded_settings(ccfg), "inputs": list(cfg.inputs),
                         "upstream": []}
