@@ -143,32 +143,23 @@ class Prepare(Stage):
             save_tokenizer_json(raw, cfg.keep_tokens)
 
     def units(self, task: U.Task, cfg: PrepareConfig) -> Generator[Unit, dict[str, Stats], dict[str, Stats]]:
-        ccfg = sub_config(ConvertConfig, cfg)
         enc, params, _ = _worker(cfg)
         outputs = tuple(o for o in ("keep_text", "keep_tokens", "output") if getattr(cfg, o))
-        total, reading, text_total = Stats(), Stats(), Stats()
-        k = 0
-        for k, docs in enumerate(convert.read_units(task, ccfg, reading), 1):
-            name = f"{task.name}/{convert.unit_name(k - 1)}"
-            where = f"{task.params.label} unit {k - 1}"
-            done = yield Unit(name, partial(_unit, docs=docs, cfg=cfg, enc=enc, params=params, name=name,
-                                            where=where), outputs)
-            total = total + done["output"]
-            if cfg.keep_text:
-                text_total = text_total + done["keep_text"]
-        for r in (Path(cfg.output), *_kept(cfg)):
-            if r is not None:
-                convert.clear_stale(r / task.name, k)
-        total = total + reading
-        skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
-        if total["documents_in"] != total["documents"] + skipped:
-            raise EttinError(f"{task.params.label}: document accounting does not close ({total['documents_in']} in, "
-                             f"{total['documents']} chunked, {skipped} skipped)")
+        label = task.params.label
+
+        def unit(name: str, k: int, docs: list[convert.Doc]) -> Unit:
+            return Unit(name, partial(_unit, docs=docs, cfg=cfg, enc=enc, params=params, name=name,
+                                      where=f"{label} unit {k}"), outputs)
+
+        roots = [Path(r) for r in (cfg.output, *_kept(cfg)) if r is not None]
+        totals, reading, k = yield from convert.source_units(task, sub_config(ConvertConfig, cfg), unit, roots)
+        total = totals.get("output", Stats()) + reading
+        convert.close_accounting(total, label, written="documents", verb="chunked")
         if not cfg.keep_text:
             return {"output": total}
-        text_total = text_total + reading  # the text dataset's per-source marker, as convert writes it
+        text_total = totals.get("keep_text", Stats()) + reading  # the text dataset's per-source marker, as convert's
         text_total.add("units", k)
-        convert.close_accounting(text_total, task.params.label)
+        convert.close_accounting(text_total, label)
         return {"output": total, "keep_text": text_total}
 
     def finish(self, cfg: PrepareConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
