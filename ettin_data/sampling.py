@@ -32,7 +32,7 @@ from .mds import (
     write_root_index,
 )
 from .safefile import copy_file
-from .stage import Stage
+from .stage import Finished, Stage
 from .stats import Stats
 from .token_input import TokenInput, open_token_input, require_standard
 from .tokenizer import save_tokenizer_json
@@ -284,7 +284,31 @@ def write_split_meta(root: Path, meta: dict[str, Any]) -> None:
 
 
 class SamplingStage(Stage):
-    """A ``sample`` stage: its summary shows the tokenizer by name and hash only."""
+    """A ``sample`` stage: what the four share (the one INPUT, the finished result), and a summary that shows
+    the tokenizer by name and hash only."""
+
+    def one_input(self, cfg: Any) -> Path:
+        """The INPUT of a run that takes one dataset (budget, context, split), checked as :func:`read_input` does."""
+        root = single_input(cfg)
+        read_input(root, cfg, self.name)
+        return root
+
+    def finish_one(self, cfg: Any, tasks: list[Any]) -> tuple[Path, dict[str, int], TokenInput]:
+        """The output of a run from one INPUT finished as a sampled dataset: root index and ``stats.json`` over the
+        plan's units, the input's ``tokenizer.json``; returns the output folder, its totals and the input."""
+        out, src = Path(cfg.output), Path(cfg.inputs[0])
+        totals = finish_dataset(out, [t.name for t in tasks])
+        inp = read_input(src, cfg, self.name)
+        copy_tokenizer([src], out, [inp])
+        return out, totals, inp
+
+    @staticmethod
+    def finished(summary: dict[str, Any], tok: dict[str, Any] | None, inputs: list[TokenInput],
+                 **meta: Any) -> Finished:
+        """The user's summary and the output's metadata (``meta``), each with the tokenizer identity ``tok``; the
+        metadata records the inputs other tools wrote."""
+        tok_meta = {"tokenizer": tok} if tok is not None else {}
+        return Finished({**summary, **tok_meta}, {**tok_meta, **meta, **foreign_records(inputs)})
 
     def render(self, summary: dict[str, Any]) -> None:
         from .report import print_summary

@@ -38,7 +38,6 @@ from ..sampling import (
     out_name,
     place_unit,
     read_input,
-    single_input,
     unit_ids_lengths,
     write_split_meta,
     write_subset,
@@ -94,8 +93,7 @@ class Split(SamplingStage):
     Config = SplitConfig
 
     def plan(self, cfg: SplitConfig) -> list[U.Task]:
-        root = single_input(cfg)
-        read_input(root, cfg, self.name)
+        root = self.one_input(cfg)
         units = dataset_units(root)
         total = sum(u.tokens for u in units)
         if total == 0:
@@ -189,5 +187,4 @@ class Split(SamplingStage):
                       "document (blake2b(seed, id) order) nearest to F x tokens",
         }
         write_json_atomic(out / "split_summary.json", summary)
-        meta = {"tokenizer": tok} if tok is not None else {}
-        return Finished({**summary, **meta}, {**meta, **foreign_records([inp])})
+        return self.finished(summary, tok, [inp])
