@@ -13,7 +13,8 @@ from typing import Any
 from .errors import InputError
 
 __all__ = ["META", "SETTINGS", "TOKENIZER_FILE", "INDEX", "INCOMPLETE", "DONE", "STATS_FILE", "DECILE_FILE",
-           "STATS_FILES", "NUM_TOKENS", "MANIFEST", "LOG_DIR", "SPLITS", "read_meta", "dataset_tokenizer"]
+           "STATS_FILES", "CONVERT_STATS", "NUM_TOKENS", "MANIFEST", "LOG_DIR", "SPLITS", "read_meta",
+           "dataset_tokenizer"]
 
 INDEX = "index.json"  # MDS index (a unit's shards, or the root index over every unit's shards)
 META = "ettin_meta.json"  # what wrote the dataset: stage, settings, counts, tokenizer identity
@@ -24,6 +25,7 @@ DONE = ".done"  # in a unit (or a convert/prepare task's folder): finished, with
 STATS_FILE = "stats.json"  # a token dataset's counts, per unit and at the root (tokenstats.py)
 DECILE_FILE = "token_decile.json"  # per token unit: its sample indices by length // 1000 (tokenstats.py)
 STATS_FILES = (STATS_FILE, DECILE_FILE)  # what a token unit holds beside its index and shards
+CONVERT_STATS = "convert_stats.json"  # convert's document counts
 NUM_TOKENS = "num_tokens.json"  # tokenize's token counts
 MANIFEST = "manifest.json"  # finalize's record of the final dataset
 LOG_DIR = ".ettin_logs"  # the run logs (logs.py): never part of the dataset

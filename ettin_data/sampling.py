@@ -36,7 +36,7 @@ from .stage import Finished, Stage
 from .stats import Stats
 from .token_input import TokenInput, open_token_input, require_standard
 from .tokenizer import save_tokenizer_json
-from .tokenstats import dataset_totals, recorded_tokens, unit_stats, write_unit_files
+from .tokenstats import dataset_totals, recorded_tokens, unit_stats, write_dataset_stats, write_unit_files
 from .units import clear
 from .zerocopy import link_or_copy, link_unit
 
@@ -260,7 +260,7 @@ def finish_dataset(root: Path, units: list[str]) -> dict[str, int]:
         samples += int(d["samples"])
         tokens += int(d["total_tokens_written"])
     totals = dataset_totals(samples, tokens, len(units))
-    write_json_atomic(root / STATS_FILE, totals)
+    write_dataset_stats(root, totals)
     return totals
 
 

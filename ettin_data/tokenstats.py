@@ -25,7 +25,7 @@ from .jsonio import write_json_atomic
 from .stats import Stats, percentiles
 
 __all__ = ["CHUNK_KEYS", "chunk_stats", "unit_stats", "token_decile", "write_unit_files", "dataset_totals",
-           "recorded_tokens"]
+           "write_dataset_stats", "recorded_tokens"]
 
 CHUNK_KEYS = ("total_tokens_written", "total_tokens_skipped", "total_duplicated_tokens", "content_tokens_in",
               "content_tokens_written", "samples", "documents", "documents_empty", "pieces_skipped",
@@ -62,6 +62,11 @@ def write_unit_files(dst: Path, stats: dict[str, Any], lengths: np.ndarray | lis
 def dataset_totals(samples: int, tokens: int, units: int) -> dict[str, int]:
     """A sampled or finalized dataset's root ``stats.json`` (and a rebuilt one's: ``index``)."""
     return {"samples": samples, "total_tokens_written": tokens, "units": units}
+
+
+def write_dataset_stats(root: Path, stats: dict[str, Any]) -> None:
+    """A dataset's root ``stats.json`` (``stats``: :func:`chunk_stats` or :func:`dataset_totals`)."""
+    write_json_atomic(root / STATS_FILE, stats)
 
 
 def recorded_tokens(path: Path, samples: int) -> int | None:

@@ -20,18 +20,17 @@ from .. import progress
 from .. import units as U
 from ..chunking import ChunkParams, cached_word_start_table, chunk_batch
 from ..config import ChunkConfig
-from ..dataset import META, STATS_FILE, TOKENIZER_FILE
+from ..dataset import META, TOKENIZER_FILE
 from ..errors import ConfigError, EttinError, InputError
 from ..framing import Framing, framing
 from ..ids import check_fits, narrow
-from ..jsonio import write_json_atomic
 from ..mds import INDEX, Shard, ShardWriter, UnitReader, find_units, write_root_index
 from ..stage import Finished, Stage
 from ..stats import Stats
 from ..token_input import TokenColumn, TokenInput, check_ids, open_token_input, token_column
 from ..token_rows import chunk_rows, fast_columns
 from ..tokenizer import json_fields, save_tokenizer_json
-from ..tokenstats import chunk_stats, write_unit_files
+from ..tokenstats import chunk_stats, write_dataset_stats, write_unit_files
 
 __all__ = ["Chunk", "Batch", "ChunkSource", "chunk_into", "chunk_params", "input_tokenizer"]
 
@@ -301,7 +300,7 @@ class Chunk(Stage):
         out = Path(cfg.output)
         write_root_index(out, [t.name for t in tasks])
         summary = chunk_stats(stats)
-        write_json_atomic(out / STATS_FILE, summary)
+        write_dataset_stats(out, summary)
         inputs = [input_tokenizer(i, cfg.tokenizer) for i in cfg.inputs]
         tok = inputs[0].tokenizer
         frame = tasks[0].params.framing if tasks else framing(cfg, tok or {}, inputs[0].tokenizer_bytes)

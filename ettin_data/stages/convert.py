@@ -19,6 +19,7 @@ from typing import Any
 from .. import progress
 from .. import units as U
 from ..config import ConvertConfig
+from ..dataset import CONVERT_STATS
 from ..errors import InputError
 from ..jsonio import write_json_atomic
 from ..mds import TEXT_COLUMNS, ShardWriter, write_root_index
@@ -27,7 +28,6 @@ from ..sources import BadLine, LineTooLong, Source, discover, read_records, sour
 from ..stage import Finished, Stage, Unit
 from ..stats import Stats
 
-STATS_FILE = "convert_stats.json"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 __all__ = ["Convert"]
@@ -264,5 +264,5 @@ class Convert(Stage):
         }
         if empty:
             summary["warnings"] = empty[:20]
-        write_json_atomic(out / STATS_FILE, summary)
+        write_json_atomic(out / CONVERT_STATS, summary)
         return Finished(summary)

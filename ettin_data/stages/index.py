@@ -22,11 +22,10 @@ from typing import Any
 from ..config import IndexConfig
 from ..dataset import DONE, INDEX, SETTINGS, SPLITS, STATS_FILE
 from ..errors import InputError
-from ..jsonio import write_json_atomic
 from ..mds import find_units, read_index, write_root_index
 from ..stage import Command
 from ..storage import is_url
-from ..tokenstats import dataset_totals
+from ..tokenstats import dataset_totals, write_dataset_stats
 
 __all__ = ["Index", "rebuild", "plan_folder"]
 
@@ -145,7 +144,7 @@ def _refresh_stats(root: Path, units: list[str]) -> bool:
     new = dataset_totals(sum(u.samples for u in infos), sum(u.tokens for u in infos), len(units))
     if isinstance(old, dict) and all(old.get(k) == new[k] for k in ("samples", "total_tokens_written")):
         return False
-    write_json_atomic(f, new)
+    write_dataset_stats(root, new)
     return True
 
 

@@ -24,17 +24,15 @@ import numpy as np
 from .. import units as U
 from ..chunking import cached_word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
-from ..dataset import STATS_FILE
 from ..encoder import Encoder, encode_exactly, resolve
 from ..engines.summary import engine_summary
 from ..errors import EttinError
 from ..framing import framing
-from ..jsonio import write_json_atomic
 from ..mds import find_units, write_root_index
 from ..stage import Finished, Stage, Unit
 from ..stats import Stats
 from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_change, tokenizer_identity
-from ..tokenstats import chunk_stats
+from ..tokenstats import chunk_stats, write_dataset_stats
 from . import chunk, convert, tokenize
 
 __all__ = ["Prepare"]
@@ -167,7 +165,7 @@ class Prepare(Stage):
         units = _own_units(out, tasks)
         write_root_index(out, units)
         summary = chunk_stats(stats)
-        write_json_atomic(out / STATS_FILE, summary)
+        write_dataset_stats(out, summary)
         enc, _, _ = _worker(cfg)
         ident = _identity(cfg, enc.tok, (out / TOKENIZER_FILE).read_bytes())
         ccfg, tcfg, kcfg = _configs(cfg)
