@@ -28,7 +28,6 @@ from .storage import is_remote
 __all__ = ["LOG_DIR", "RunLog"]
 
 
-
 class RunLog:
     """Collects one run's events; the driver hands it the run's plan (:meth:`planned`); :meth:`write` puts
     them in the output's log folder at the end."""

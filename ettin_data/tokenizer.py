@@ -338,7 +338,6 @@ def save_tokenizer_json(raw_json_bytes: bytes, folder: str | Path) -> Path:
     return path
 
 
-
 def tokenizer_change(output: str | Path, raw_json_bytes: bytes, overwrite: bool) -> list[str]:
     """An output already tokenized with another ``tokenizer.json``: refused (ConfigError) without ``overwrite``;
     with it, the change (the driver then redoes every finished unit: see ``Stage.check``)."""

@@ -176,8 +176,6 @@ def test_verification_sample_is_fixed_by_unit_and_ids() -> None:
     assert halves.tolist() == a.tolist()
 
 
-
-
 def _tokenize(src: Path, out: Path, **kw) -> dict:
     return run(TokenizeConfig(inputs=[str(src)], output=str(out), tokenizer="builtin:modernbert",
                               workers=kw.pop("workers", 1), **kw))

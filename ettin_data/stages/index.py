@@ -30,7 +30,6 @@ from ..tokenstats import dataset_totals, write_dataset_stats
 __all__ = ["Index", "rebuild", "plan_folder"]
 
 
-
 def _folder(path: str) -> Path:
     if is_url(path):
         raise InputError(f"{path}: index rebuilds local folders; download the dataset (or mount it) first")

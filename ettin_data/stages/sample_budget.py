@@ -37,7 +37,6 @@ from ..stats import Stats
 __all__ = ["Budget", "Pick", "choose_units", "pick_tasks"]
 
 
-
 @dataclass(frozen=True)
 class Pick:
     unit: UnitInfo

@@ -37,7 +37,6 @@ from ..stats import Stats
 __all__ = ["Context"]
 
 
-
 def _may_hold(path: Path, min_length: int) -> bool:
     """False when the unit's length buckets show no chunk of ``min_length`` tokens or more."""
     f = path / DECILE_FILE

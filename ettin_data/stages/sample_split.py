@@ -48,7 +48,6 @@ from ..stats import Stats
 __all__ = ["Split", "best_cut", "SPLITS"]
 
 
-
 @dataclass(frozen=True)
 class SplitPart:
     """Where a split task's unit goes: wholly to ``split``, or (``whole`` False) the documents of the cut unit

@@ -48,6 +48,7 @@ MAX_1024 = 1024
 
 __all__ = ["Tokenize", "token_columns", "write_token_unit"]
 
+
 def _inputs(cfg: TokenizeConfig) -> list[Path]:
     roots: list[Path] = []
     for inp in cfg.inputs:
