@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import __version__
 from . import config as C
+from .configfile import load_config_file
 from .errors import ConfigError, EttinError, UnitFailure, os_error_message
 from .interrupt import describe, exit_code, handle_signals
 from .stages import COMMANDS, Entry
@@ -138,7 +139,7 @@ def resolve(model: type[BaseModel], table: str, cli: dict[str, Any],
     from_file: dict[str, Any] = {}
     if config_file:
         for t in C.CONFIG_TABLES.get(table, (table,)):
-            section = C.load_config_file(config_file, t)
+            section = load_config_file(config_file, t)
             if t != table:  # another stage's table (prepare reads [convert], [tokenize], [chunk]): its own
                 section = {k: v for k, v in section.items() if k not in ("inputs", "output", "to")}  # folders
             unknown = sorted(set(section) - set(model.model_fields))

@@ -13,13 +13,9 @@ Field metadata used by the CLI (``json_schema_extra``):
 from __future__ import annotations
 
 import os
-import tomllib
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
-
-from .errors import ConfigError
 
 __all__ = [
     "StageConfig",
@@ -38,7 +34,6 @@ __all__ = [
     "ExportConfig",
     "IndexConfig",
     "NONE",
-    "load_config_file",
     "recorded_settings",
     "settings_diff",
 ]
@@ -294,7 +289,9 @@ class FinalizeConfig(ReadsTokens):
             raise ValueError(f"--for modernbert-streaming reads input_ids as int64; drop --dtype {self.dtype}")
         if self.loader not in (None, "modernbert") and self.columns and "input_ids" not in self.columns:
             raise ValueError(f"--for {self.loader} writes the token ids: keep input_ids in --columns")
-        if self.loader == "numpy" and "://" in self.output:
+        from .storage import is_url  # here: the CLI's --help imports this module, and nothing heavy
+
+        if self.loader == "numpy" and is_url(self.output):
             raise ValueError("--for numpy writes flat files to a local or shared folder; write it there and copy "
                              "the split folders to object storage")
         return self
@@ -311,7 +308,9 @@ class ExportConfig(_Frozen):
     @field_validator("output")
     @classmethod
     def _local_file(cls, v: str) -> str:
-        if "://" in v:
+        from .storage import is_url
+
+        if is_url(v):
             raise ValueError("export writes a local file; write it here and copy it to object storage")
         return v
 
@@ -362,43 +361,3 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any], model: type[BaseMode
             continue
         diff.append(f"{k}: {old.get(k)!r} -> {v!r}")
     return diff
-
-
-def _parse_error(e: Exception) -> str:
-    """A TOML/YAML parser's error as one line (PyYAML's span several, with the offending text quoted)."""
-    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
-    if mark is not None and problem:
-        context = getattr(e, "context", None)
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
-    return " ".join(str(e).split()) or type(e).__name__
-
-
-def load_config_file(path: str | Path, table: str) -> dict[str, Any]:
-    """Read the ``[table]`` of a TOML (or YAML) file; keys are long option names with underscores."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"config file {p} is a folder; pass the TOML/YAML file inside it")
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
-    yaml_file = p.suffix.lower() in (".yaml", ".yml")
-    try:
-        if yaml_file:
-            try:
-                import yaml
-            except ImportError as e:  # pragma: no cover
-                raise ConfigError(f"{p}: YAML needs PyYAML (pip install pyyaml), or use TOML") from e
-            data = yaml.safe_load(p.read_text()) or {}
-        else:
-            data = tomllib.loads(p.read_text())
-    except ConfigError:
-        raise
-    except Exception as e:
-        raise ConfigError(f"{p} is not valid {'YAML' if yaml_file else 'TOML'}: {_parse_error(e)}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected tables like [{table}]")
-    section: Any = data
-    for key in table.split("."):
-        section = section.get(key, {}) if isinstance(section, dict) else None
-    if not isinstance(section, dict):
-        raise ConfigError(f"{p}: [{table}] must be a table of options")
-    return {k.replace("-", "_"): v for k, v in section.items()}

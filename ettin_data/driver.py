@@ -160,7 +160,7 @@ def _run_stage_with(stage: Stage, ws: Workspace, quiet: bool, log: Any, pool: An
         write_json_atomic(ws.output / SETTINGS, _settings(stage, ws))
         stage.prepare(cfg)  # e.g. tokenize writes OUTPUT/tokenizer.json
         ws.push_run_files()
-        _run_units(stage, ws, p, quiet, pool)
+        ran = _run_units(stage, ws, p, quiet, pool)
         summary: dict[str, Any] = {"stage": stage.name, "output": str(given.output), "units": len(p.tasks),
                                    "units_run": len(p.todo), "units_skipped": len(p.done)}
         swept = sum(len(v) for v in ws.swept.values())
@@ -171,11 +171,12 @@ def _run_stage_with(stage: Stage, ws: Workspace, quiet: bool, log: Any, pool: An
         if pending:  # other ranks still at work: the last one to finish writes the dataset files
             summary.update(complete=False, units_pending=len(pending))
         else:
-            summary.update(_finish(stage, ws, p))
+            summary.update(_finish(stage, ws, p, ran))
     return summary
 
 
-def _run_units(stage: Stage, ws: Workspace, p: Plan, quiet: bool, pool: Any = None) -> None:
+def _run_units(stage: Stage, ws: Workspace, p: Plan, quiet: bool, pool: Any = None) -> dict[str, Stats]:
+    """Run the plan's units left to do; the stats of each (what its ``.done`` records)."""
     cfg = ws.cfg
     with Display(stage.name, len(p.mine), quiet=quiet) as display:
         for _ in p.done:
@@ -187,12 +188,15 @@ def _run_units(stage: Stage, ws: Workspace, p: Plan, quiet: bool, pool: Any = No
         )
     if outcome.failures:
         raise UnitFailure(outcome.failures, len(p.mine), outcome.tracebacks)
+    return outcome.stats
 
 
-def _finish(stage: Stage, ws: Workspace, p: Plan) -> dict[str, Any]:
+def _finish(stage: Stage, ws: Workspace, p: Plan, ran: dict[str, Stats]) -> dict[str, Any]:
+    """``ran``: the stats of the units this run wrote; the others' (done before, or by other ranks) are read
+    from their ``.done``."""
     cfg, names = ws.cfg, [t.name for t in p.tasks]
     ws.pull_units(names)  # remote: the units' small files (index.json, .done, stats) come back for finish()
-    stats = sum((U.read_done(ws.output / n) for n in names), Stats())
+    stats = sum((ran[n] if n in ran else U.read_done(ws.output / n) for n in names), Stats())
     done = stage.finish(cfg, stats, p.tasks)
     meta = {
         "stage": stage.name,

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .dataset import LOG_DIR
 from .jsonio import jsonable
 from .safefile import write_bytes
+from .storage import is_remote
 
 __all__ = ["LOG_DIR", "RunLog"]
-
-LOG_DIR = ".ettin_logs"
 
 
 class RunLog:
@@ -52,7 +52,7 @@ class RunLog:
 
     def _local_output(self) -> Path | None:
         out = getattr(self.cfg, "output", None)
-        if not out or "://" in str(out):
+        if not out or is_remote(out):
             return None
         return Path(out)
 

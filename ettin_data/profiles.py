@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import read_meta
+from .dataset import MANIFEST, SPLITS, read_meta
 from .errors import InputError
 from .ids import id_bound, narrow
 from .jsonio import write_json_atomic
@@ -187,7 +187,7 @@ def describe_flat(path: Path) -> dict[str, Any]:
     from .stats import Stats
 
     path = Path(path)
-    roots = [path] if is_flat(path) else [path / s for s in ("train", "validation") if is_flat(path / s)]
+    roots = [path] if is_flat(path) else [path / s for s in SPLITS if is_flat(path / s)]
     st = Stats()
     nbytes = samples = 0
     dtypes = set()
@@ -277,7 +277,7 @@ def _profile_of(path: Path) -> str | None:
     """The profile a dataset was finalized for (manifest, or the finalize stage's metadata); None when it
     is not a finalize output."""
     for p in (path, path.parent):
-        m = p / "manifest.json"
+        m = p / MANIFEST
         if m.is_file():
             try:
                 return json.loads(m.read_text()).get("profile") or DEFAULT
@@ -303,7 +303,7 @@ def loader_warnings(path: str | Path) -> list[str]:
     profile = _profile_of(path)
     if profile not in (None, DEFAULT):
         return []  # written for a streaming loader: its rules are verified (verify_profile)
-    roots = [path] if (path / INDEX).is_file() else [path / s for s in ("train", "validation")
+    roots = [path] if (path / INDEX).is_file() else [path / s for s in SPLITS
                                                      if (path / s / INDEX).is_file()]
     found: dict[str, list[str]] = {}
     for root in roots:

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dataset import INCOMPLETE, INDEX, META, SETTINGS, TOKENIZER_FILE
+from . import dataset as D
+from .dataset import DONE, INCOMPLETE, INDEX, META, SETTINGS, TOKENIZER_FILE
 from .errors import ConfigError, InputError
-from .outputs import UNITS_FILE
+from .outputs import LOCK_FILE, UNITS_FILE
 from .safefile import TMP_SUFFIX, write_bytes
 from .storage import _THREADS, Store, is_remote, is_shard, local_path, store
 from .workspace import Workspace
@@ -36,12 +37,11 @@ from .workspace import Workspace
 __all__ = ["RemoteWorkspace", "open_remote", "UnitIO", "mirror_small_files", "fetch_shards"]
 
 _MIRRORED = ".ettin_mirror"  # written in a local mirror/staging folder once its small files are present
-_LOCK = ".ettin_lock"  # lock files (outputs.py) and lock objects (_bucket_lock): never mirrored nor uploaded
 
 # ---------------------------------------------------------------- inputs: mirror small files, shards on demand
 
-ROOT_FILES = (INDEX, META, TOKENIZER_FILE, "num_tokens.json", "stats.json", "manifest.json", SETTINGS)
-UNIT_FILES = ("index.json", ".done", "stats.json", "token_decile.json")
+ROOT_FILES = (INDEX, META, TOKENIZER_FILE, D.NUM_TOKENS, D.STATS_FILE, D.MANIFEST, SETTINGS)
+UNIT_SMALL_FILES = (INDEX, DONE, *D.STATS_FILES)  # a unit's files besides its shards
 
 
 def mirror_small_files(url: str, local: Path, *, fresh: bool) -> None:
@@ -53,16 +53,16 @@ def mirror_small_files(url: str, local: Path, *, fresh: bool) -> None:
     marker.unlink(missing_ok=True)
     keys = st.list()
     if keys is None:  # cannot list: follow the root index
-        if not st.download("index.json", fresh=True, missing_ok=True):
+        if not st.download(INDEX, fresh=True, missing_ok=True):
             raise InputError(f"{url}/index.json does not exist; pass a dataset written by ettin-data (or any MDS)")
-        st.download_many([f for f in ROOT_FILES if f != "index.json"], fresh=True, missing_ok=True)
+        st.download_many([f for f in ROOT_FILES if f != INDEX], fresh=True, missing_ok=True)
         from .mds import read_index
 
         units = sorted({s.unit for s in read_index(local).shards if s.unit})
-        st.download_many([f"{u}/{f}" for u in units for f in UNIT_FILES], fresh=True, missing_ok=True)
+        st.download_many([f"{u}/{f}" for u in units for f in UNIT_SMALL_FILES], fresh=True, missing_ok=True)
     else:
-        small = [k for k in keys if not is_shard(k) and ".ettin_logs/" not in f"/{k}" and not k.startswith(_LOCK)]
-        if not any(k == "index.json" or k.endswith("/index.json") for k in small):
+        small = [k for k in keys if not is_shard(k) and f"{D.LOG_DIR}/" not in f"/{k}" and not k.startswith(LOCK_FILE)]
+        if not any(k == INDEX or k.endswith(f"/{INDEX}") for k in small):
             raise InputError(f"{url}: no MDS dataset there (no index.json under it); check the URL")
         st.download_many(small, fresh=True)
     write_bytes(marker, url.encode(), fsync=False)
@@ -84,7 +84,7 @@ def fetch_shards(url: str, local: Path, source: str | None) -> int:
     want: list[str] = []
     for dirpath, dirnames, filenames in os.walk(start):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if "index.json" not in filenames:
+        if INDEX not in filenames:
             continue
         dirnames[:] = []  # an index covers everything below it (a root index names nested shards)
         d = Path(dirpath)
@@ -104,9 +104,9 @@ def upload_tree(st: Store, rel_root: str) -> None:
     """Upload a finished folder: data and indexes first, then ``.done`` markers (deepest first)."""
     root = st.local / rel_root if rel_root else st.local
     files = [p for p in sorted(root.rglob("*")) if p.is_file() and not any(
-        part.endswith(".partial") or part.startswith(".ettin_logs") for part in p.relative_to(st.local).parts)]
-    data = [p for p in files if p.name != ".done"]
-    markers = sorted((p for p in files if p.name == ".done"), key=lambda p: (-len(p.parts), str(p)))
+        part.endswith(".partial") or part.startswith(D.LOG_DIR) for part in p.relative_to(st.local).parts)]
+    data = [p for p in files if p.name != DONE]
+    markers = sorted((p for p in files if p.name == DONE), key=lambda p: (-len(p.parts), str(p)))
     with ThreadPoolExecutor(min(_THREADS, max(1, len(data)))) as pool:
         list(pool.map(lambda p: st.upload(p.relative_to(st.local).as_posix()), data))
     for p in markers:
@@ -139,7 +139,7 @@ class UnitIO:
 
 def _root_file(key: str) -> bool:
     """A file at the output's root that a machine joining the run needs (tokenizer.json, settings, ...)."""
-    return "/" not in key and key not in (INDEX, META, INCOMPLETE) and not key.startswith(_LOCK)
+    return "/" not in key and key not in (INDEX, META, INCOMPLETE) and not key.startswith(LOCK_FILE)
 
 
 def _ensure_staging(url: str, local: Path) -> None:
@@ -217,7 +217,7 @@ class RemoteWorkspace(Workspace):
     def withdraw_done(self) -> None:
         super().withdraw_done()
         for opt, st in self.stores.items():
-            markers = [k for k in self.keys.get(opt, []) if k == ".done" or k.endswith("/.done")]
+            markers = [k for k in self.keys.get(opt, []) if k == DONE or k.endswith(f"/{DONE}")]
             with ThreadPoolExecutor(min(_THREADS, max(1, len(markers)))) as pool:
                 list(pool.map(st.delete, markers))
         self.refresh()
@@ -256,19 +256,20 @@ class RemoteWorkspace(Workspace):
         """Upload every staged file outside the unit folders (each unit was uploaded by its worker): nested
         indexes before the root, the files named in ``last`` at the very end, in that order."""
         units = tuple(f"{n}/" for n in names if n)
+        skip = (_MIRRORED, LOCK_FILE, INCOMPLETE)
         for st in self.stores.values():
             root = st.local
             picked = []
             for p in sorted(root.rglob("*")):
                 rel = p.relative_to(root).as_posix()
-                if not p.is_file() or rel.startswith(units) or rel.startswith((_MIRRORED, _LOCK, INCOMPLETE)) or any(
-                        part.endswith((".partial", ".download", ".tmp", TMP_SUFFIX)) or part.startswith(".ettin_logs")
+                if not p.is_file() or rel.startswith(units) or rel.startswith(skip) or any(
+                        part.endswith((".partial", ".download", ".tmp", TMP_SUFFIX)) or part.startswith(D.LOG_DIR)
                         for part in rel.split("/")):
                     continue
                 picked.append(rel)
             tail = [r for r in last if r in picked]
             first = sorted((r for r in picked if r not in tail),
-                           key=lambda r: (r.endswith("index.json"), -r.count("/"), r))
+                           key=lambda r: (r.endswith(INDEX), -r.count("/"), r))
             for r in first + tail:
                 st.upload(r)
 
@@ -284,17 +285,17 @@ def _bucket_lock(st: Store, rank: int, world: int) -> Iterator[None]:
     ``ifGenerationMatch=0``). A plain run creates ``.ettin_lock``; each rank ``.ettin_lock.rank<R>``; then each
     looks for the others' (create first, look second: two runs starting at once both refuse rather than both
     run). Deleted when the run ends; a run killed outright leaves it behind (the error says which to delete)."""
-    name = _LOCK if world == 1 else f"{_LOCK}.rank{rank}"
+    name = LOCK_FILE if world == 1 else f"{LOCK_FILE}.rank{rank}"
     holder = {"holder": f"pid {os.getpid()} on {socket.gethostname()}", "rank": rank, "world": world,
               "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if not st.create(name, json.dumps(holder).encode()):
         raise _bucket_busy(st, name)
     try:
         for k in st.list() or []:
-            if "/" in k or not k.startswith(_LOCK) or k == name:
+            if "/" in k or not k.startswith(LOCK_FILE) or k == name:
                 continue
             other = _lock_note(st, k)
-            if world == 1 or k == _LOCK or other.get("world", world) != world:
+            if world == 1 or k == LOCK_FILE or other.get("world", world) != world:
                 raise _bucket_busy(st, k, other)
         yield
     finally:

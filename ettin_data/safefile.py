@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from .dataset import LOG_DIR
 from .errors import ConfigError
 
 __all__ = ["LinkRefused", "TMP_SUFFIX", "refuse_link", "atomic_file", "write_bytes", "copy_file", "new_file",
@@ -38,7 +39,6 @@ _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # .tokens.npy.tmp; and unit folders under construction: .split_00003.partial
 _LEGACY = re.compile(r"^\.(\.done|[\w.-]+\.(json|jsonl|npy|gz))(\.\d+)?\.tmp$")
 _PARTIAL = re.compile(r"^\..+\.partial$")
-_LOGS = ".ettin_logs"
 
 
 class LinkRefused(ConfigError):
@@ -133,7 +133,7 @@ def scan(root: str | Path, remove: bool) -> tuple[list[str], list[str]]:
         d = Path(dirpath)
         links += [str(d / n) for n in (*dirnames, *filenames) if (d / n).is_symlink()]
         partial = [n for n in dirnames if _PARTIAL.match(n) and not (d / n).is_symlink()]
-        dirnames[:] = [n for n in dirnames if n != _LOGS and n not in partial]
+        dirnames[:] = [n for n in dirnames if n != LOG_DIR and n not in partial]
         if not remove:
             continue
         for name in partial:

@@ -1,9 +1,8 @@
 """Pieces shared by the ``sample`` stages and ``finalize``: the units of a token dataset and their token
 counts, placing whole units (zero-copy) or subsets of their samples, per-unit and per-dataset metadata.
 
-Per-unit files of a token dataset (the chunk contract): ``stats.json`` (``samples``,
-``total_tokens_written``, ...) and ``token_decile.json`` (``{len // 1000: [sample indices]}``). Every
-unit a sampling stage writes has both, so sampled datasets can be sampled again.
+Every unit a sampling stage writes has the per-unit files of a token dataset (``stats.json``,
+``token_decile.json``: ``tokenstats.py``), so sampled datasets can be sampled again.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import progress
-from .dataset import META, TOKENIZER_FILE
+from .dataset import DECILE_FILE, META, STATS_FILE, STATS_FILES, TOKENIZER_FILE
 from .errors import ConfigError, InputError
 from .jsonio import jsonable, write_json_atomic
 from .mds import (
@@ -33,24 +32,21 @@ from .mds import (
     write_root_index,
 )
 from .safefile import copy_file
-from .stage import Stage
-from .stats import Stats, percentiles
+from .stage import Finished, Stage
+from .stats import Stats
 from .token_input import TokenInput, open_token_input, require_standard
 from .tokenizer import save_tokenizer_json
+from .tokenstats import dataset_totals, recorded_tokens, unit_stats, write_dataset_stats, write_unit_files
 from .units import clear
 from .zerocopy import link_or_copy, link_unit
 
 __all__ = [
-    "STATS_FILE", "DECILE_FILE", "TOKENIZER_FILE", "SUMMARY_FILE", "UnitInfo", "single_input", "dataset_units",
-    "unit_lengths", "unit_ids_lengths", "out_name", "place_unit", "write_subset", "finish_dataset",
-    "read_input", "copy_tokenizer", "same_tokenizer", "foreign_records", "doc_hash", "unit_stats", "rng_for",
-    "SamplingStage",
+    "SUMMARY_FILE", "UnitInfo", "single_input", "dataset_units", "unit_lengths", "unit_ids_lengths", "out_name",
+    "place_unit", "write_subset", "written_unit", "finish_dataset", "read_input", "copy_tokenizer", "same_tokenizer",
+    "foreign_records", "doc_hash", "rng_for", "SamplingStage",
 ]
 
-STATS_FILE = "stats.json"
-DECILE_FILE = "token_decile.json"
 SUMMARY_FILE = "sampling_summary.json"
-UNIT_FILES = (STATS_FILE, DECILE_FILE)
 
 
 @dataclass(frozen=True)
@@ -109,15 +105,9 @@ def unit_ids_lengths(path: str | Path, with_ids: bool = True) -> tuple[list[str]
 
 
 def _unit_tokens(path: Path, samples: int) -> int:
-    stats = path / STATS_FILE
-    if stats.is_file():
-        try:
-            d = json.loads(stats.read_text())
-            if int(d.get("samples", samples)) == samples and "total_tokens_written" in d:
-                return int(d["total_tokens_written"])
-        except (json.JSONDecodeError, TypeError, ValueError):
-            pass
-    return int(unit_lengths(path).sum())
+    """A unit's tokens: as its ``stats.json`` records them, else counted from its samples."""
+    tokens = recorded_tokens(path, samples)
+    return tokens if tokens is not None else int(unit_lengths(path).sum())
 
 
 def dataset_units(root: str | Path) -> list[UnitInfo]:
@@ -152,20 +142,6 @@ def doc_hash(seed: int, doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}\x00{doc_id}".encode(), digest_size=8).digest(), "little")
 
 
-def unit_stats(ids: list[str], lengths: np.ndarray) -> tuple[dict[str, Any], dict[str, list[int]]]:
-    """``stats.json`` and ``token_decile.json`` contents of a unit written here."""
-    lengths = np.asarray(lengths, np.int64)
-    hist: dict[int, int] = {}
-    for v, c in zip(*np.unique(lengths, return_counts=True), strict=True):
-        hist[int(v)] = int(c)
-    stats = {"samples": len(lengths), "total_tokens_written": int(lengths.sum()), "documents": len(set(ids)),
-             "length_percentiles": percentiles(hist)}
-    deciles: dict[str, list[int]] = {}
-    for i, b in enumerate((lengths // 1000).tolist()):
-        deciles.setdefault(str(b), []).append(i)
-    return stats, deciles
-
-
 def _compression(index: Index) -> str | None:
     comp = next((s.compression for s in index.shards), None)
     return "zstd" if comp and comp.split(":")[0] == "zstd" else None
@@ -174,13 +150,11 @@ def _compression(index: Index) -> str | None:
 def place_unit(src: str | Path, dst: Path, info_tokens: int | None = None) -> Stats:
     """Put a whole input unit at ``dst`` without copying shard bytes (hard links)."""
     src = Path(src)
-    placed = link_unit(src, dst, extra_files=UNIT_FILES)
+    placed = link_unit(src, dst, extra_files=STATS_FILES)
     samples = read_index(dst).samples
     if not (dst / STATS_FILE).is_file() or not (dst / DECILE_FILE).is_file():
         ids, lengths = unit_ids_lengths(dst)
-        stats, deciles = unit_stats(ids, lengths)
-        write_json_atomic(dst / STATS_FILE, stats)
-        write_json_atomic(dst / DECILE_FILE, deciles)
+        write_unit_files(dst, unit_stats(ids, lengths), lengths)
     tokens = info_tokens if info_tokens is not None else _unit_tokens(dst, samples)
     st = Stats()
     st.add("samples", samples)
@@ -208,16 +182,22 @@ def write_subset(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray) -
                 w.write(sample)
                 ids.append(sample.get("id", ""))
                 lengths.append(len(sample["input_ids"]))
-    stats, deciles = unit_stats(ids, np.asarray(lengths, np.int64))
-    write_json_atomic(dst / STATS_FILE, stats)
-    write_json_atomic(dst / DECILE_FILE, deciles)
+    st = written_unit(dst, ids, lengths)
+    st.add_lengths(lengths)
+    progress.advance(docs=st["samples"], tokens=st["tokens"])
+    return st
+
+
+def written_unit(dst: Path, ids: list[Any], lengths: np.ndarray | list[int]) -> Stats:
+    """A unit whose shards were just written at ``dst`` (its samples' ``ids`` and token ``lengths``): its
+    ``stats.json`` and ``token_decile.json`` are written, its stats returned (samples, tokens, bytes)."""
+    stats = unit_stats(ids, lengths)
+    write_unit_files(dst, stats, lengths)
     st = Stats()
-    st.add("samples", stats["samples"])
+    st.add("samples", len(ids))
     st.add("tokens", stats["total_tokens_written"])
     st.add("units_written")
     st.add("bytes_written", sum(p.stat().st_size for p in dst.glob("shard.*")))
-    st.add_lengths(lengths)
-    progress.advance(docs=stats["samples"], tokens=stats["total_tokens_written"])
     return st
 
 
@@ -279,8 +259,8 @@ def finish_dataset(root: Path, units: list[str]) -> dict[str, int]:
         d = json.loads((root / u / STATS_FILE).read_text())
         samples += int(d["samples"])
         tokens += int(d["total_tokens_written"])
-    totals = {"samples": samples, "total_tokens_written": tokens, "units": len(units)}
-    write_json_atomic(root / STATS_FILE, totals)
+    totals = dataset_totals(samples, tokens, len(units))
+    write_dataset_stats(root, totals)
     return totals
 
 
@@ -304,7 +284,31 @@ def write_split_meta(root: Path, meta: dict[str, Any]) -> None:
 
 
 class SamplingStage(Stage):
-    """A ``sample`` stage: its summary shows the tokenizer by name and hash only."""
+    """A ``sample`` stage: what the four share (the one INPUT, the finished result), and a summary that shows
+    the tokenizer by name and hash only."""
+
+    def one_input(self, cfg: Any) -> Path:
+        """The INPUT of a run that takes one dataset (budget, context, split), checked as :func:`read_input` does."""
+        root = single_input(cfg)
+        read_input(root, cfg, self.name)
+        return root
+
+    def finish_one(self, cfg: Any, tasks: list[Any]) -> tuple[Path, dict[str, int], TokenInput]:
+        """The output of a run from one INPUT finished as a sampled dataset: root index and ``stats.json`` over the
+        plan's units, the input's ``tokenizer.json``; returns the output folder, its totals and the input."""
+        out, src = Path(cfg.output), Path(cfg.inputs[0])
+        totals = finish_dataset(out, [t.name for t in tasks])
+        inp = read_input(src, cfg, self.name)
+        copy_tokenizer([src], out, [inp])
+        return out, totals, inp
+
+    @staticmethod
+    def finished(summary: dict[str, Any], tok: dict[str, Any] | None, inputs: list[TokenInput],
+                 **meta: Any) -> Finished:
+        """The user's summary and the output's metadata (``meta``), each with the tokenizer identity ``tok``; the
+        metadata records the inputs other tools wrote."""
+        tok_meta = {"tokenizer": tok} if tok is not None else {}
+        return Finished({**summary, **tok_meta}, {**tok_meta, **meta, **foreign_records(inputs)})
 
     def render(self, summary: dict[str, Any]) -> None:
         from .report import print_summary

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import hub
 from .codecs import FILE_CODECS, open_read
 from .errors import InputError
 from .parts import Part, grouped_parts, jsonl_parts
@@ -169,27 +170,11 @@ def _load_disk(src: Source, hf_split: str) -> Any:
     return ds
 
 
-def _hub_reachable() -> bool:
-    """Whether the hub's host name resolves (cheap; no request). Without it ``datasets`` retries every
-    request for ~45 s before failing, twice per hub input (measured: 93 s to an error on this machine)."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
-
-
 def _hub_dataset(src: Source, hf_config: str | None, hf_split: str) -> Any:
     import datasets
     from huggingface_hub import constants
 
-    if not datasets.config.HF_HUB_OFFLINE and not _hub_reachable():
+    if not datasets.config.HF_HUB_OFFLINE and not hub.reachable():
         # no network: offline mode, so a cached dataset still loads and anything else fails at once
         datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
     return datasets.load_dataset(src.path, hf_config, split=hf_split, streaming=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import ConfigError, EttinError, InputError
 
-__all__ = ["SCHEMES", "is_remote", "is_shard", "cache_root", "local_path", "storage_error", "Store", "store"]
+__all__ = ["SCHEMES", "is_remote", "is_url", "is_shard", "cache_root", "local_path", "storage_error", "Store", "store"]
 
 SCHEMES = ("s3", "gs", "oci", "azure", "azure-dl", "hf", "dbfs", "alipan")
 _SHARD = re.compile(r"shard\.\d+\.mds(\.[\w:]+)?$")
@@ -28,8 +28,15 @@ _THREADS = 16
 
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
-    """True for object-store URLs (``s3://bucket/prefix``); plain paths and ``file://`` are local."""
+    """True for object-store URLs (``s3://bucket/prefix``): a run reads or writes them through a workspace of
+    local folders (``remote.py``). Anything else is a local path."""
     return urllib.parse.urlparse(str(path)).scheme in SCHEMES
+
+
+def is_url(path: str | os.PathLike[str]) -> bool:
+    """True for any URL (``scheme://...``: object stores, ``http://``, ``file://``), which an option that takes
+    only a local path refuses rather than reading it as a folder named ``scheme:``."""
+    return "://" in str(path) and bool(urllib.parse.urlparse(str(path)).scheme)
 
 
 def is_shard(rel: str) -> bool:

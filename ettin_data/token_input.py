@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import META, TOKENIZER_FILE, read_meta
+from .dataset import META, SPLITS, TOKENIZER_FILE, read_meta
 from .errors import ConfigError, InputError
 from .ids import id_bound
 from .mds import INDEX, find_units, load_shard, read_index
@@ -109,7 +109,7 @@ class TokenInput:
 def _meta_root(root: Path) -> dict[str, Any] | None:
     """The ``ettin_meta.json`` describing ``root``: its own, or its parent's for a split folder (train/)."""
     meta = read_meta(root, strict=True)
-    if meta is None and root.name in ("train", "validation"):
+    if meta is None and root.name in SPLITS:
         meta = read_meta(root.parent, strict=True)
     return meta
 

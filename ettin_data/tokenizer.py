@@ -15,14 +15,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .dataset import TOKENIZER_FILE
+from . import hub
+from .dataset import DONE, TOKENIZER_FILE
 from .errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,7 +111,7 @@ def _hub_bytes(name: str) -> bytes:
         return Path(hf_hub_download(name, TOKENIZER_FILE, local_files_only=True)).read_bytes()
     except Exception:  # not in the local cache
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or not _hub_reachable():
+    if hub.offline() or not hub.reachable():
         raise InputError(f"{name}: not a local file or folder, and the Hugging Face hub is unreachable "
                          f"(offline); {hint}")
     try:
@@ -129,19 +129,6 @@ def _from_pretrained_bytes(name: str, hint: str) -> bytes:  # pragma: no cover -
         return Tokenizer.from_pretrained(name).to_str().encode("utf-8")
     except Exception as e:
         raise InputError(f"{name}: could not load the tokenizer from the Hugging Face hub ({e}); {hint}") from None
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick name lookup + TCP connect to the hub endpoint: offline runs fail fast, not after retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _olmo_json_path() -> Path | None:
@@ -351,7 +338,6 @@ def save_tokenizer_json(raw_json_bytes: bytes, folder: str | Path) -> Path:
     return path
 
 
-
 def tokenizer_change(output: str | Path, raw_json_bytes: bytes, overwrite: bool) -> list[str]:
     """An output already tokenized with another ``tokenizer.json``: refused (ConfigError) without ``overwrite``;
     with it, the change (the driver then redoes every finished unit: see ``Stage.check``)."""
@@ -359,7 +345,7 @@ def tokenizer_change(output: str | Path, raw_json_bytes: bytes, overwrite: bool)
     dest = out / TOKENIZER_FILE
     if not dest.is_file() or dest.read_bytes() == raw_json_bytes:
         return []
-    done = list(out.rglob(".done"))
+    done = list(out.rglob(DONE))
     if not done:
         return []
     old = hashlib.sha256(dest.read_bytes()).hexdigest()[:12]

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .dataset import DONE
 from .errors import EttinError
 from .jsonio import write_json_atomic
 from .mds import INDEX, read_index
 from .stats import Stats
 
 __all__ = ["Task", "DONE", "output_name", "atomic_dir", "mark_done", "is_done", "read_done", "clear", "empty"]
-
-DONE = ".done"
 
 
 @dataclass(frozen=True)

@@ -19,27 +19,36 @@ from typing import Any
 
 import numpy as np
 
+from .dataset import MANIFEST, SPLITS, STATS_FILE
 from .errors import InputError
 from .ids import id_bound
 from .mds import INDEX, FileInfo, Index, Shard, find_units, load_shard, read_index
 from .rules import Rules, check_samples, chunk_rules
 
-__all__ = ["verify", "verify_paths", "verify_dataset", "verify_finalized", "UnitCheck", "MANIFEST"]
-
-MANIFEST = "manifest.json"
+__all__ = ["verify", "verify_paths", "verify_dataset", "verify_finalized", "UnitCheck"]
 
 
-def _hash_problems(path: Path, info: FileInfo) -> list[str]:
+def _hash_problems(path: Path, info: FileInfo, hashes: bool = True) -> list[str]:
+    """A shard file as its index names it: present, of the recorded size, and (``hashes``) with its hashes."""
     if not path.is_file():
         return [f"{path}: missing (named in the index)"]
     size = path.stat().st_size
     if size != info.bytes:
         return [f"{path}: {size} bytes, the index records {info.bytes} (truncated or replaced)"]
+    if not hashes:
+        return []
     data = path.read_bytes()
     for algo, want in info.hashes.items():
         if algo in hashlib.algorithms_available and hashlib.new(algo, data).hexdigest() != want:
             return [f"{path}: {algo} hash does not match the index (corrupt or replaced)"]
     return []
+
+
+def _column_problems(root: Path, index: Index) -> list[str]:
+    """Every shard of an index must have the first shard's columns."""
+    first = index.shards[0].columns if index.shards else {}
+    return [f"{root / s.raw.basename}: columns {s.columns} differ from the first shard's {first}"
+            for s in index.shards if s.columns != first]
 
 
 def verify_dataset(root: str | Path, rules: Rules | None = None
@@ -51,16 +60,10 @@ def verify_dataset(root: str | Path, rules: Rules | None = None
         index = read_index(root)
     except InputError as e:
         return [str(e)], {"samples": 0, "tokens": 0}
-    problems: list[str] = []
+    problems = _column_problems(root, index)
     rules = chunk_rules(root) if rules is None else rules
-    columns: dict[str, str] | None = None
     per_dir: dict[str, list[int]] = {}
     for entry in index.shards:
-        cols = entry.columns
-        if columns is None:
-            columns = cols
-        elif cols != columns:
-            problems.append(f"{root / entry.raw.basename}: columns {cols} differ from the first shard's {columns}")
         files = entry.present(root) or [entry.stored]  # none present: the file the index says must be there
         found = [p for f in files for p in _hash_problems(root / f.basename, f)]
         problems += found
@@ -82,7 +85,7 @@ def verify_dataset(root: str | Path, rules: Rules | None = None
 
 
 def _stats_problems(path: Path, samples: int, tokens: int) -> list[str]:
-    f = path / "stats.json"
+    f = path / STATS_FILE
     if not f.is_file():
         return []
     try:
@@ -255,19 +258,9 @@ def verify_finalized(path: Path, units: dict[str, dict[str, Any]], rules: dict[s
         except InputError as e:
             problems.append(str(e))
             continue
-        columns = None
+        problems += _column_problems(root, index)
         for shard in index.shards:
-            cols = shard.columns
-            if columns is None:
-                columns = cols
-            elif cols != columns:
-                problems.append(f"{root / shard.raw.basename}: columns {cols} differ from the first shard's {columns}")
-            p = root / shard.stored.basename
-            if not p.is_file():
-                problems.append(f"{p}: missing (named in the index)")
-            elif p.stat().st_size != shard.stored.bytes:
-                problems.append(f"{p}: {p.stat().st_size} bytes, the index records {shard.stored.bytes} "
-                                "(truncated or replaced)")
+            problems += _hash_problems(root / shard.stored.basename, shard.stored, hashes=False)
         done = units.get(split, {})
         per_dir = {u: [int(st["samples"]), int(st["tokens"])] for u, st in done.items()}
         counted = {"samples": sum(v[0] for v in per_dir.values()), "tokens": sum(v[1] for v in per_dir.values())}
@@ -298,7 +291,7 @@ def verify(path: str | Path) -> list[str]:
 
     if is_flat(path):
         return verify_flat(path)[0]
-    splits = [path / s for s in ("train", "validation") if (path / s / INDEX).is_file()]
+    splits = [path / s for s in SPLITS if (path / s / INDEX).is_file()]
     if splits:
         return [p for s in splits for p in verify_dataset(s)[0]]
     try:

@@ -31,6 +31,7 @@ from typing import Any
 
 from . import outputs as O
 from . import units as U
+from .dataset import LOG_DIR
 from .safefile import LinkRefused, scan
 from .state import mark_complete, mark_incomplete, require_complete
 
@@ -120,7 +121,7 @@ class Workspace:
         """Every finished unit of every output becomes unfinished (``.done`` removed)."""
         for folder in self.outputs.values():
             for marker in sorted(Path(folder).rglob(U.DONE)):
-                if ".ettin_logs" not in marker.parts:
+                if LOG_DIR not in marker.parts:
                     marker.unlink()
 
     def mark_complete(self) -> None:

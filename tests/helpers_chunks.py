@@ -14,8 +14,8 @@ import numpy as np
 from ettin_data import units as U
 from ettin_data.jsonio import write_json_atomic
 from ettin_data.mds import TOKEN_COLUMNS, ShardWriter, UnitReader, write_root_index
-from ettin_data.sampling import unit_stats
 from ettin_data.stats import Stats
+from ettin_data.tokenstats import token_decile, unit_stats
 
 BOS, EOS = 50281, 50282
 TOKENIZER_BYTES = b'{"version": "1.0", "fake": "tokenizer for tests"}'
@@ -47,7 +47,7 @@ def make_chunks(root: Path, n_units: int = 4, docs_per_unit: int = 20, chunk_siz
                     chunks.append((doc, tuple(arr.tolist())))
                     ids.append(doc)
                     lengths.append(n)
-        stats, deciles = unit_stats(ids, np.asarray(lengths))
+        stats, deciles = unit_stats(ids, np.asarray(lengths)), token_decile(lengths)
         stats.update(total_tokens_skipped=0, total_duplicated_tokens=0, content_tokens_in=stats["total_tokens_written"]
                      - 2 * len(lengths))
         write_json_atomic(root / name / "stats.json", stats)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from ettin_data import config as C
 from ettin_data.cli import app, resolve
+from ettin_data.configfile import load_config_file
 from ettin_data.errors import ConfigError
 from ettin_data.mds import UnitReader, find_units
 
@@ -166,7 +167,7 @@ def test_example_config_file_is_valid_for_every_stage() -> None:
     tables = {e.table: e.Config for e in COMMANDS}
     seen = 0
     for table in ("convert", "tokenize", "chunk", "sample.split", "finalize"):
-        values = C.load_config_file(example, table)
+        values = load_config_file(example, table)
         assert values, table
         cfg, origin = resolve(tables[table], table, {"inputs": ["in"], "output": "out"}, str(example))
         assert all(origin[k] == "config file" for k in values)

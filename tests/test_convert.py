@@ -11,7 +11,7 @@ import pytest
 import zstandard
 from typer.testing import CliRunner
 
-from ettin_data import run, sources
+from ettin_data import hub, run
 from ettin_data.cli import app
 from ettin_data.config import ConvertConfig
 from ettin_data.corpus import python_docs
@@ -166,7 +166,7 @@ def test_hub_dataset_without_network_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(sources, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: False)
     r = CliRunner().invoke(app, ["convert", "some-org/some-dataset", "-o", str(tmp_path / "o"), "-w", "1"])
     assert r.exit_code == 1
     assert "cannot read Hugging Face hub dataset 'some-org/some-dataset'" in r.output

@@ -16,7 +16,7 @@ import pytest
 from helpers_tokenizers import EDGE, seeded_fuzz, tokenizer_files, train
 from tokenizers import Tokenizer
 
-from ettin_data import engines, run
+from ettin_data import encoder, engines, run
 from ettin_data.config import TokenizeConfig
 from ettin_data.corpus import python_docs
 from ettin_data.dataset import read_meta
@@ -39,9 +39,9 @@ def files(modernbert_json: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 @pytest.fixture(autouse=True)
 def _fresh_worker_cache():
     """Engines are cached per process: every test starts and ends without one."""
-    stage._WORKER.clear()
+    encoder._WORKER.clear()
     yield
-    stage._WORKER.clear()
+    encoder._WORKER.clear()
 
 
 def _select(path: Path, requested: str = "auto", split: bool = False, verify: str = "sample"):
@@ -174,8 +174,6 @@ def test_verification_sample_is_fixed_by_unit_and_ids() -> None:
     # batching does not change the sample
     halves = np.concatenate([G.verify_mask("unit/a", ids[:1234]), G.verify_mask("unit/a", ids[1234:])])
     assert halves.tolist() == a.tolist()
-
-
 
 
 def _tokenize(src: Path, out: Path, **kw) -> dict:
@@ -539,7 +537,7 @@ def test_a_redone_unit_reaches_the_progress_bar_once(tmp_path: Path, text_datase
         return real(self, texts, add_special_tokens, **kw)
 
     monkeypatch.setattr(engines.Checked, "encode", late)
-    stage._WORKER.clear()
+    encoder._WORKER.clear()
     seen = [0, 0]
 
     def sink(d: int, t: int) -> None:
@@ -551,7 +549,7 @@ def test_a_redone_unit_reaches_the_progress_bar_once(tmp_path: Path, text_datase
         st_ = tok.process_unit(task, cfg, dst)
     finally:
         progress.set_sink(None)
-        stage._WORKER.clear()
+        encoder._WORKER.clear()
     assert raised == [16] and st_["engine.units_redone"] == 1
     assert sum(s["samples"] for s in json.loads((dst / "index.json").read_text())["shards"]) == st_["documents_written"]
     assert seen == [st_["documents_in"], st_["tokens_written"]] and st_["documents_in"] > 16

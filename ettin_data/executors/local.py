@@ -51,15 +51,34 @@ def _warm(module: str) -> None:
     importlib.import_module(module)
 
 
+class _Launcher:
+    """The spawn context, keeping every process it launches: ``ProcessPoolExecutor`` launches its workers
+    through the context it is given (``mp_context``), so the pool knows its workers without reading the
+    executor's private state, and can stop them mid-task (:meth:`Pool.stop`)."""
+
+    def __init__(self) -> None:
+        import multiprocessing as mp
+
+        self._ctx = mp.get_context("spawn")
+        self.launched: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:  # Queue, SimpleQueue, Lock, get_start_method, ...
+        return getattr(self._ctx, name)
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:  # multiprocessing's name
+        proc = self._ctx.Process(*args, **kwargs)
+        self.launched = [p for p in self.launched if p.exitcode is None]  # forget the workers that ended
+        self.launched.append(proc)
+        return proc
+
+
 class Pool:
     """A spawn-context process pool with its progress queue and worker slots, started when created: the
     driver starts it before planning (:func:`prestart`) so that the workers' interpreter start-up and imports
     (~0.3 s each) overlap the planning instead of following it."""
 
     def __init__(self, workers: int, warm: str | None = None):
-        import multiprocessing as mp
-
-        self.ctx = mp.get_context("spawn")
+        self.ctx = _Launcher()
         self.n = workers
         with interrupt.signals_blocked():  # may start the resource tracker: no group signal may kill it
             self.queue = self.ctx.Queue()
@@ -83,8 +102,24 @@ class Pool:
 
     def stop(self) -> None:
         """Stop the workers now (an interrupted run, or a pool the run turned out not to need)."""
-        _stop_workers(self.executor)
+        self.kill_workers()
         self.close()
+
+    def kill_workers(self, grace: float = GRACE) -> None:
+        """Stop every worker mid-task: SIGTERM, then SIGKILL for those still alive after ``grace`` seconds. A
+        unit that was being written stays a ``.partial`` folder, which the next run redoes."""
+        procs = [p for p in self.ctx.launched if p.pid is not None and p.exitcode is None]  # started, not ended
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + grace
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(1)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -181,7 +216,7 @@ def _run_pool(fn, tasks, cfg, p: Pool, on_progress, on_done, out: Outcome) -> Ou
                 running.clear()
                 p.renew()
     except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (interrupt.Terminated) or a bug: stop the workers now
-        _stop_workers(p.executor)
+        p.kill_workers()
         raise
     finally:
         p.executor.shutdown(wait=True, cancel_futures=True)
@@ -195,19 +230,3 @@ def _run_pool(fn, tasks, cfg, p: Pool, on_progress, on_done, out: Outcome) -> Ou
     out.failures.sort(key=lambda x: order[x[0]])
     return out
 
-
-def _stop_workers(pool: ProcessPoolExecutor, grace: float = GRACE) -> None:
-    """Stop every worker of ``pool`` mid-task: SIGTERM, then SIGKILL for those still alive after ``grace``
-    seconds. A unit that was being written stays a ``.partial`` folder, which the next run redoes."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    deadline = time.monotonic() + grace
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join(1)
-    pool.shutdown(wait=False, cancel_futures=True)

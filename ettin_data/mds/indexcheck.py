@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..dataset import INDEX
 from ..errors import InputError
 
 __all__ = ["check_index", "check_member", "KNOWN_ENCODINGS", "UnsafePath"]
@@ -95,7 +96,7 @@ _REQUIRED = ("column_encodings", "column_names", "column_sizes", "raw_data", "sa
 def check_index(index: Any, folder: str | Path, path: str | Path | None = None) -> dict[str, Any]:
     """Check a loaded index of ``folder`` (see the module doc); returns it unchanged."""
     folder = str(folder)
-    path = path or os.path.join(folder, "index.json")
+    path = path or os.path.join(folder, INDEX)
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
         raise InputError(f"{path} is not an MDS index (no 'shards' list)")
     seen: dict[str, int] = {}

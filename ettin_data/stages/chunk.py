@@ -24,18 +24,15 @@ from ..dataset import META, TOKENIZER_FILE
 from ..errors import ConfigError, EttinError, InputError
 from ..framing import Framing, framing
 from ..ids import check_fits, narrow
-from ..jsonio import write_json_atomic
 from ..mds import INDEX, Shard, ShardWriter, UnitReader, find_units, write_root_index
 from ..stage import Finished, Stage
 from ..stats import Stats
 from ..token_input import TokenColumn, TokenInput, check_ids, open_token_input, token_column
 from ..token_rows import chunk_rows, fast_columns
 from ..tokenizer import json_fields, save_tokenizer_json
+from ..tokenstats import chunk_stats, write_dataset_stats, write_unit_files
 
-STATS_FILE = "stats.json"
-DECILE_FILE = "token_decile.json"
-
-__all__ = ["Chunk", "Batch", "ChunkSource", "chunk_into", "chunk_params", "input_tokenizer", "stats_json"]
+__all__ = ["Chunk", "Batch", "ChunkSource", "chunk_into", "chunk_params", "input_tokenizer"]
 
 _DOC_KEYS = ("documents", "documents_empty", "content_tokens_in", "content_tokens_written", "total_tokens_skipped",
              "total_duplicated_tokens", "pieces_skipped", "pieces_backfilled", "cuts_moved")
@@ -214,9 +211,8 @@ def chunk_into(dst: Path, batches: Iterable[Batch], p: ChunkParams, columns: dic
     closes = st["content_tokens_in"] == (st["content_tokens_written"] + st["total_tokens_skipped"]
                                          - st["total_duplicated_tokens"])
     if not closes or st["total_tokens_written"] != st["content_tokens_written"] + p.framing * len(arr):
-        raise EttinError(f"{where}: token accounting does not close ({stats_json(st)}); this is a bug")
-    write_json_atomic(dst / STATS_FILE, stats_json(st))
-    write_json_atomic(dst / DECILE_FILE, token_decile(arr))
+        raise EttinError(f"{where}: token accounting does not close ({chunk_stats(st)}); this is a bug")
+    write_unit_files(dst, chunk_stats(st), arr)
     return st
 
 
@@ -232,19 +228,6 @@ def _outside_vocab(ids: np.ndarray, lens: np.ndarray, doc_ids: list[str], vocab:
 def shard_compression(option: str) -> str | None:
     """The ShardWriter compression of a ``--compression`` value."""
     return None if option == "none" else option
-
-
-def token_decile(lengths: np.ndarray) -> dict[str, list[int]]:
-    """``{str(length // 1000): [sample indices in the unit]}`` (non-empty buckets only)."""
-    buckets = np.asarray(lengths, np.int64) // 1000
-    return {str(b): np.flatnonzero(buckets == b).tolist() for b in np.unique(buckets).tolist()}
-
-
-def stats_json(st: Stats) -> dict[str, Any]:
-    keys = ("total_tokens_written", "total_tokens_skipped", "total_duplicated_tokens", "content_tokens_in",
-            "content_tokens_written", "samples", "documents", "documents_empty", "pieces_skipped",
-            "pieces_backfilled", "cuts_moved")
-    return {**{k: st[k] for k in keys}, "length_percentiles": st.percentiles()}
 
 
 class Chunk(Stage):
@@ -316,8 +299,8 @@ class Chunk(Stage):
     def finish(self, cfg: ChunkConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         write_root_index(out, [t.name for t in tasks])
-        summary = stats_json(stats)
-        write_json_atomic(out / STATS_FILE, summary)
+        summary = chunk_stats(stats)
+        write_dataset_stats(out, summary)
         inputs = [input_tokenizer(i, cfg.tokenizer) for i in cfg.inputs]
         tok = inputs[0].tokenizer
         frame = tasks[0].params.framing if tasks else framing(cfg, tok or {}, inputs[0].tokenizer_bytes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from .. import progress
 from .. import units as U
 from ..config import ConvertConfig
+from ..dataset import CONVERT_STATS
 from ..errors import InputError
 from ..jsonio import write_json_atomic
 from ..mds import TEXT_COLUMNS, ShardWriter, write_root_index
@@ -27,7 +28,6 @@ from ..sources import BadLine, LineTooLong, Source, discover, read_records, sour
 from ..stage import Finished, Stage, Unit
 from ..stats import Stats
 
-STATS_FILE = "convert_stats.json"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 __all__ = ["Convert"]
@@ -184,13 +184,33 @@ def clear_stale(root: Path, units: int) -> None:
             U.clear(stale)
 
 
-def close_accounting(total: Stats, label: str) -> None:
+def close_accounting(total: Stats, label: str, written: str = "documents_written", verb: str = "written") -> None:
+    """Documents in = documents ``written`` (the count of that name) + skipped by reason, or the task fails."""
     skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
-    if total["documents_in"] != total["documents_written"] + skipped:
-        raise InputError(
-            f"{label}: document accounting does not close ({total['documents_in']} in, "
-            f"{total['documents_written']} written, {skipped} skipped)"
-        )
+    if total["documents_in"] != total[written] + skipped:
+        raise InputError(f"{label}: document accounting does not close ({total['documents_in']} in, "
+                         f"{total[written]} {verb}, {skipped} skipped)")
+
+
+def source_units(task: U.Task, cfg: ConvertConfig, unit: Callable[[str, int, list[Doc]], Unit], roots: list[Path],
+                 advance: bool = False) -> Generator[Unit, dict[str, Stats], tuple[dict[str, Stats], Stats, int]]:
+    """The units of one task (a part of a source), for a ``many_units`` stage to ``yield from``: each group of
+    ``docs_per_shard`` validated documents becomes ``unit(name, k, docs)`` (the k-th unit), yielded to the
+    framework, which sends back its stats per output (``advance``: its documents go to the progress bar). Units
+    an earlier, larger run of the task left are removed from each of ``roots``. Returns the units' stats summed
+    per output, the reading's counts (documents in, skips, fixes, duplicate ids) and the number of units."""
+    totals: dict[str, Stats] = {}
+    reading = Stats()
+    k = 0
+    for k, docs in enumerate(read_units(task, cfg, reading), 1):
+        done = yield unit(f"{task.name}/{unit_name(k - 1)}", k - 1, docs)
+        for out, st in done.items():
+            totals[out] = totals.get(out, Stats()) + st
+        if advance:
+            progress.advance(docs=len(docs))
+    for root in roots:
+        clear_stale(root / task.name, k)
+    return totals, reading, k
 
 
 class Convert(Stage):
@@ -205,15 +225,12 @@ class Convert(Stage):
 
     def units(self, task: U.Task, cfg: ConvertConfig) -> Generator[Unit, dict[str, Stats], dict[str, Stats]]:
         columns = text_columns(cfg)
-        total, reading = Stats(), Stats()
-        k = 0
-        for k, docs in enumerate(read_units(task, cfg, reading), 1):
-            done = yield Unit(f"{task.name}/{unit_name(k - 1)}",
-                              lambda dirs, docs=docs: {"output": write_text_unit(dirs["output"], docs, columns)})
-            total = total + done["output"]
-            progress.advance(docs=len(docs))
-        clear_stale(Path(cfg.output) / task.name, k)
-        total = total + reading
+
+        def unit(name: str, k: int, docs: list[Doc]) -> Unit:
+            return Unit(name, lambda dirs: {"output": write_text_unit(dirs["output"], docs, columns)})
+
+        totals, reading, k = yield from source_units(task, cfg, unit, [Path(cfg.output)], advance=True)
+        total = totals.get("output", Stats()) + reading
         total.add("units", k)
         if k == 0:  # an empty input file: reported, never silently a 0-document dataset
             total.add("empty_sources")
@@ -247,5 +264,5 @@ class Convert(Stage):
         }
         if empty:
             summary["warnings"] = empty[:20]
-        write_json_atomic(out / STATS_FILE, summary)
+        write_json_atomic(out / CONVERT_STATS, summary)
         return Finished(summary)

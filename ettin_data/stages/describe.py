@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..config import StatsConfig
+from ..dataset import SPLITS
 from ..errors import InputError
 from ..mds import INDEX, UnitReader, find_units
 from ..stage import Command
@@ -34,7 +35,7 @@ def describe(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path} does not exist")
     from ..profiles import describe_flat, is_flat
 
-    if is_flat(path) or (not (path / INDEX).is_file() and any(is_flat(path / s) for s in ("train", "validation"))):
+    if is_flat(path) or (not (path / INDEX).is_file() and any(is_flat(path / s) for s in SPLITS)):
         return describe_flat(path)  # finalize --for numpy
     readers, n_units = _readers(path)
     shards = [s for r in readers for s in r.index.shards]

@@ -22,14 +22,13 @@ import numpy as np
 from .. import profiles, progress
 from .. import units as U
 from ..config import FinalizeConfig, recorded_settings
-from ..dataset import read_meta
+from ..dataset import MANIFEST, SPLITS, read_meta
 from ..errors import ConfigError, InputError
 from ..ids import IdOverflow, check_fits, id_bound
 from ..jsonio import write_json_atomic
 from ..mds import ShardWriter, UnitReader, find_units, load_shard, read_index
 from ..rules import rules_of, stage_chain
 from ..sampling import (
-    UNIT_FILES,
     copy_tokenizer,
     finish_dataset,
     foreign_records,
@@ -37,15 +36,13 @@ from ..sampling import (
     place_unit,
     read_input,
     same_tokenizer,
-    unit_stats,
     write_split_meta,
+    written_unit,
 )
 from ..stage import Finished, Stage
 from ..stats import Stats
 from ..token_input import TokenInput
-from ..verify import MANIFEST, UnitCheck, verify, verify_finalized
-
-SPLITS = ("train", "validation")
+from ..verify import UnitCheck, verify, verify_finalized
 
 
 @dataclass(frozen=True)
@@ -174,16 +171,9 @@ def _restat(dst: Path, placed: Stats, check: UnitCheck | None) -> Stats:
 
 def _unit_files(dst: Path, ids: list[Any], lengths: np.ndarray, check: UnitCheck | None) -> Stats:
     """``stats.json`` and ``token_decile.json`` of a unit written here, its stats, and its check's counts."""
-    stats, deciles = unit_stats(ids, lengths)
-    write_json_atomic(dst / UNIT_FILES[0], stats)
-    write_json_atomic(dst / UNIT_FILES[1], deciles)
+    st = written_unit(dst, ids, lengths)
     if check is not None:
         check.check_stats(dst)
-    st = Stats()
-    st.add("samples", len(ids))
-    st.add("tokens", stats["total_tokens_written"])
-    st.add("units_written")
-    st.add("bytes_written", sum(p.stat().st_size for p in dst.glob("shard.*")))
     return st
 
 

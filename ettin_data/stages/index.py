@@ -20,21 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from ..config import IndexConfig
-from ..dataset import INDEX, SETTINGS
+from ..dataset import DONE, INDEX, SETTINGS, SPLITS, STATS_FILE
 from ..errors import InputError
-from ..jsonio import write_json_atomic
 from ..mds import find_units, read_index, write_root_index
 from ..stage import Command
+from ..storage import is_url
+from ..tokenstats import dataset_totals, write_dataset_stats
 
 __all__ = ["Index", "rebuild", "plan_folder"]
 
-STATS_FILE = "stats.json"
-DONE = ".done"
-SPLITS = ("train", "validation")
-
 
 def _folder(path: str) -> Path:
-    if "://" in path:
+    if is_url(path):
         raise InputError(f"{path}: index rebuilds local folders; download the dataset (or mount it) first")
     folder = Path(path)
     if not folder.is_dir():
@@ -143,11 +140,10 @@ def _refresh_stats(root: Path, units: list[str]) -> bool:
     except (OSError, ValueError):
         old = None
     infos = dataset_units(root)
-    new = {"samples": sum(u.samples for u in infos), "total_tokens_written": sum(u.tokens for u in infos),
-           "units": len(units)}
+    new = dataset_totals(sum(u.samples for u in infos), sum(u.tokens for u in infos), len(units))
     if isinstance(old, dict) and all(old.get(k) == new[k] for k in ("samples", "total_tokens_written")):
         return False
-    write_json_atomic(f, new)
+    write_dataset_stats(root, new)
     return True
 
 

@@ -24,14 +24,15 @@ import numpy as np
 from .. import units as U
 from ..chunking import cached_word_start_table
 from ..config import ChunkConfig, ConvertConfig, PrepareConfig, TokenizeConfig, recorded_settings, sub_config
-from ..engines import Mismatch
+from ..encoder import Encoder, encode_exactly, resolve
+from ..engines.summary import engine_summary
 from ..errors import EttinError
 from ..framing import framing
-from ..jsonio import write_json_atomic
 from ..mds import find_units, write_root_index
 from ..stage import Finished, Stage, Unit
 from ..stats import Stats
 from ..tokenizer import TOKENIZER_FILE, save_tokenizer_json, tokenizer_change, tokenizer_identity
+from ..tokenstats import chunk_stats, write_dataset_stats
 from . import chunk, convert, tokenize
 
 __all__ = ["Prepare"]
@@ -49,13 +50,13 @@ def _identity(cfg: PrepareConfig, tok: Any, raw: bytes, max_id: bool = True) -> 
                               prefix_space=cfg.prefix_space, max_id=max_id)
 
 
-def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
+def _worker(cfg: PrepareConfig) -> tuple[Encoder, Any, dict[str, Any]]:
     """Encoder, chunk kernel parameters and tokenizer identity, built once per process."""
     path = Path(cfg.output) / TOKENIZER_FILE
     key = (str(path.resolve()), path.stat().st_mtime_ns, cfg)
     if _WORKER.get("key") != key:
         _, tcfg, kcfg = _configs(cfg)
-        enc = tokenize.Encoder.load(tcfg)
+        enc = Encoder.load(tcfg)
         raw = path.read_bytes()
         ident = _identity(cfg, enc.tok, raw, max_id=False)  # the metadata's (with max_id) is made in finish
         table = cached_word_start_table(raw, ident["vocab_size"]) if cfg.word_boundaries else None
@@ -64,23 +65,10 @@ def _worker(cfg: PrepareConfig) -> tuple[tokenize.Encoder, Any, dict[str, Any]]:
     return _WORKER["val"]
 
 
-def _encode(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, name: str,
+def _encode(docs: list[convert.Doc], cfg: PrepareConfig, enc: Encoder, name: str,
             st: Stats) -> list[chunk.Batch]:
-    """Encode one unit's documents as tokenize does (documents without content tokens are counted, dropped);
-    a fast-engine mismatch redoes the unit's encoding with the reference, counted as tokenize counts it."""
-    try:
-        return _encode_with(docs, cfg, enc, name, st)
-    except Mismatch:
-        st.counts.clear()
-        encoded = _encode_with(docs, cfg, enc.reference(), name, st)
-        st.add("engine.mismatches")
-        st.add("engine.units_redone")
-        return encoded
-
-
-def _encode_with(docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, name: str,
-                 st: Stats) -> list[chunk.Batch]:
-    """The kept documents of each batch: ids, token ids back to back, lengths, domains (None without)."""
+    """Encode one unit's documents as tokenize does (documents without content tokens are counted, dropped): the
+    kept documents of each batch: ids, token ids back to back, lengths, domains (None without)."""
     encoded = []
     for i in range(0, len(docs), cfg.batch_size):
         batch = docs[i:i + cfg.batch_size]
@@ -99,7 +87,7 @@ def _kept(cfg: PrepareConfig) -> tuple[Path | None, Path | None]:
     return (Path(cfg.keep_text) if cfg.keep_text else None), (Path(cfg.keep_tokens) if cfg.keep_tokens else None)
 
 
-def _unit(dirs: dict[str, Path], docs: list[convert.Doc], cfg: PrepareConfig, enc: tokenize.Encoder, params: Any,
+def _unit(dirs: dict[str, Path], docs: list[convert.Doc], cfg: PrepareConfig, enc: Encoder, params: Any,
           name: str, where: str) -> dict[str, Stats]:
     """Encode and chunk one unit's documents into ``dirs["output"]`` (and the kept text/token units into
     ``dirs["keep_text"]``/``dirs["keep_tokens"]``); the stats of each."""
@@ -107,8 +95,8 @@ def _unit(dirs: dict[str, Path], docs: list[convert.Doc], cfg: PrepareConfig, en
     if "keep_text" in dirs:
         out["keep_text"] = convert.write_text_unit(dirs["keep_text"], docs,
                                                    convert.text_columns(sub_config(ConvertConfig, cfg)))
-    st = Stats()
-    encoded = _encode(docs, cfg, enc, name, st)
+    # a fast engine that differs on a verified document: the unit is encoded again by the reference, counted
+    encoded, st = encode_exactly(enc, lambda e, s: _encode(docs, cfg, e, name, s))
     has_domain = bool(cfg.domain_field)
     if "keep_tokens" in dirs:
         tok_st = tokenize.write_token_unit(dirs["keep_tokens"], encoded, tokenize.token_columns(cfg.dtype, has_domain))
@@ -141,7 +129,7 @@ class Prepare(Stage):
     def check(self, cfg: PrepareConfig) -> list[str]:
         """Resolve the tokenizer and check that chunks can be made with it (and that it is the output's)."""
         tcfg = sub_config(TokenizeConfig, cfg)
-        raw, tok = tokenize.resolve(tcfg)
+        raw, tok = resolve(tcfg)
         framing(_configs(cfg)[2], _identity(cfg, tok, raw, max_id=False), raw)  # --bos/--eos resolve (or one line)
         return tokenizer_change(tcfg.output, raw, cfg.overwrite)
 
@@ -153,44 +141,35 @@ class Prepare(Stage):
             save_tokenizer_json(raw, cfg.keep_tokens)
 
     def units(self, task: U.Task, cfg: PrepareConfig) -> Generator[Unit, dict[str, Stats], dict[str, Stats]]:
-        ccfg = sub_config(ConvertConfig, cfg)
         enc, params, _ = _worker(cfg)
         outputs = tuple(o for o in ("keep_text", "keep_tokens", "output") if getattr(cfg, o))
-        total, reading, text_total = Stats(), Stats(), Stats()
-        k = 0
-        for k, docs in enumerate(convert.read_units(task, ccfg, reading), 1):
-            name = f"{task.name}/{convert.unit_name(k - 1)}"
-            where = f"{task.params.label} unit {k - 1}"
-            done = yield Unit(name, partial(_unit, docs=docs, cfg=cfg, enc=enc, params=params, name=name,
-                                            where=where), outputs)
-            total = total + done["output"]
-            if cfg.keep_text:
-                text_total = text_total + done["keep_text"]
-        for r in (Path(cfg.output), *_kept(cfg)):
-            if r is not None:
-                convert.clear_stale(r / task.name, k)
-        total = total + reading
-        skipped = sum(v for key, v in total.counts.items() if key.startswith("skipped."))
-        if total["documents_in"] != total["documents"] + skipped:
-            raise EttinError(f"{task.params.label}: document accounting does not close ({total['documents_in']} in, "
-                             f"{total['documents']} chunked, {skipped} skipped)")
+        label = task.params.label
+
+        def unit(name: str, k: int, docs: list[convert.Doc]) -> Unit:
+            return Unit(name, partial(_unit, docs=docs, cfg=cfg, enc=enc, params=params, name=name,
+                                      where=f"{label} unit {k}"), outputs)
+
+        roots = [Path(r) for r in (cfg.output, *_kept(cfg)) if r is not None]
+        totals, reading, k = yield from convert.source_units(task, sub_config(ConvertConfig, cfg), unit, roots)
+        total = totals.get("output", Stats()) + reading
+        convert.close_accounting(total, label, written="documents", verb="chunked")
         if not cfg.keep_text:
             return {"output": total}
-        text_total = text_total + reading  # the text dataset's per-source marker, as convert writes it
+        text_total = totals.get("keep_text", Stats()) + reading  # the text dataset's per-source marker, as convert's
         text_total.add("units", k)
-        convert.close_accounting(text_total, task.params.label)
+        convert.close_accounting(text_total, label)
         return {"output": total, "keep_text": text_total}
 
     def finish(self, cfg: PrepareConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         units = _own_units(out, tasks)
         write_root_index(out, units)
-        summary = chunk.stats_json(stats)
-        write_json_atomic(out / chunk.STATS_FILE, summary)
+        summary = chunk_stats(stats)
+        write_dataset_stats(out, summary)
         enc, _, _ = _worker(cfg)
         ident = _identity(cfg, enc.tok, (out / TOKENIZER_FILE).read_bytes())
         ccfg, tcfg, kcfg = _configs(cfg)
-        engine = tokenize.engine_summary(enc.choice, stats)
+        engine = engine_summary(enc.choice, stats)
         via = {"via": self.name}
         meta_convert = {"stage": "convert", **via, "settings": recorded_settings(ccfg), "inputs": list(cfg.inputs),
                         "upstream": []}

@@ -25,22 +25,16 @@ from ..sampling import (
     SUMMARY_FILE,
     SamplingStage,
     UnitInfo,
-    copy_tokenizer,
     dataset_units,
-    finish_dataset,
-    foreign_records,
     out_name,
-    read_input,
     rng_for,
     sample_unit,
-    single_input,
     unit_lengths,
 )
 from ..stage import Finished
 from ..stats import Stats
 
 __all__ = ["Budget", "Pick", "choose_units", "pick_tasks"]
-
 
 
 @dataclass(frozen=True)
@@ -103,8 +97,7 @@ class Budget(SamplingStage):
     Config = BudgetConfig
 
     def plan(self, cfg: BudgetConfig) -> list[U.Task]:
-        root = single_input(cfg)
-        read_input(root, cfg, self.name)
+        root = self.one_input(cfg)
         picks = choose_units(dataset_units(root), cfg.target_tokens, rng_for(cfg.seed, "budget"), cfg.upsample,
                              cfg.exact, str(root))
         return pick_tasks(picks)
@@ -114,12 +107,8 @@ class Budget(SamplingStage):
         return sample_unit(task.source, dst, None if p.take is None else range(p.take), p.tokens)
 
     def finish(self, cfg: BudgetConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
-        out = Path(cfg.output)
-        src = Path(cfg.inputs[0])
-        totals = finish_dataset(out, [t.name for t in tasks])
-        inp = read_input(src, cfg, self.name)
-        copy_tokenizer([src], out, [inp])
-        available = sum(u.tokens for u in dataset_units(src))
+        out, totals, inp = self.finish_one(cfg, tasks)
+        available = sum(u.tokens for u in dataset_units(cfg.inputs[0]))
         rows = picks_summary(tasks, out)
         achieved = totals["total_tokens_written"]
         summary = {
@@ -135,6 +124,4 @@ class Budget(SamplingStage):
             "bytes_written": stats["bytes_written"],
         }
         write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed, "units": rows})
-        tok = inp.tokenizer
-        meta = {"tokenizer": tok} if tok is not None else {}
-        return Finished({**summary, **meta}, {**meta, **foreign_records([inp])})
+        return self.finished(summary, inp.tokenizer, [inp])

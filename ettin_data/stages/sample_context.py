@@ -17,16 +17,13 @@ import numpy as np
 
 from .. import units as U
 from ..config import ContextConfig
+from ..dataset import DECILE_FILE
 from ..errors import InputError
 from ..jsonio import write_json_atomic
 from ..mds import find_units, read_index
 from ..sampling import (
-    DECILE_FILE,
     SUMMARY_FILE,
     SamplingStage,
-    copy_tokenizer,
-    finish_dataset,
-    foreign_records,
     out_name,
     read_input,
     rng_for,
@@ -38,7 +35,6 @@ from ..stage import Finished
 from ..stats import Stats
 
 __all__ = ["Context"]
-
 
 
 def _may_hold(path: Path, min_length: int) -> bool:
@@ -100,11 +96,7 @@ class Context(SamplingStage):
         return sample_unit(task.source, dst, None if keep is None else np.asarray(keep))
 
     def finish(self, cfg: ContextConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
-        out = Path(cfg.output)
-        src = Path(cfg.inputs[0])
-        totals = finish_dataset(out, [t.name for t in tasks])
-        inp = read_input(src, cfg, self.name)
-        copy_tokenizer([src], out, [inp])
+        out, totals, inp = self.finish_one(cfg, tasks)
         summary = {
             "num_tokens": cfg.num_tokens,
             "achieved_tokens": totals["total_tokens_written"],
@@ -116,6 +108,4 @@ class Context(SamplingStage):
             "bytes_written": stats["bytes_written"],
         }
         write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed})
-        tok = inp.tokenizer
-        meta = {"tokenizer": tok} if tok is not None else {}
-        return Finished({**summary, **meta}, {**meta, **foreign_records([inp])})
+        return self.finished(summary, inp.tokenizer, [inp])

@@ -35,7 +35,6 @@ from ..sampling import (
     copy_tokenizer,
     dataset_units,
     finish_dataset,
-    foreign_records,
     read_input,
     rng_for,
     same_tokenizer,
@@ -154,12 +153,9 @@ class Mix(SamplingStage):
             "bytes_written": stats["bytes_written"],
         }
         write_json_atomic(out / SUMMARY_FILE, {**summary, "seed": cfg.seed, "exact": cfg.exact, "units": rows})
-        tok_meta = {"tokenizer": tok} if tok is not None else {}
-        return Finished({**summary, **tok_meta}, {
-            **tok_meta,
-            "upstream": [m for m in (read_meta(s["path"]) for s in sources.values()) if m],  # the sources, not the TOML
-            "mix": {n: {"path": s["path"], "planned": s["planned"]} for n, s in sources.items()},
-            **foreign_records(inputs)})
+        upstream = [m for m in (read_meta(s["path"]) for s in sources.values()) if m]  # the sources, not the TOML
+        return self.finished(summary, tok, inputs, upstream=upstream,
+                             mix={n: {"path": s["path"], "planned": s["planned"]} for n, s in sources.items()})
 
     def check(self, cfg: MixConfig) -> list[str]:
         """Refuse to resume into an output planned from another mix (the TOML may change under the same name)."""

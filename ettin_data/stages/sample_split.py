@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import units as U
 from ..config import SplitConfig, recorded_settings
-from ..dataset import read_meta
+from ..dataset import SPLITS, read_meta
 from ..errors import InputError
 from ..jsonio import write_json_atomic
 from ..sampling import (
@@ -38,7 +38,6 @@ from ..sampling import (
     out_name,
     place_unit,
     read_input,
-    single_input,
     unit_ids_lengths,
     write_split_meta,
     write_subset,
@@ -47,8 +46,6 @@ from ..stage import Finished
 from ..stats import Stats
 
 __all__ = ["Split", "best_cut", "SPLITS"]
-
-SPLITS = ("train", "validation")
 
 
 @dataclass(frozen=True)
@@ -95,8 +92,7 @@ class Split(SamplingStage):
     Config = SplitConfig
 
     def plan(self, cfg: SplitConfig) -> list[U.Task]:
-        root = single_input(cfg)
-        read_input(root, cfg, self.name)
+        root = self.one_input(cfg)
         units = dataset_units(root)
         total = sum(u.tokens for u in units)
         if total == 0:
@@ -190,5 +186,4 @@ class Split(SamplingStage):
                       "document (blake2b(seed, id) order) nearest to F x tokens",
         }
         write_json_atomic(out / "split_summary.json", summary)
-        meta = {"tokenizer": tok} if tok is not None else {}
-        return Finished({**summary, **meta}, {**meta, **foreign_records([inp])})
+        return self.finished(summary, tok, [inp])
