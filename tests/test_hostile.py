@@ -11,16 +11,14 @@ import shutil
 
 import pytest
 from helpers_chunks import read_chunks
+from helpers_cli import one_line, runner
 from helpers_faults import tree
 from helpers_hostile import Canary, chunk_dataset, copy_dataset, edit_shard, first_unit, load, point_outside, save
-from typer.testing import CliRunner
 
 from ettin_data import units as U
 from ettin_data.cli import app
 from ettin_data.errors import InputError
 from ettin_data.mds import UnitReader, find_units, read_index
-
-runner = CliRunner()
 
 
 def run(*args):
@@ -28,15 +26,6 @@ def run(*args):
     if args[:2] == ["sample", "split"] and "--validation-fraction" not in args:
         args += ["--validation-fraction", "0.3"]
     return runner.invoke(app, args)
-
-
-def one_line(res, code: int, *words: str) -> str:
-    lines = [x for x in res.stderr.strip().splitlines() if not x.startswith("(run with --debug")]
-    assert res.exit_code == code, (res.exit_code, res.stderr, res.stdout)
-    assert len(lines) == 1, res.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

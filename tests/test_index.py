@@ -12,27 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers_chunks import make_chunks, read_chunks
-from typer.testing import CliRunner
+from helpers_cli import cli, one_line
 
 from ettin_data import run
-from ettin_data.cli import app
 from ettin_data.config import ChunkConfig, SplitConfig
 from ettin_data.mds import ShardWriter, find_units
-
-runner = CliRunner()
-
-
-def cli(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(res, code: int, *words: str) -> str:
-    lines = [x for x in res.stderr.strip().splitlines() if not x.startswith("(run with --debug")]
-    assert res.exit_code == code, (res.exit_code, res.stderr, res.stdout)
-    assert len(lines) == 1, res.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def _streaming(root: Path, cache: Path) -> list[tuple[str, tuple[int, ...]]]:

@@ -15,32 +15,16 @@ from pathlib import Path
 
 import pytest
 from helpers_chunks import make_chunks
+from helpers_cli import cli, one_line
 from helpers_faults import tree
-from typer.testing import CliRunner
 
 from ettin_data import dataset, driver, run, safefile, state
 from ettin_data import units as U
-from ettin_data.cli import app
 from ettin_data.config import ConvertConfig, TokenizeConfig
 from ettin_data.errors import ConfigError, InputError, UnitFailure
 from ettin_data.stage import Finished, Stage, Unit
 from ettin_data.stages import tokenize
 from ettin_data.stats import Stats
-
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(res, code: int, *words: str) -> str:
-    lines = [x for x in res.stderr.strip().splitlines() if not x.startswith("(run with --debug")]
-    assert res.exit_code == code, (res.exit_code, res.stderr, res.stdout)
-    assert len(lines) == 1, res.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
