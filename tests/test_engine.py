@@ -217,7 +217,7 @@ def test_two_worker_auto_runs_are_byte_identical_to_tokenizers(tmp_path: Path, t
 def test_two_worker_auto_runs_on_the_multilingual_sample_are_byte_identical(files, name: str,
                                                                            tmp_path: Path) -> None:
     """The real multilingual sample (2,069 documents in 187 language tags) through whole 2-worker runs: auto
-    with either check writes the shards of --engine tokenizers, routing nothing."""
+    with either check writes the shards of --engine tokenizers, routing nothing, redoing no unit."""
     from helpers_multilingual import SAMPLE
 
     from ettin_data.config import ConvertConfig
@@ -236,9 +236,12 @@ def test_two_worker_auto_runs_on_the_multilingual_sample_are_byte_identical(file
         eng = tokenize(verify, verify=verify)["engine"]
         got = _files(tmp_path / verify)
         assert [k for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)] == []
-        assert (eng["used"], eng["documents_routed"], eng["disagreements"], eng["mismatches"]) == (
-            "fastokens", 0, 0, 0)
-        assert eng["documents_fast"] == 2069 and eng["documents_checked"] == (2069 if verify == "full" else 0)
+        assert (eng["used"], eng["documents_routed"], eng["mismatches"]) == ("fastokens", 0, 0)
+        # full: tokie, the checker, differs from fastokens on a few documents (its known classes): those are
+        # encoded by tokenizers, and the shards are still the reference's
+        assert eng["documents_fast"] + eng["disagreements"] == 2069
+        assert eng["documents_checked"] == (2069 if verify == "full" else 0)
+        assert eng["disagreements"] == 0 if verify == "sample" else eng["disagreements"] < 100
 
 
 def _broken(real, every: int = 1, first: int = 0):

@@ -118,8 +118,11 @@ class Pool:
         for p in procs:
             if p.is_alive():
                 p.kill()
-                p.join(1)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # SIGKILL cannot be blocked, but a process busy in the kernel (D state) dies when it returns
+            p.join(10)
+        # the executor's own thread joins (reaps) the dead workers too: wait for it, else a worker it is reaping
+        # can still look alive to this thread for a moment (waitpid answers only the first caller)
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
