@@ -54,6 +54,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from together import run_together
+
 DOCS_PER_UNIT = 250
 BATCH = 1000
 TOKENS_PER_COPY = 359_345  # the built-in corpus with ModernBERT [CLS]/[SEP] (checked after conversion)
@@ -141,7 +143,9 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpus[args.index % len(cpus)]})
     if args.method == "tokenize":
-        flat = _flat_encoder("fastokens", args.tok)
+        from ettin_data.engines.library import LIBRARIES
+
+        flat = LIBRARIES["fastokens"].load(args.tok).encode
         flat(["warm up"])
     shutil.rmtree(scratch, ignore_errors=True)
     print("ready", flush=True)
@@ -171,26 +175,6 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
             **_usage()}
 
 
-def _flat_encoder(method: str, tok: str) -> Any:
-    """``texts -> (flat uint32 ids, int64 lengths)`` of a fast engine's own batch call, on one thread."""
-    import numpy as np
-
-    if method == "tokie":
-        import tokie
-
-        call = tokie.Tokenizer.from_json(tok).encode_batch_flat
-        return lambda texts: (lambda r: (r[0], r[1].astype(np.int64)))(call(texts))
-    os.environ["FASTOKENS_BPE_THREADS"] = "1"
-    import fastokens
-
-    t = fastokens.Tokenizer.from_file(tok)
-
-    def encode(texts: list[str]) -> tuple[Any, Any]:
-        ids, offsets = t.encode_batch_flat(texts, add_special_tokens=True)
-        return np.frombuffer(ids, np.uint32), np.diff(np.frombuffer(offsets, np.uint64)).astype(np.int64)
-    return encode
-
-
 def child_raw(args: argparse.Namespace) -> dict[str, Any]:
     if args.method in ("tokenize", "chunk"):
         return child_floor(args)
@@ -198,7 +182,9 @@ def child_raw(args: argparse.Namespace) -> dict[str, Any]:
     if args.method in ("tokie", "fastokens"):
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpus[args.index % len(cpus)]})  # one thread (tokie ignores RAYON_NUM_THREADS)
-        flat = _flat_encoder(args.method, args.tok)
+        from ettin_data.engines.library import LIBRARIES
+
+        flat = LIBRARIES[args.method].load(args.tok).encode  # the engine's own batch call, nothing around it
 
         def count(batch: list[str]) -> int:
             return len(flat(batch)[0])
@@ -271,21 +257,8 @@ def run_raw(data: Path, tok: str, workers: int, method: str, out: Path | None = 
     """W single-threaded processes load their share of the texts, then start together on a signal
     (``method`` "tokenize"/"chunk": the format's floor, see :func:`child_floor`, writing under ``out``)."""
     env = {**_ENV, "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    procs = [subprocess.Popen(_child("raw", data=data, tok=tok, index=i, of=workers, method=method, out=out),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-             for i in range(workers)]
-    for p in procs:
-        if p.stdout.readline().strip() != "ready":
-            raise RuntimeError("raw encoder did not start")
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    results = []
-    for p in procs:
-        out, _ = p.communicate()
-        if p.returncode:
-            raise RuntimeError("raw encoder failed")
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    results = run_together([_child("raw", data=data, tok=tok, index=i, of=workers, method=method, out=out)
+                            for i in range(workers)], env, f"raw {method}")
     return {"seconds": max(r["seconds"] for r in results), "tokens": sum(r["tokens"] for r in results),
             "cpu_seconds": sum(r["cpu_seconds"] for r in results), "per_process": results}
 

@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from together import run_together
+
 TOKENS_PER_COPY = 359_345  # the built-in corpus with ModernBERT [CLS]/[SEP]
 ETTIN = str(Path(sys.executable).with_name("ettin-data"))
 
@@ -140,16 +142,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             encode = Tokenizer.from_file(args.tok).encode_batch
             texts = [json.loads(line)["text"] for line in lines]
         else:
-            import numpy as np
+            from ettin_data.engines.library import LIBRARIES
 
-            os.environ["FASTOKENS_BPE_THREADS"] = "1"
-            import fastokens
-
-            fast = fastokens.Tokenizer.from_file(args.tok)
-
-            def flat(texts: list[str]) -> tuple[Any, Any]:
-                ids, offsets = fast.encode_batch_flat(texts, add_special_tokens=True)
-                return np.frombuffer(ids, np.uint32), np.diff(np.frombuffer(offsets, np.uint64)).astype(np.int64)
+            flat = LIBRARIES["fastokens"].load(args.tok).encode  # the engine auto uses, alone
             flat(["warm up"])
             if args.child == "fastokens":
                 texts = [json.loads(line)["text"] for line in lines]
@@ -200,20 +195,7 @@ def run_floor(kind: str, data: Path, workers: int, scratch: Path, tok: str = "",
     env = {**os.environ, "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, __file__, "--child", kind, "--data", str(data), "--of", str(workers), "--scratch",
            str(scratch), "--tok", tok, "--docs", str(docs)]
-    procs = [subprocess.Popen([*cmd, "--index", str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=env) for i in range(workers)]
-    for p in procs:
-        if p.stdout.readline().strip() != "ready":
-            raise SystemExit(f"floor {kind} did not start")
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    res = []
-    for p in procs:
-        out, _ = p.communicate()
-        if p.returncode:
-            raise SystemExit(f"floor {kind} failed")
-        res.append(json.loads(out.strip().splitlines()[-1]))
+    res = run_together([[*cmd, "--index", str(i)] for i in range(workers)], env, f"floor {kind}")
     return {"seconds": max(r["seconds"] for r in res), "n": sum(r["n"] for r in res)}
 
 
