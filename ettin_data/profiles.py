@@ -40,14 +40,14 @@ from .jsonio import write_json_atomic
 from .mds import INDEX, UnitReader, read_index
 from .safefile import atomic_file
 
-__all__ = ["PROFILES", "DEFAULT", "FIX", "name", "output_columns", "source_column", "can_link", "compression",
-           "flat_dtype", "to_numpy", "is_flat", "read_flat", "verify_profile", "column_problem", "sample_problems",
-           "describe_flat",
-           "loader_warnings"]
+__all__ = ["PROFILES", "DEFAULT", "FIX", "CONVERTED", "name", "output_columns", "source_column", "can_link",
+           "compression", "flat_dtype", "to_numpy", "is_flat", "read_flat", "verify_profile", "column_problem",
+           "sample_problems", "describe_flat", "loader_warnings"]
 
 PROFILES = ("modernbert", "modernbert-streaming", "llm-foundry", "numpy")
 DEFAULT = "modernbert"
 FIX = "ettin-data finalize --for modernbert-streaming"
+CONVERTED = "ndarray:uint32"  # input_ids of another token layout (tokens, int64 bytes): what tokenize and chunk write
 HEADER, TOKENS, OFFSETS, METADATA = "header.json", "tokens.npy", "offsets.npy", "metadata.csv.gz"
 FLAT_FORMAT = "ettin-data flat tokens v1"
 _TOKEN_COLUMN = {"modernbert": "input_ids", "modernbert-streaming": "input_ids", "llm-foundry": "tokens"}

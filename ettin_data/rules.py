@@ -95,11 +95,17 @@ def _rule_violations(shard: Shard, rules: Rules
     if col is None:
         return 0, [None] * 4
     len_enc = encs[names.index("len")] if "len" in names else None
-    try:
-        start, count, dtype = shard.array_spans(col)
-    except ValueError:
-        return None
     parts = encs[names.index(col)].split(":")
+    if parts == ["bytes"]:  # int64 ids (ModernBERT's streaming layout, llm-foundry)
+        start, size = shard.spans(col)
+        if np.any(size % 8):
+            return None
+        count, dtype = size // 8, np.dtype("<i8")
+    else:
+        try:
+            start, count, dtype = shard.array_spans(col)
+        except ValueError:
+            return None
     if (len(parts) == 3 and "," in parts[2]) or (len_enc is not None and scalar_dtype(len_enc) is None):
         return None
     bos, eos, limit = rules
@@ -128,9 +134,14 @@ def check_samples_slow(path: Path, shard: Shard, rules: Rules
         ids = s.get("input_ids", s.get("tokens"))  # tokens: llm-foundry's column (finalize --for llm-foundry)
         if ids is None:
             continue
+        partial = False
+        if isinstance(ids, (bytes, memoryview)):  # int64 ids (ModernBERT's streaming layout, llm-foundry)
+            partial = len(ids) % 8 != 0
+            ids = np.frombuffer(ids, "<i8", len(ids) // 8)
         n = len(ids)
         tokens += n
         checks = {
+            "hold bytes that are not whole int64 ids": partial,
             _RULES[0]: "len" in s and s["len"] != n,
             _RULES[1].format(bos=bos): bos is not None and (n == 0 or int(ids[0]) != bos),
             _RULES[2].format(eos=eos): eos is not None and (n == 0 or int(ids[-1]) != eos),

@@ -1,6 +1,13 @@
 """Pieces shared by the ``sample`` stages and ``finalize``: the units of a token dataset and their token
 counts, placing whole units (zero-copy) or subsets of their samples, per-unit and per-dataset metadata.
 
+Samples are kept as they are, in whatever token layout the input has (``token_input.py``: ``input_ids`` or
+``tokens``, ndarray or int64 bytes); what sampling needs of the token column is each sample's token count
+(:meth:`TokenColumn.lengths`). A dataset another tool wrote is counted from its ids, never from its own
+``len`` column or ``stats.json``, and every id is checked against its tokenizer as it is read (``limit``:
+:attr:`TokenInput.check_limit`); ettin-data's own datasets are planned from their ``stats.json`` and their
+whole units linked without reading a sample.
+
 Every unit a sampling stage writes has the per-unit files of a token dataset (``stats.json``,
 ``token_decile.json``: ``tokenstats.py``), so sampled datasets can be sampled again.
 """
@@ -34,7 +41,7 @@ from .mds import (
 from .safefile import copy_file
 from .stage import Finished, Stage
 from .stats import Stats
-from .token_input import TokenInput, open_token_input, require_standard
+from .token_input import TokenInput, open_token_input, token_column
 from .tokenizer import save_tokenizer_json
 from .tokenstats import dataset_totals, recorded_tokens, unit_stats, write_dataset_stats, write_unit_files
 from .units import clear
@@ -42,8 +49,8 @@ from .zerocopy import link_or_copy, link_unit
 
 __all__ = [
     "SUMMARY_FILE", "UnitInfo", "single_input", "dataset_units", "unit_lengths", "unit_ids_lengths", "out_name",
-    "place_unit", "write_subset", "written_unit", "finish_dataset", "read_input", "copy_tokenizer", "same_tokenizer",
-    "foreign_records", "doc_hash", "rng_for", "SamplingStage",
+    "link_whole", "place_unit", "write_subset", "written_unit", "finish_dataset", "read_input", "copy_tokenizer",
+    "same_tokenizer", "foreign_records", "doc_hash", "rng_for", "SamplingStage",
 ]
 
 SUMMARY_FILE = "sampling_summary.json"
@@ -52,12 +59,14 @@ SUMMARY_FILE = "sampling_summary.json"
 @dataclass(frozen=True)
 class UnitInfo:
     """One unit of an input dataset: ``name`` relative to the dataset root ("" when the root itself is
-    the unit), ``path`` its folder, its sample and token counts."""
+    the unit), ``path`` its folder, its sample and token counts; ``limit``: the id range its ids are checked
+    against whenever they are read (a dataset another tool wrote; None for ettin-data's own)."""
 
     name: str
     path: str
     samples: int
     tokens: int
+    limit: int | None = None
 
 
 def single_input(cfg: Any) -> Path:
@@ -69,13 +78,10 @@ def single_input(cfg: Any) -> Path:
     return root
 
 
-def read_input(root: str | Path, cfg: Any, stage: str) -> TokenInput:
+def read_input(root: str | Path, cfg: Any) -> TokenInput:
     """A dataset a sampling stage or finalize reads: ettin-data's own, or another tool's given ``--tokenizer``
-    (``token_input.py``), whose ids must be ``input_ids`` ndarrays (samples are linked or copied as they are)."""
-    inp = open_token_input(root, getattr(cfg, "tokenizer", None), need_tokenizer=False)
-    if inp.foreign is not None:
-        require_standard(inp, stage)
-    return inp
+    (``token_input.py``), in any token layout it recognises."""
+    return open_token_input(root, getattr(cfg, "tokenizer", None), need_tokenizer=False)
 
 
 def foreign_records(inputs: Iterable[TokenInput]) -> dict[str, Any]:
@@ -84,44 +90,60 @@ def foreign_records(inputs: Iterable[TokenInput]) -> dict[str, Any]:
     return {"foreign": found} if found else {}
 
 
-def unit_lengths(path: str | Path) -> np.ndarray:
-    return unit_ids_lengths(path, with_ids=False)[1]
+def unit_lengths(path: str | Path, limit: int | None = None) -> np.ndarray:
+    return unit_ids_lengths(path, with_ids=False, limit=limit)[1]
 
 
-def unit_ids_lengths(path: str | Path, with_ids: bool = True) -> tuple[list[str], np.ndarray]:
-    """Document ids and token lengths of a unit's samples (only the ``id``/``len`` columns decoded; a unit
-    without ids, written by another tool, holds one document per sample: ``:<index>``)."""
+def unit_ids_lengths(path: str | Path, with_ids: bool = True, limit: int | None = None
+                     ) -> tuple[list[str], np.ndarray]:
+    """Document ids and token counts of a unit's samples, in any token layout: the counts read off the shard
+    bytes (:meth:`TokenColumn.lengths`; with ``limit``, every id checked), only the ``id`` column decoded. A unit
+    without ids, written by another tool, holds one document per sample: ``:<index>``."""
     reader = UnitReader(path)
-    if "input_ids" not in reader.columns:
-        raise InputError(f"{reader.dirname / INDEX}: no input_ids column (not a token dataset; run tokenize)")
-    has_len, has_id = "len" in reader.columns, "id" in reader.columns
-    cols = (["id"] if with_ids and has_id else []) + (["len"] if has_len else ["input_ids"])
-    ids, lengths = [], []
-    for i, s in enumerate(reader.iter_samples(cols)):
-        if with_ids:
-            ids.append(str(s["id"]) if has_id else f":{i}")
-        lengths.append(s["len"] if has_len else len(s["input_ids"]))
-    return ids, np.asarray(lengths, np.int64)
+    column = token_column(reader.columns, str(reader.dirname / INDEX))
+    ids: list[str] = []
+    lengths = [np.zeros(0, np.int64)]
+    for shard in reader.shards():
+        counts = column.lengths(shard, limit)
+        if with_ids and "id" in shard.entry.column_names:
+            ids += [str(v) for (v,) in shard.columns(("id",))]
+        elif with_ids:
+            ids += [f":{i}" for i in range(len(ids), len(ids) + len(counts))]
+        lengths.append(counts.astype(np.int64))
+    return ids, np.concatenate(lengths)
 
 
-def _unit_tokens(path: Path, samples: int) -> int:
-    """A unit's tokens: as its ``stats.json`` records them, else counted from its samples."""
-    tokens = recorded_tokens(path, samples)
-    return tokens if tokens is not None else int(unit_lengths(path).sum())
+def _unit_tokens(path: Path, samples: int, limit: int | None) -> int:
+    """A unit's tokens: as its ``stats.json`` records them, else (and always for another tool's data, ``limit``
+    given) counted from its ids."""
+    tokens = recorded_tokens(path, samples) if limit is None else None
+    return tokens if tokens is not None else int(unit_lengths(path, limit).sum())
 
 
-def dataset_units(root: str | Path) -> list[UnitInfo]:
-    """Every unit of a token dataset (sorted), with samples (index) and tokens (``stats.json``, or
-    counted from the ``len`` column when a unit has none)."""
+_COUNTED: dict[tuple[str, int], tuple[Any, list[UnitInfo]]] = {}  # another tool's datasets, counted once per run
+
+
+def dataset_units(root: str | Path, limit: int | None = None) -> list[UnitInfo]:
+    """Every unit of a token dataset (sorted), with samples (index) and tokens (``stats.json``, or counted from
+    the ids when a unit has none). ``limit``: a dataset another tool wrote (:attr:`TokenInput.check_limit`):
+    every unit is counted from its ids, each checked below ``limit`` (planning and finishing read it once: the
+    counts are kept while its indexes stay unchanged)."""
     root = Path(root)
     names = find_units(root)
     if not names:
         raise InputError(f"{root}: no MDS units found (expected a chunk output: unit folders with index.json)")
+    paths = [root / name if name else root for name in names]
+    key = (str(root.resolve()), limit or 0)
+    stamp = [(n, (p / INDEX).stat().st_mtime_ns, (p / INDEX).stat().st_size)
+             for n, p in zip(names, paths, strict=True)] if limit is not None else None
+    if stamp is not None and key in _COUNTED and _COUNTED[key][0] == stamp:
+        return _COUNTED[key][1]
     out = []
-    for name in names:
-        path = root / name if name else root
+    for name, path in zip(names, paths, strict=True):
         samples = read_index(path).samples
-        out.append(UnitInfo(name, str(path), samples, _unit_tokens(path, samples)))
+        out.append(UnitInfo(name, str(path), samples, _unit_tokens(path, samples, limit), limit))
+    if stamp is not None:
+        _COUNTED[key] = (stamp, out)
     return out
 
 
@@ -147,41 +169,58 @@ def _compression(index: Index) -> str | None:
     return "zstd" if comp and comp.split(":")[0] == "zstd" else None
 
 
-def place_unit(src: str | Path, dst: Path, info_tokens: int | None = None) -> Stats:
-    """Put a whole input unit at ``dst`` without copying shard bytes (hard links)."""
-    src = Path(src)
-    placed = link_unit(src, dst, extra_files=STATS_FILES)
-    samples = read_index(dst).samples
-    if not (dst / STATS_FILE).is_file() or not (dst / DECILE_FILE).is_file():
-        ids, lengths = unit_ids_lengths(dst)
-        write_unit_files(dst, unit_stats(ids, lengths), lengths)
-    tokens = info_tokens if info_tokens is not None else _unit_tokens(dst, samples)
+def link_whole(src: str | Path, dst: Path, extra_files: tuple[str, ...] = STATS_FILES) -> Stats:
+    """Hard-link the shards of the input unit ``src`` at ``dst`` (its index and ``extra_files`` copied); the
+    placement's stats (``units_linked``, ``bytes_linked``, ``bytes_copied``)."""
+    placed = link_unit(Path(src), dst, extra_files=extra_files)
     st = Stats()
-    st.add("samples", samples)
-    st.add("tokens", tokens)
     st.add("units_linked")
     st.add("bytes_linked", placed.linked_bytes)
     st.add("bytes_copied", placed.copied_bytes)
+    return st
+
+
+def place_unit(src: str | Path, dst: Path, info_tokens: int | None = None, limit: int | None = None) -> Stats:
+    """Put a whole input unit at ``dst`` without copying shard bytes (hard links). ettin-data's own unit keeps
+    its ``stats.json``/``token_decile.json`` and is not read; another tool's (``limit``: its id range) is read
+    once: every id checked, its stats files written from the counts (its own are not taken)."""
+    st = link_whole(src, dst, STATS_FILES if limit is None else ())
+    samples = read_index(dst).samples
+    tokens = info_tokens
+    if limit is not None or not (dst / STATS_FILE).is_file() or not (dst / DECILE_FILE).is_file():
+        ids, lengths = unit_ids_lengths(dst, limit=limit)
+        write_unit_files(dst, unit_stats(ids, lengths), lengths)
+        tokens = int(lengths.sum())
+    if tokens is None:
+        tokens = _unit_tokens(dst, samples, None)
+    st.add("samples", samples)
+    st.add("tokens", tokens)
     progress.advance(docs=samples, tokens=tokens)
     return st
 
 
-def write_subset(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray) -> Stats:
+def write_subset(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray, limit: int | None = None) -> Stats:
     """Write the samples of ``src`` whose indices are in ``keep`` (any order; written in unit order) as new
-    shards at ``dst`` (same columns and compression as the input), with stats.json/token_decile.json."""
+    shards at ``dst`` (same columns, token layout and compression as the input), with stats.json/token_decile.json.
+    ``limit``: another tool's data, whose every id is checked."""
     reader = UnitReader(src)
+    column = token_column(reader.columns, str(reader.dirname / INDEX))
     wanted = np.zeros(reader.num_samples, bool)
     idx = np.asarray(list(keep) if not isinstance(keep, np.ndarray) else keep, np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= reader.num_samples):
         raise InputError(f"{src}: sample index out of range (unit changed since planning? rerun)")
     wanted[idx] = True
     ids, lengths = [], []
+    i = 0
     with ShardWriter(dst, reader.columns, compression=_compression(reader.index)) as w:
-        for i, sample in enumerate(reader.iter_samples()):
-            if wanted[i]:
-                w.write(sample)
-                ids.append(sample.get("id", ""))
-                lengths.append(len(sample["input_ids"]))
+        for shard in reader.shards():
+            counts = column.lengths(shard, limit)
+            for k, sample in enumerate(shard.samples()):
+                if wanted[i + k]:
+                    w.write(sample)
+                    ids.append(sample.get("id", f":{i + k}"))  # without ids: one document per sample
+                    lengths.append(int(counts[k]))
+            i += len(counts)
     st = written_unit(dst, ids, lengths)
     st.add_lengths(lengths)
     progress.advance(docs=st["samples"], tokens=st["tokens"])
@@ -202,10 +241,11 @@ def written_unit(dst: Path, ids: list[Any], lengths: np.ndarray | list[int]) -> 
 
 
 def sample_unit(src: str | Path, dst: Path, keep: Iterable[int] | np.ndarray | None = None,
-                tokens: int | None = None) -> Stats:
+                tokens: int | None = None, limit: int | None = None) -> Stats:
     """One output unit of a ``sample`` stage, written into ``dst``: the whole input unit ``src`` hard-linked
-    (``keep`` None; ``tokens``: its known token count), else its samples ``keep`` written anew."""
-    return place_unit(src, dst, tokens) if keep is None else write_subset(src, dst, keep)
+    (``keep`` None; ``tokens``: its known token count), else its samples ``keep`` written anew. ``limit``: the id
+    range of another tool's data, every id of which is checked as it is read."""
+    return place_unit(src, dst, tokens, limit) if keep is None else write_subset(src, dst, keep, limit)
 
 
 def copy_tokenizer(src_roots: Iterable[str | Path], dst: Path, inputs: Iterable[TokenInput] = ()) -> None:
@@ -287,18 +327,17 @@ class SamplingStage(Stage):
     """A ``sample`` stage: what the four share (the one INPUT, the finished result), and a summary that shows
     the tokenizer by name and hash only."""
 
-    def one_input(self, cfg: Any) -> Path:
-        """The INPUT of a run that takes one dataset (budget, context, split), checked as :func:`read_input` does."""
+    def one_input(self, cfg: Any) -> tuple[Path, TokenInput]:
+        """The INPUT of a run that takes one dataset (budget, context, split), read as :func:`read_input` does."""
         root = single_input(cfg)
-        read_input(root, cfg, self.name)
-        return root
+        return root, read_input(root, cfg)
 
     def finish_one(self, cfg: Any, tasks: list[Any]) -> tuple[Path, dict[str, int], TokenInput]:
         """The output of a run from one INPUT finished as a sampled dataset: root index and ``stats.json`` over the
         plan's units, the input's ``tokenizer.json``; returns the output folder, its totals and the input."""
         out, src = Path(cfg.output), Path(cfg.inputs[0])
         totals = finish_dataset(out, [t.name for t in tasks])
-        inp = read_input(src, cfg, self.name)
+        inp = read_input(src, cfg)
         copy_tokenizer([src], out, [inp])
         return out, totals, inp
 

@@ -15,7 +15,9 @@ which gives the id range and the BOS/EOS and special ids. Layouts recognised, on
 ``id`` is optional (a sample without one is ``<unit>:<index>``), ``domain`` is kept. Checked before any unit
 runs, on the first shard of each input: ids are non-negative and below the tokenizer's id range (vocabulary and
 added tokens); when the tokenizer's post-processor adds tokens (``[CLS] ... [SEP]``) either every document
-carries them or none does. Every later document is checked against the id range as it is read.
+carries them or none does. Every id of every later shard is checked against the id range as a stage reads it
+(:meth:`TokenColumn.lengths` with :attr:`TokenInput.check_limit`; ettin-data's own datasets were checked when
+written and are not read again for it).
 """
 
 from __future__ import annotations
@@ -30,10 +32,9 @@ import numpy as np
 from .dataset import META, SPLITS, TOKENIZER_FILE, read_meta
 from .errors import ConfigError, InputError
 from .ids import id_bound
-from .mds import INDEX, find_units, load_shard, read_index
+from .mds import INDEX, Shard, find_units, load_shard, read_index
 
-__all__ = ["TokenColumn", "TokenInput", "token_column", "open_token_input", "id_limit", "check_ids",
-           "require_standard", "PROBE_SAMPLES"]
+__all__ = ["TokenColumn", "TokenInput", "token_column", "open_token_input", "id_limit", "check_ids", "PROBE_SAMPLES"]
 
 TOKEN_NAMES = ("input_ids", "tokens")
 PROBE_SAMPLES = 1000  # documents of the first shard checked before any unit runs
@@ -61,6 +62,52 @@ class TokenColumn:
         if arr.dtype.kind not in "iu" or arr.ndim != 1:
             raise InputError(f"{where}: {self.name} is a {arr.ndim}-D {arr.dtype} array, expected 1-D integer ids")
         return arr
+
+    def lengths(self, shard: Shard, limit: int | None = None) -> np.ndarray:
+        """The token count of every sample of ``shard``, read off the shard bytes for all samples at once (a typed
+        ndarray or int64 bytes column; sample by sample otherwise). With ``limit``, every id is checked to lie in
+        [0, limit): InputError naming the shard file and the sample (its index in that file) otherwise."""
+        span = self._spans(shard)
+        if span is None:
+            counts = []
+            for k, (value,) in enumerate(shard.columns((self.name,))):
+                ids = self.ids(value, f"{shard.path}: sample {k}")
+                if limit is not None:
+                    check_ids(ids, limit, f"{shard.path}: sample {k}")
+                counts.append(len(ids))
+            return np.asarray(counts, np.int64)
+        start, count, dtype = span
+        if limit is not None and count.size:
+            u8 = np.frombuffer(shard.data, np.uint8)
+            n = dtype.itemsize
+            flat = np.concatenate([u8[a:a + c * n] for a, c in zip(start.tolist(), count.tolist(), strict=True)])
+            flat = flat.view(dtype)
+            bad = (flat >= limit) | (flat < 0) if dtype.kind == "i" else flat >= limit
+            if bad.any():
+                ends = np.cumsum(count)
+                k = int(np.searchsorted(ends, int(np.argmax(bad)), side="right"))
+                check_ids(flat[int(ends[k] - count[k]):int(ends[k])], limit, f"{shard.path}: sample {k}")
+        return count
+
+    def _spans(self, shard: Shard) -> tuple[np.ndarray, np.ndarray, np.dtype] | None:
+        """(start, ids, dtype) of the column's values in every sample of ``shard``; None when they must be decoded
+        one by one (an ``ndarray`` without its type in the encoding, a value that is not 1-D)."""
+        if self.encoding == "bytes":
+            start, size = shard.spans(self.name)
+            odd = np.flatnonzero(size % 8)
+            if odd.size:
+                k = int(odd[0])
+                raise InputError(f"{shard.path}: sample {k}: {self.name} holds {int(size[k])} bytes, not whole "
+                                 "int64 ids")
+            return start, size // 8, np.dtype("<i8")
+        parts = self.encoding.split(":")
+        if len(parts) != 2:  # no type (decoded per value) or a fixed shape in the encoding (no header to read)
+            return shard.array_spans(self.name) if len(parts) == 3 else None
+        u8 = np.frombuffer(shard.data, np.uint8)
+        heads = u8[shard.spans(self.name)[0]]
+        if np.any(heads >> 2 != 1):  # a value of another rank: its one line comes from ids()
+            return None
+        return shard.array_spans(self.name)
 
 
 def token_column(columns: dict[str, str], where: str) -> TokenColumn:
@@ -104,6 +151,12 @@ class TokenInput:
     def limit(self) -> int | None:
         """One past the largest id the tokenizer can emit (vocabulary, added and special tokens)."""
         return id_limit(self.tokenizer) if self.tokenizer else None
+
+    @property
+    def check_limit(self) -> int | None:
+        """The id range every id is checked against as a stage reads it: the tokenizer's for a dataset another tool
+        wrote; None for ettin-data's own (its ids were checked when they were written)."""
+        return self.limit if self.foreign is not None else None
 
 
 def _meta_root(root: Path) -> dict[str, Any] | None:
@@ -252,14 +305,6 @@ def _refuse_windows(docs: list[np.ndarray], tok: dict[str, Any], where: str) -> 
             raise InputError(f"{where}: sample {k} holds separator id {int(d[1:-1][inner][0])} inside, and every "
                              f"sample has {len(d)} tokens: llm-foundry's concat_tokens windows join documents; "
                              "chunking needs one document per sample (convert and tokenize the text instead)")
-
-
-def require_standard(inp: TokenInput, stage: str) -> None:
-    """Sampling and finalize link or copy samples as they are: the ids must be ``input_ids`` ndarrays."""
-    if not inp.column.standard:
-        raise InputError(f"{inp.root}: token ids are in column {inp.column.name!r} ({inp.column.encoding}); {stage} "
-                         "keeps samples as they are and needs input_ids as an integer ndarray: run "
-                         f"'ettin-data chunk {inp.root} --tokenizer T' first (it writes input_ids chunks)")
 
 
 def check_ids(ids: np.ndarray, limit: int | None, where: str) -> None:

@@ -120,7 +120,7 @@ def test_split_at_scale_meets_fraction_and_rewrites_at_most_one_unit(lumpy, tmp_
     src, all_chunks = lumpy
     reads = []
     real = split.unit_ids_lengths
-    monkeypatch.setattr(split, "unit_ids_lengths", lambda p, *a: reads.append(p) or real(p, *a))
+    monkeypatch.setattr(split, "unit_ids_lengths", lambda p, *a, **k: reads.append(p) or real(p, *a, **k))
     s = _split(src, tmp_path / "out", fraction)
     assert len({str(p) for p in reads}) <= split.CUT_TRIES + 1  # planning reads ids of the cut candidates only
     train, val = read_chunks(tmp_path / "out" / "train"), read_chunks(tmp_path / "out" / "validation")

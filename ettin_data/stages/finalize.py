@@ -8,6 +8,12 @@ input shards instead when nothing else changes. ``--dtype``/``--columns`` narrow
 seed's ``decompress.py``. ``OUTPUT/manifest.json`` records per split and dataset the samples and tokens,
 the settings of every stage upstream, the tokenizer identity and the shard hashes; then the output is
 verified (``ettin_data.verify``) and the problems, if any, are returned in the summary.
+
+Any token layout ``token_input.py`` recognises is taken: ``input_ids`` ndarrays are kept (linked or decompressed
+whole), another layout (llm-foundry's ``tokens``, int64 bytes) is converted sample by sample to the ``input_ids``
+ndarray the profile writes (``profiles.CONVERTED``, or ``--dtype``); ids and counts are kept exactly. The shards of
+a dataset another tool wrote are read in the worker however they are placed, and every id is checked against its
+tokenizer (``FinalUnit.limit``).
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ from ..dataset import MANIFEST, SPLITS, read_meta
 from ..errors import ConfigError, InputError
 from ..ids import IdOverflow, check_fits, id_bound
 from ..jsonio import write_json_atomic
-from ..mds import ShardWriter, UnitReader, find_units, load_shard, read_index
+from ..mds import INDEX, ShardWriter, UnitReader, find_units, load_shard, read_index
 from ..rules import rules_of, stage_chain
 from ..sampling import (
     copy_tokenizer,
     finish_dataset,
     foreign_records,
+    link_whole,
     out_name,
     place_unit,
     read_input,
@@ -41,19 +48,21 @@ from ..sampling import (
 )
 from ..stage import Finished, Stage
 from ..stats import Stats
-from ..token_input import TokenInput
+from ..token_input import TokenInput, check_ids, token_column
 from ..verify import UnitCheck, verify, verify_finalized
 
 
 @dataclass(frozen=True)
 class FinalUnit:
     """A finalize task's unit: of ``split``, from the input dataset named ``dataset``; ``rules`` (BOS, EOS,
-    chunk size) and ``vocab`` are what its worker verifies (those of the final split)."""
+    chunk size) and ``vocab`` are what its worker verifies (those of the final split); ``limit``: the id range
+    every id of another tool's data is checked against as it is read (None: ettin-data's own)."""
 
     split: str
     dataset: str
     rules: tuple[int | None, int | None, int | None] = (None, None, None)
     vocab: int | None = None
+    limit: int | None = None
 
 
 __all__ = ["Finalize", "dataset_names"]
@@ -76,8 +85,19 @@ def dataset_names(cfg: FinalizeConfig) -> list[str]:
     return names
 
 
+def _input_columns(columns: dict[str, str]) -> dict[str, str]:
+    """A unit's columns as finalize reads them: its token column as ``input_ids``, an integer ndarray (another
+    layout, ``tokens`` or int64 bytes, is converted to ``profiles.CONVERTED``)."""
+    if not columns:
+        return {}
+    column = token_column(columns, "finalize input")
+    if column.standard:
+        return dict(columns)
+    return {**{k: v for k, v in columns.items() if k != column.name}, "input_ids": profiles.CONVERTED}
+
+
 def _columns(reader: UnitReader, cfg: FinalizeConfig) -> dict[str, str]:
-    cols = dict(reader.columns)
+    cols = _input_columns(reader.columns)
     if cfg.columns:
         missing = sorted(set(cfg.columns) - set(cols))
         if missing:
@@ -88,44 +108,49 @@ def _columns(reader: UnitReader, cfg: FinalizeConfig) -> dict[str, str]:
     return profiles.output_columns(cols, cfg)
 
 
-def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None, check: UnitCheck | None) -> Stats:
+def _rewrite(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None, check: UnitCheck | None,
+             limit: int | None = None) -> Stats:
     """Write the unit anew. When only the compression changes (the default profile on zstd input), each shard's
     sample bytes are written as they are behind a new header (:meth:`ShardWriter.write_shard`, the same files
-    as the per-sample path: tested); otherwise every sample is decoded and encoded for its new columns."""
-    st = _rewrite_unit(src, dst, cfg, compression, check)
+    as the per-sample path: tested); otherwise every sample is decoded and encoded for its new columns (another
+    token layout converted to ``input_ids`` on the way). ``limit``: every id checked (another tool's data)."""
+    st = _rewrite_unit(src, dst, cfg, compression, check, limit)
     progress.advance(docs=st["samples"], tokens=st["tokens"])
     return st
 
 
-def _rewrite_unit(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None, check: UnitCheck | None
-                  ) -> Stats:
+def _rewrite_unit(src: Path, dst: Path, cfg: FinalizeConfig, compression: str | None, check: UnitCheck | None,
+                  limit: int | None) -> Stats:
     reader = UnitReader(src)
+    column = token_column(reader.columns, str(src / INDEX))
     cols = _columns(reader, cfg)
     on_shard = check.add if check is not None else None
+    ids: list[Any] = []
     if cols == reader.columns and _whole_shards(cols):
-        ids: list[Any] = []
-        lengths: list[np.ndarray] = []
+        lengths = [np.zeros(0, np.int64)]
         with ShardWriter(dst, cols, compression=compression) as w:
             for shard in reader.shards():
+                lengths.append(column.lengths(shard, limit))
                 w.write_shard(shard)
-                ids += _ids(shard)
-                if "input_ids" in cols:
-                    lengths.append(shard.array_spans("input_ids")[1])
+                ids += _ids(shard, len(ids))
                 if on_shard is not None:
                     on_shard(shard)  # the samples just written (only the header differs)
-        return _unit_files(dst, ids, np.concatenate(lengths) if lengths else np.zeros(0, np.int64), check)
-    ids, lengths_ = [], []
+        return _unit_files(dst, ids, np.concatenate(lengths), check)
+    counts: list[int] = []
     with ShardWriter(dst, cols, compression=compression, on_shard=on_shard) as w:
-        for i, s in enumerate(reader.iter_samples()):
-            tok = s.get("input_ids")
-            if tok is not None:
-                lengths_.append(len(tok))
-            ids.append(s.get("id", ""))
-            try:  # ids are narrowed by the one guarded cast (ids.narrow): never wrapped
-                w.write({k: s[profiles.source_column(k)] for k in cols})
-            except IdOverflow as e:
-                raise IdOverflow(f"{src}: sample {i}: {e}; pass a wider --dtype") from None
-    return _unit_files(dst, ids, np.asarray(lengths_, np.int64), check)
+        for shard in reader.shards():
+            for k, s in enumerate(shard.samples()):
+                where = f"{shard.path}: sample {k}"
+                s["input_ids"] = tok = column.ids(s[column.name], where)  # tokens / int64 bytes: as ids
+                if limit is not None:
+                    check_ids(tok, limit, where)
+                counts.append(len(tok))
+                ids.append(s.get("id", f":{len(ids)}"))  # without ids: one document per sample
+                try:  # ids are narrowed by the one guarded cast (ids.narrow): never wrapped
+                    w.write({c: s[profiles.source_column(c)] for c in cols})
+                except IdOverflow as e:
+                    raise IdOverflow(f"{where}: {e}; pass a wider --dtype") from None
+    return _unit_files(dst, ids, np.asarray(counts, np.int64), check)
 
 
 def _whole_shards(cols: dict[str, str]) -> bool:
@@ -134,30 +159,28 @@ def _whole_shards(cols: dict[str, str]) -> bool:
     return cols.get("id", "str") == "str" and len(tok) == 2 and tok[0] == "ndarray"
 
 
-def _ids(shard: Any) -> list[Any]:
-    """The ``id`` of every sample as bytes ("" without an id column): only how many differ is used."""
+def _ids(shard: Any, first: int) -> list[Any]:
+    """The ``id`` of every sample as bytes (without an id column, one document per sample: ``:<index in the unit>``,
+    ``first`` being the shard's first): only how many differ is used."""
     if "id" not in shard.entry.column_names:
-        return [""] * shard.entry.samples
+        return [f":{first + i}" for i in range(shard.entry.samples)]
     pos, size = shard.spans("id")
     data = shard.data
     return [data[a:a + n] for a, n in zip(pos.tolist(), size.tolist(), strict=True)]
 
 
-def _restat(dst: Path, placed: Stats, check: UnitCheck | None) -> Stats:
-    """A unit of raw shards linked at ``dst``: each shard read once (size and hash checked when verifying) for
-    finalize's ``stats.json``/``token_decile.json`` (those a rewrite writes) and the check."""
+def _restat(dst: Path, placed: Stats, check: UnitCheck | None, limit: int | None = None) -> Stats:
+    """A unit of shards linked at ``dst``: each shard read once (size and hash checked when verifying; with
+    ``limit``, every id checked) for finalize's ``stats.json``/``token_decile.json`` (those a rewrite writes) and
+    the check."""
     reader = UnitReader(dst)
-    if not _whole_shards(reader.columns):  # other tools' columns: their stats.json stays as linked
-        if check is not None:
-            check.add_files(dst)
-        return placed
+    column = token_column(reader.columns, str(dst / INDEX)) if reader.index.shards else None
     ids: list[Any] = []
     lengths = [np.zeros(0, np.int64)]
     for entry in reader.index.shards:
         shard = load_shard(dst, entry, check_hash=check is not None)
-        ids += _ids(shard)
-        if "input_ids" in entry.column_names:
-            lengths.append(shard.array_spans("input_ids")[1])
+        lengths.append(column.lengths(shard, limit))
+        ids += _ids(shard, len(ids))
         if check is not None:
             check.add(shard)
     st = _unit_files(dst, ids, np.concatenate(lengths), check)
@@ -183,7 +206,7 @@ def _check_plan(cfg: FinalizeConfig, tok: dict[str, Any] | None, tasks: list[U.T
     if cfg.columns:
         for t in tasks:
             shards = read_index(t.source).shards
-            have = set(shards[0].column_names) if shards else set()
+            have = set(_input_columns(shards[0].columns)) if shards else set()
             missing = sorted(set(cfg.columns) - have)
             if shards and missing:
                 raise ConfigError(f"--columns: {t.source} has no column(s) {', '.join(missing)} (columns: "
@@ -225,6 +248,8 @@ class Finalize(Stage):
     finish_reads_shards = True
 
     def plan(self, cfg: FinalizeConfig) -> list[U.Task]:
+        read = self._inputs(cfg)
+        limits = {str(r.root): r.check_limit for r in read}
         tasks = []
         for src, name in zip(cfg.inputs, dataset_names(cfg), strict=True):
             root = Path(src)
@@ -236,32 +261,38 @@ class Finalize(Stage):
                     continue
                 for unit in find_units(root / split):
                     path = root / split / unit if unit else root / split
-                    tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path), (split, name)))
-        read = self._inputs(cfg)
+                    tasks.append(U.Task(f"{split}/{name}/{out_name(unit)}", str(path),
+                                        (split, name, limits[str(root / split)])))
         tok = same_tokenizer(read)
         _check_plan(cfg, tok, tasks)
         rules = {s: rules_of(_split_meta(self.name, cfg, s, tok, read)) for s in SPLITS}
-        return [U.Task(t.name, t.source, FinalUnit(*t.params, rules[t.params[0]], id_bound(tok))) for t in tasks]
+        return [U.Task(t.name, t.source, FinalUnit(split, name, rules[split], id_bound(tok), limit))
+                for t in tasks for split, name, limit in [t.params]]
 
     def _inputs(self, cfg: FinalizeConfig) -> list[TokenInput]:
         """Every split folder of every INPUT, as a token input (another tool's needs --tokenizer)."""
-        return [read_input(Path(i) / s, cfg, self.name) for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()]
+        return [read_input(Path(i) / s, cfg) for i in cfg.inputs for s in SPLITS if (Path(i) / s).is_dir()]
 
     def process_unit(self, task: U.Task, cfg: FinalizeConfig, dst: Path) -> Stats:
         src = Path(task.source)
         shards = read_index(src).shards
         compressed = any(s.compression for s in shards)
         same_columns = not cfg.columns or set(cfg.columns) >= set(shards[0].column_names if shards else [])
+        as_ids = not shards or token_column(shards[0].columns, str(src / INDEX)).standard  # no conversion needed
         p = task.params
         check = UnitCheck(p.rules, profiles.name(cfg), p.vocab) if cfg.verify and cfg.loader != "numpy" else None
-        if not cfg.dtype and same_columns and profiles.can_link(cfg, compressed):
-            st = place_unit(src, dst)
-            if profiles.name(cfg) == profiles.DEFAULT and not compressed:
-                st = _restat(dst, st, check)  # the unit decompressing would write: its stats.json too
-            elif check is not None:
-                check.add_files(dst)  # linked, not written: read once here, in the worker
+        if as_ids and not cfg.dtype and same_columns and profiles.can_link(cfg, compressed):
+            if p.limit is not None:  # another tool's shards: read once here, every id checked, stats files written
+                st = _restat(dst, link_whole(src, dst, ()), check, p.limit)
+                progress.advance(docs=st["samples"], tokens=st["tokens"])
+            else:
+                st = place_unit(src, dst)
+                if profiles.name(cfg) == profiles.DEFAULT and not compressed:
+                    st = _restat(dst, st, check)  # the unit decompressing would write: its stats.json too
+                elif check is not None:
+                    check.add_files(dst)  # linked, not written: read once here, in the worker
         else:
-            st = _rewrite(src, dst, cfg, profiles.compression(cfg, compressed), check)
+            st = _rewrite(src, dst, cfg, profiles.compression(cfg, compressed), check, p.limit)
         if check is not None and check.problems:
             st.add("problems", check.problems)
         return st

@@ -72,7 +72,7 @@ def choose_units(units: list[UnitInfo], target: int, rng: np.random.Generator, u
     if exact and total > target:
         last = picks[-1]
         need = target - (total - last.tokens)
-        lengths = unit_lengths(last.unit.path)
+        lengths = unit_lengths(last.unit.path, last.unit.limit)
         take = int(np.searchsorted(np.cumsum(lengths), need)) + 1  # first prefix reaching `need`
         picks[-1] = Pick(last.unit, last.repeat, take, int(lengths[:take].sum()))
     return picks
@@ -97,18 +97,18 @@ class Budget(SamplingStage):
     Config = BudgetConfig
 
     def plan(self, cfg: BudgetConfig) -> list[U.Task]:
-        root = self.one_input(cfg)
-        picks = choose_units(dataset_units(root), cfg.target_tokens, rng_for(cfg.seed, "budget"), cfg.upsample,
-                             cfg.exact, str(root))
+        root, inp = self.one_input(cfg)
+        picks = choose_units(dataset_units(root, inp.check_limit), cfg.target_tokens, rng_for(cfg.seed, "budget"),
+                             cfg.upsample, cfg.exact, str(root))
         return pick_tasks(picks)
 
     def process_unit(self, task: U.Task, cfg: Any, dst: Path) -> Stats:
         p: Pick = task.params
-        return sample_unit(task.source, dst, None if p.take is None else range(p.take), p.tokens)
+        return sample_unit(task.source, dst, None if p.take is None else range(p.take), p.tokens, p.unit.limit)
 
     def finish(self, cfg: BudgetConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out, totals, inp = self.finish_one(cfg, tasks)
-        available = sum(u.tokens for u in dataset_units(cfg.inputs[0]))
+        available = sum(u.tokens for u in dataset_units(cfg.inputs[0], inp.check_limit))
         rows = picks_summary(tasks, out)
         achieved = totals["total_tokens_written"]
         summary = {

@@ -11,6 +11,7 @@ hard-linked; other units get new shards holding the drawn chunks (in unit order)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,15 @@ from ..stats import Stats
 __all__ = ["Context"]
 
 
+@dataclass(frozen=True)
+class Draw:
+    """A context task's unit: the samples kept (None: all of them, linked) and, for another tool's data, the id
+    range its ids are checked against as they are read."""
+
+    keep: tuple[int, ...] | None
+    limit: int | None = None
+
+
 def _may_hold(path: Path, min_length: int) -> bool:
     """False when the unit's length buckets show no chunk of ``min_length`` tokens or more."""
     f = path / DECILE_FILE
@@ -58,14 +68,14 @@ class Context(SamplingStage):
         names = find_units(root)
         if not names:
             raise InputError(f"{root}: no MDS units found (expected a chunk output)")
-        read_input(root, cfg, self.name)
+        limit = read_input(root, cfg).check_limit
         unit_of, index_of, length_of, sizes = [], [], [], []
         for k, name in enumerate(names):
             path = root / name if name else root
             sizes.append(read_index(path).samples)
-            if not _may_hold(path, cfg.min_length):
+            if limit is None and not _may_hold(path, cfg.min_length):  # another tool's token_decile.json: not ours
                 continue
-            lengths = unit_lengths(path)
+            lengths = unit_lengths(path, limit)
             idx = np.flatnonzero(lengths >= max(1, cfg.min_length))
             unit_of.append(np.full(len(idx), k, np.int64))
             index_of.append(idx)
@@ -88,12 +98,12 @@ class Context(SamplingStage):
             idx = np.sort(index_a[chosen][units_a[chosen] == k])
             whole = len(idx) == sizes[k]
             tasks.append(U.Task(out_name(names[k]), str(root / names[k] if names[k] else root),
-                                None if whole else tuple(idx.tolist())))  # params: the samples kept, or all
+                                Draw(None if whole else tuple(idx.tolist()), limit)))
         return tasks
 
     def process_unit(self, task: U.Task, cfg: ContextConfig, dst: Path) -> Stats:
-        keep = task.params  # the samples kept, or None: the whole unit
-        return sample_unit(task.source, dst, None if keep is None else np.asarray(keep))
+        d: Draw = task.params
+        return sample_unit(task.source, dst, None if d.keep is None else np.asarray(d.keep), limit=d.limit)
 
     def finish(self, cfg: ContextConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out, totals, inp = self.finish_one(cfg, tasks)

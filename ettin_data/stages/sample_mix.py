@@ -118,11 +118,12 @@ class Mix(SamplingStage):
         _, sources = read_mix(_mixfile(cfg))
         for s in sources.values():
             require_complete(s["path"])
-        same_tokenizer(read_input(s["path"], cfg, self.name) for s in sources.values())
+        inputs = {name: read_input(s["path"], cfg) for name, s in sources.items()}
+        same_tokenizer(inputs.values())
         tasks = []
         for name, src in sources.items():
-            picks = choose_units(dataset_units(src["path"]), src["planned"], rng_for(cfg.seed, "mix", name),
-                                 upsample=True, exact=cfg.exact, where=src["path"])
+            picks = choose_units(dataset_units(src["path"], inputs[name].check_limit), src["planned"],
+                                 rng_for(cfg.seed, "mix", name), upsample=True, exact=cfg.exact, where=src["path"])
             tasks += pick_tasks(picks, prefix=f"{name}/")
         return tasks
 
@@ -132,15 +133,15 @@ class Mix(SamplingStage):
         for name in sources:  # each source is also a dataset of its own (its own root index and stats)
             finish_dataset(out / name, [t.name.split("/", 1)[1] for t in tasks if t.name.startswith(f"{name}/")])
         totals = finish_dataset(out, [t.name for t in tasks])
-        inputs = [read_input(s["path"], cfg, self.name) for s in sources.values()]
+        inputs = [read_input(s["path"], cfg) for s in sources.values()]
         tok = same_tokenizer(inputs)
         copy_tokenizer([s["path"] for s in sources.values()], out, inputs)
         rows = picks_summary(tasks, out)
         per_source = {}
-        for name, src in sources.items():
+        for (name, src), inp in zip(sources.items(), inputs, strict=True):
             mine = [r for r in rows if r["output"].startswith(f"{name}/")]
             achieved = sum(r["tokens"] for r in mine)
-            available = sum(u.tokens for u in dataset_units(src["path"]))
+            available = sum(u.tokens for u in dataset_units(src["path"], inp.check_limit))
             per_source[name] = {"path": src["path"], "planned": src["planned"], "achieved": achieved,
                                 "available": available, "factor": round(achieved / available, 6),
                                 "units": len(mine), "repeats": sum(1 for r in mine if r["repeat"])}

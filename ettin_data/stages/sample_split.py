@@ -51,11 +51,12 @@ __all__ = ["Split", "best_cut", "SPLITS"]
 @dataclass(frozen=True)
 class SplitPart:
     """Where a split task's unit goes: wholly to ``split``, or (``whole`` False) the documents of the cut unit
-    on ``split``'s side of ``threshold``."""
+    on ``split``'s side of ``threshold``; ``limit``: the id range of another tool's data (``UnitInfo.limit``)."""
 
     split: str
     threshold: int | None  # document hash threshold (see best_cut)
     whole: bool
+    limit: int | None = None
 
 
 CUT_TOLERANCE = 0.05  # a cut landing within 5% of the target is taken at once
@@ -92,8 +93,8 @@ class Split(SamplingStage):
     Config = SplitConfig
 
     def plan(self, cfg: SplitConfig) -> list[U.Task]:
-        root = self.one_input(cfg)
-        units = dataset_units(root)
+        root, inp = self.one_input(cfg)
+        units = dataset_units(root, inp.check_limit)
         total = sum(u.tokens for u in units)
         if total == 0:
             raise InputError(f"{root}: the input has no samples; nothing to split")
@@ -107,7 +108,7 @@ class Split(SamplingStage):
                 whole.add(u.name)
                 taken += u.tokens
                 continue
-            ids, lengths = unit_ids_lengths(Path(u.path))
+            ids, lengths = unit_ids_lengths(Path(u.path), limit=u.limit)
             cut = best_cut(_hashes(ids, cfg.seed), lengths, target - taken)
             err = abs(taken + cut.tokens - target)
             attempts += 1
@@ -133,24 +134,26 @@ class Split(SamplingStage):
         tasks = []
         for u in units:
             if u.name in whole:
-                tasks.append(U.Task(f"validation/{out_name(u.name)}", u.path, SplitPart("validation", None, True)))
+                tasks.append(U.Task(f"validation/{out_name(u.name)}", u.path,
+                                    SplitPart("validation", None, True, u.limit)))
             elif cut_unit is not None and u.name == cut_unit.name and cut.thr is not None:
                 for split in SPLITS:
-                    tasks.append(U.Task(f"{split}/{out_name(u.name)}", u.path, SplitPart(split, cut.thr, False)))
+                    tasks.append(U.Task(f"{split}/{out_name(u.name)}", u.path,
+                                        SplitPart(split, cut.thr, False, u.limit)))
             else:
-                tasks.append(U.Task(f"train/{out_name(u.name)}", u.path, SplitPart("train", None, True)))
+                tasks.append(U.Task(f"train/{out_name(u.name)}", u.path, SplitPart("train", None, True, u.limit)))
         return tasks
 
     def process_unit(self, task: U.Task, cfg: SplitConfig, dst: Path) -> Stats:
         p: SplitPart = task.params
         split, thr, whole = p.split, p.threshold, p.whole
         if whole:
-            st = place_unit(task.source, dst)
+            st = place_unit(task.source, dst, limit=p.limit)
         else:
             ids, _ = unit_ids_lengths(task.source)
             h = _hashes(ids, cfg.seed)
             mask = h <= np.uint64(thr) if split == "validation" else h > np.uint64(thr)
-            st = write_subset(task.source, dst, np.flatnonzero(mask))
+            st = write_subset(task.source, dst, np.flatnonzero(mask), p.limit)
         st.add(f"{split}.samples", st["samples"])
         st.add(f"{split}.tokens", st["tokens"])
         return st
@@ -158,7 +161,7 @@ class Split(SamplingStage):
     def finish(self, cfg: SplitConfig, stats: Stats, tasks: list[U.Task]) -> Finished:
         out = Path(cfg.output)
         src = Path(cfg.inputs[0])
-        inp = read_input(src, cfg, self.name)
+        inp = read_input(src, cfg)
         tok = inp.tokenizer
         totals = {}
         for split in SPLITS:
