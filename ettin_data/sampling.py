@@ -188,7 +188,7 @@ def place_unit(src: str | Path, dst: Path, info_tokens: int | None = None, limit
     samples = read_index(dst).samples
     tokens = info_tokens
     if limit is not None or not (dst / STATS_FILE).is_file() or not (dst / DECILE_FILE).is_file():
-        ids, lengths = unit_ids_lengths(dst, limit=limit)
+        ids, lengths = unit_ids_lengths(dst if limit is None else src, limit=limit)  # a bad id: named in its input
         write_unit_files(dst, unit_stats(ids, lengths), lengths)
         tokens = int(lengths.sum())
     if tokens is None:

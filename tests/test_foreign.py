@@ -17,7 +17,7 @@ from helpers_cli import cli, one_line
 
 from ettin_data import run
 from ettin_data.config import ChunkConfig, FinalizeConfig, SplitConfig
-from ettin_data.mds import ShardWriter, UnitReader, find_units, write_root_index
+from ettin_data.mds import ShardWriter, UnitReader, find_units, read_index, write_root_index
 from ettin_data.verify import verify
 
 SETTINGS = {"chunk_size": 128, "min_chunk_size": 32, "always_skip_size": 8, "backfill": True,
@@ -227,3 +227,153 @@ def test_published_chunks_sample_and_finalize_with_tokenizer(ref, tmp_path):
     assert manifest["tokenizer"]["name"] == "builtin:modernbert"
     got = read_chunks(tmp_path / "f1" / "train") + read_chunks(tmp_path / "f1" / "validation")
     assert sorted(got) == sorted(want)
+
+
+# ------------------------------------------------- sample and finalize on every token layout (issue 23)
+
+MODERNBERT_LIMIT = 50368  # one past ModernBERT's largest id
+LAYOUTS = {  # how other tools store the same documents: columns, compression
+    "tokens-ndarray": ({"id": "str", "tokens": "ndarray:int32"}, "zstd"),  # llm-foundry, ndarray
+    "tokens-bytes": ({"tokens": "bytes"}, "zstd"),  # llm-foundry's convert scripts: int64 bytes, no id column
+    "input_ids-bytes": ({"id": "str", "input_ids": "bytes"}, None),  # ModernBERT's streaming layout
+}
+
+
+def _write_foreign(root: Path, docs: list[tuple[str, np.ndarray]], columns: dict[str, str], compression: str | None,
+                   bad: int | None = None) -> Path:
+    """The documents as another tool writes them with MDSWriter, in a split layout: train/a and train/b (several
+    shards each), validation/v (the last 5 documents). ``bad``: this id replaces one of the last document of
+    train/b (the last sample of its last shard)."""
+    from streaming import MDSWriter
+
+    col = "tokens" if "tokens" in columns else "input_ids"
+    train, val = docs[:-5], docs[-5:]
+    half = len(train) // 2
+    for sub, part in (("train/a", train[:half]), ("train/b", train[half:]), ("validation/v", val)):
+        with MDSWriter(out=str(root / sub), columns=columns, compression=compression, size_limit=1 << 17) as w:
+            for k, (doc_id, ids) in enumerate(part):
+                ids = ids.astype(np.int64)
+                if bad is not None and sub == "train/b" and k == len(part) - 1:
+                    ids[len(ids) // 2] = bad
+                value = ids.tobytes() if columns[col] == "bytes" else ids.astype(columns[col].split(":")[1])
+                w.write({**({"id": doc_id} if "id" in columns else {}), col: value})
+    return root
+
+
+def _samples(root: Path) -> list[tuple[str | None, tuple[int, ...]]]:
+    """(id, token ids) of every sample through the root index, whatever the token layout."""
+    from ettin_data.token_input import token_column
+
+    reader = UnitReader(root)
+    col = token_column(reader.columns, str(root))
+    return [(s.get("id"), tuple(col.ids(s[col.name]).tolist())) for s in reader.iter_samples()]
+
+
+def _sample_runs(train: Path, out: Path, tokenizer: str) -> dict:
+    """sample split, budget (--exact: a trimmed unit), context and mix (upsampled) of a foreign train folder."""
+    from ettin_data.config import BudgetConfig, ContextConfig, MixConfig
+
+    common = {"workers": 1, "tokenizer": tokenizer}
+    (out / "mix.toml").write_text(f'total_tokens = 500_000\n[sources.lf]\npath = "{train}"\nproportion = 1.0\n')
+    return {
+        "mix": run(MixConfig(inputs=[str(out / "mix.toml")], output=str(out / "mix"), **common)),
+        "split": run(SplitConfig(inputs=[str(train)], output=str(out / "split"), validation_fraction=0.1, **common)),
+        "budget": run(BudgetConfig(inputs=[str(train)], output=str(out / "budget"), target_tokens=100_000,
+                                   exact=True, **common)),
+        "context": run(ContextConfig(inputs=[str(train)], output=str(out / "context"), num_tokens=20_000,
+                                     min_length=2000, **common)),
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(ref, tmp_path_factory):
+    """The same runs on the input_ids ndarray:uint32 form of the same documents (with and without an id column)."""
+    _, docs, _ = ref
+    done: dict[bool, Path] = {}
+
+    def get(with_id: bool) -> Path:
+        if with_id not in done:
+            base = tmp_path_factory.mktemp("reference")
+            cols = {"input_ids": "ndarray:uint32", **({"id": "str"} if with_id else {})}
+            _sample_runs(_write_foreign(base / "in", docs, cols, "zstd") / "train", base, "builtin:modernbert")
+            done[with_id] = base
+        return done[with_id]
+
+    return get
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_sample_and_finalize_take_every_token_layout(ref, reference, layout, tmp_path):
+    from test_finalize import _modernbert_read
+
+    _, docs, _ = ref
+    columns, compression = LAYOUTS[layout]
+    root = _write_foreign(tmp_path / "in", docs, columns, compression)
+    total = sum(len(ids) for _, ids in docs[:-5])
+    s = _sample_runs(root / "train", tmp_path, "builtin:modernbert")
+    want = reference("id" in columns)
+    # the same documents chosen, in the same order, with the same ids, as from input_ids ndarrays; columns kept
+    for out in ("split/train", "split/validation", "budget", "context", "mix"):
+        got = _samples(tmp_path / out)
+        assert got and got == _samples(want / out), out
+        assert UnitReader(tmp_path / out).columns == columns
+        assert cli("stats", "--verify", tmp_path / out).exit_code == 0, out
+    # token accounting: tokens in = tokens written (nothing is skipped by sampling)
+    assert s["split"]["train_tokens"] + s["split"]["validation_tokens"] == total
+    assert s["budget"]["input_tokens"] == total
+    assert s["budget"]["achieved_tokens"] == sum(len(ids) for _, ids in _samples(tmp_path / "budget"))
+    assert s["context"]["achieved_tokens"] == sum(len(ids) for _, ids in _samples(tmp_path / "context"))
+    assert s["mix"]["achieved_tokens"] == sum(len(ids) for _, ids in _samples(tmp_path / "mix")) >= 500_000
+    meta = json.loads((tmp_path / "split" / "train" / "ettin_meta.json").read_text())
+    assert meta["foreign"][0]["path"] == str(root / "train") and meta["foreign"][0]["token_column"] == \
+        ("tokens" if "tokens" in columns else "input_ids")
+    # finalize the split: input_ids ndarray:uint32, read as ModernBERT's streaming: false loader reads them
+    f = run(FinalizeConfig(inputs=[str(tmp_path / "split")], output=str(tmp_path / "final"), workers=1))
+    assert f["problems"] == []
+    for sp in ("train", "validation"):
+        assert [tuple(a.tolist()) for a in _modernbert_read(tmp_path / "final", sp)] == \
+            [ids for _, ids in _samples(tmp_path / "split" / sp)]
+        assert UnitReader(tmp_path / "final" / sp).columns["input_ids"] == "ndarray:uint32"
+    assert sum(e["tokens"] for e in f["splits"].values()) == total
+    manifest = json.loads((tmp_path / "final" / "manifest.json").read_text())
+    chain = manifest["datasets"]["split"]["stages"]
+    assert chain[-1]["stage"] == "sample split" and chain[-1]["foreign"][0]["encoding"] == columns[
+        "tokens" if "tokens" in columns else "input_ids"]
+    assert cli("stats", "--verify", tmp_path / "final").exit_code == 0
+    # finalize the foreign split layout directly (every id checked as its workers read it): the documents, exactly
+    f = run(FinalizeConfig(inputs=[str(root)], output=str(tmp_path / "direct"), workers=1,
+                           tokenizer="builtin:modernbert", loader="modernbert-streaming"))
+    assert f["problems"] == [] and f["splits"]["train"]["tokens"] == total
+    got = [tuple(np.frombuffer(s["input_ids"], np.int64).tolist())  # ModernBERT streaming: true's read
+           for s in UnitReader(tmp_path / "direct" / "train").iter_samples(["input_ids"])]
+    assert got == [tuple(ids.tolist()) for _, ids in docs[:-5]]
+    manifest = json.loads((tmp_path / "direct" / "manifest.json").read_text())
+    assert manifest["datasets"]["in"]["foreign"]["path"] == str(root / "train")
+    assert cli("stats", "--verify", tmp_path / "direct").exit_code == 0
+
+
+@pytest.mark.parametrize(("columns", "compression", "bad"), [
+    ({"id": "str", "input_ids": "ndarray:uint32"}, None, MODERNBERT_LIMIT),  # finalize links it, then reads
+    ({"id": "str", "input_ids": "ndarray:uint32"}, "zstd", MODERNBERT_LIMIT),  # finalize writes its shards whole
+    ({"tokens": "bytes"}, "zstd", -3),  # finalize converts it sample by sample
+], ids=["raw", "zstd", "tokens-bytes"])
+def test_a_bad_id_in_the_last_shard_stops_sample_and_finalize(ref, tmp_path, columns, compression, bad):
+    """The first shard is checked before any unit runs; an id outside the tokenizer in a LATER shard (the last
+    of the last unit) is found as the stage reads it: one line naming the shard file and the sample, exit 1, and
+    no output that looks complete."""
+    _, docs, _ = ref
+    root = _write_foreign(tmp_path / "in", docs, columns, compression, bad=bad)
+    last = read_index(root / "train" / "b").shards[-1]
+    shard = f"{root / 'train' / 'b' / last.stored.basename}: sample {last.samples - 1} "
+    line = one_line(cli("sample", "split", root / "train", "-o", tmp_path / "split", "-t", "builtin:modernbert",
+                        "--validation-fraction", "0.1"), 1, shard, f"token id {bad} outside")
+    assert not (tmp_path / "split").exists() or not find_units(tmp_path / "split"), line
+    res = cli("finalize", root, "-o", tmp_path / "final", "-t", "builtin:modernbert")
+    assert res.exit_code == 1
+    errors = [x for x in res.stderr.strip().splitlines() if x.startswith("error: unit ")]
+    assert len(errors) == 1 and errors[0].startswith("error: unit train/in/b: " + shard), res.stderr
+    assert f"token id {bad} outside" in errors[0]
+    assert (tmp_path / "final" / ".ettin_incomplete").exists() and not (tmp_path / "final" / "train" /
+                                                                          "index.json").exists()
+    assert not (tmp_path / "final" / "manifest.json").exists()
+    one_line(cli("stats", tmp_path / "final"), 1, "incomplete")  # readers refuse it

@@ -151,13 +151,14 @@ def _batches(reader: UnitReader, column: TokenColumn, unit: str, dtype: str, lim
 def _shard_documents(shard: Shard, column: TokenColumn, unit: str, out: np.dtype, limit: int | None,
                      k: int) -> Iterator[tuple[str, np.ndarray, str | None]]:
     """(id, ids, domain) of every sample of a shard another tool wrote (``k``: its first sample's index in the
-    unit). Ids of another type than ``out`` are checked against ``limit`` and converted; a sample without an id
-    is ``<unit>:<index>``."""
-    for doc_id, value, domain in shard.columns(("id", column.name, "domain")):
-        ids = column.ids(value, f"{shard.path}: sample {k}")
+    unit). Ids of another type than ``out`` are checked against ``limit`` and converted (a bad one names the shard
+    file and the sample's index in it); a sample without an id is ``<unit>:<index in the unit>``."""
+    for i, (doc_id, value, domain) in enumerate(shard.columns(("id", column.name, "domain"))):
+        where = f"{shard.path}: sample {i}"
+        ids = column.ids(value, where)
         if ids.dtype != out:  # another tool's ids (int64, bytes, ...): in the tokenizer's range, then stored
-            check_ids(ids, limit, f"{shard.path}: sample {k}")
-            ids = narrow(ids, out, f"{shard.path}: sample {k}")
+            check_ids(ids, limit, where)
+            ids = narrow(ids, out, where)
         if doc_id is None:
             doc_id = f"{unit}:{k}"
         elif not isinstance(doc_id, str):

@@ -19,7 +19,7 @@ tokenizer (``FinalUnit.limit``).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,19 +85,19 @@ def dataset_names(cfg: FinalizeConfig) -> list[str]:
     return names
 
 
-def _input_columns(columns: dict[str, str]) -> dict[str, str]:
-    """A unit's columns as finalize reads them: its token column as ``input_ids``, an integer ndarray (another
-    layout, ``tokens`` or int64 bytes, is converted to ``profiles.CONVERTED``)."""
+def _input_columns(columns: dict[str, str], where: str) -> dict[str, str]:
+    """A unit's columns (of its index at ``where``) as finalize reads them: its token column as ``input_ids``, an
+    integer ndarray (another layout, ``tokens`` or int64 bytes, is converted to ``profiles.CONVERTED``)."""
     if not columns:
         return {}
-    column = token_column(columns, "finalize input")
+    column = token_column(columns, where)
     if column.standard:
         return dict(columns)
     return {**{k: v for k, v in columns.items() if k != column.name}, "input_ids": profiles.CONVERTED}
 
 
 def _columns(reader: UnitReader, cfg: FinalizeConfig) -> dict[str, str]:
-    cols = _input_columns(reader.columns)
+    cols = _input_columns(reader.columns, str(reader.dirname / INDEX))
     if cfg.columns:
         missing = sorted(set(cfg.columns) - set(cols))
         if missing:
@@ -169,17 +169,19 @@ def _ids(shard: Any, first: int) -> list[Any]:
     return [data[a:a + n] for a, n in zip(pos.tolist(), size.tolist(), strict=True)]
 
 
-def _restat(dst: Path, placed: Stats, check: UnitCheck | None, limit: int | None = None) -> Stats:
+def _restat(dst: Path, placed: Stats, check: UnitCheck | None, limit: int | None = None,
+            src: Path | None = None) -> Stats:
     """A unit of shards linked at ``dst``: each shard read once (size and hash checked when verifying; with
-    ``limit``, every id checked) for finalize's ``stats.json``/``token_decile.json`` (those a rewrite writes) and
-    the check."""
+    ``limit``, every id checked, a bad one named in its input file under ``src``) for finalize's
+    ``stats.json``/``token_decile.json`` (those a rewrite writes) and the check."""
     reader = UnitReader(dst)
     column = token_column(reader.columns, str(dst / INDEX)) if reader.index.shards else None
     ids: list[Any] = []
     lengths = [np.zeros(0, np.int64)]
     for entry in reader.index.shards:
         shard = load_shard(dst, entry, check_hash=check is not None)
-        lengths.append(column.lengths(shard, limit))
+        named = replace(shard, path=src / shard.path.relative_to(dst)) if src is not None else shard
+        lengths.append(column.lengths(named, limit))
         ids += _ids(shard, len(ids))
         if check is not None:
             check.add(shard)
@@ -206,7 +208,7 @@ def _check_plan(cfg: FinalizeConfig, tok: dict[str, Any] | None, tasks: list[U.T
     if cfg.columns:
         for t in tasks:
             shards = read_index(t.source).shards
-            have = set(_input_columns(shards[0].columns)) if shards else set()
+            have = set(_input_columns(shards[0].columns, str(Path(t.source) / INDEX))) if shards else set()
             missing = sorted(set(cfg.columns) - have)
             if shards and missing:
                 raise ConfigError(f"--columns: {t.source} has no column(s) {', '.join(missing)} (columns: "
@@ -283,7 +285,7 @@ class Finalize(Stage):
         check = UnitCheck(p.rules, profiles.name(cfg), p.vocab) if cfg.verify and cfg.loader != "numpy" else None
         if as_ids and not cfg.dtype and same_columns and profiles.can_link(cfg, compressed):
             if p.limit is not None:  # another tool's shards: read once here, every id checked, stats files written
-                st = _restat(dst, link_whole(src, dst, ()), check, p.limit)
+                st = _restat(dst, link_whole(src, dst, ()), check, p.limit, src)
                 progress.advance(docs=st["samples"], tokens=st["tokens"])
             else:
                 st = place_unit(src, dst)
