@@ -133,7 +133,7 @@ def dataset_units(root: str | Path, limit: int | None = None) -> list[UnitInfo]:
     if not names:
         raise InputError(f"{root}: no MDS units found (expected a chunk output: unit folders with index.json)")
     paths = [root / name if name else root for name in names]
-    key = (str(root.resolve()), limit or 0)
+    key = (str(root), limit or 0)
     stamp = [(n, (p / INDEX).stat().st_mtime_ns, (p / INDEX).stat().st_size)
              for n, p in zip(names, paths, strict=True)] if limit is not None else None
     if stamp is not None and key in _COUNTED and _COUNTED[key][0] == stamp:
