@@ -130,6 +130,8 @@ def _run_stage(stage: Stage, ws: Workspace, quiet: bool, log: Any) -> dict[str, 
     t0 = time.monotonic()
     # the workers start now: their start-up overlaps the planning, checks and stage.prepare below
     with prestart(ws.cfg, type(stage).__module__) as pool:
+        if pool is not None and log is not None:
+            log.workers_started(pool.n, pool.ctx.method)
         summary = _run_stage_with(stage, ws, quiet, log, pool)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     return summary
@@ -196,7 +198,7 @@ def _finish(stage: Stage, ws: Workspace, p: Plan, ran: dict[str, Stats]) -> dict
     from their ``.done``."""
     cfg, names = ws.cfg, [t.name for t in p.tasks]
     ws.pull_units(names)  # remote: the units' small files (index.json, .done, stats) come back for finish()
-    stats = sum((ran[n] if n in ran else U.read_done(ws.output / n) for n in names), Stats())
+    stats = Stats.total(ran[n] if n in ran else U.read_done(ws.output / n) for n in names)
     done = stage.finish(cfg, stats, p.tasks)
     meta = {
         "stage": stage.name,

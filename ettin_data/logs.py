@@ -50,6 +50,10 @@ class RunLog:
         """The run's :class:`driver.Plan` (tasks, this rank's share, those already done)."""
         self.plan = plan
 
+    def workers_started(self, count: int, start: str) -> None:
+        """The prestarted pool: how many workers, and how they started (``fork`` or ``spawn``)."""
+        self.events.append({"event": "workers", "count": count, "start": start})
+
     def _local_output(self) -> Path | None:
         out = getattr(self.cfg, "output", None)
         if not out or is_remote(out):

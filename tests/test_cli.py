@@ -378,3 +378,20 @@ def test_ctrl_c_exits_130_keeps_finished_units_and_logs_it(tmp_path: Path) -> No
     (log,) = _logs(out)
     assert log[-1]["exit_code"] == 130 and log[-1]["error"] == "interrupted"
     assert [(u["unit"], u["status"]) for u in log[1:-1]] == [("big", "unfinished")]
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--help"], 0), (["tokenize", "/nonexistent-input"], 2),
+                                            (["stats", "/nonexistent-input"], 1)])
+def test_the_command_exits_with_its_code_after_every_atexit_handler(args: list[str], code: int) -> None:
+    """main() leaves without the interpreter's teardown (cli._exit): the same exit code, every atexit handler
+    run, everything printed (stdout to a pipe) delivered."""
+    prog = ("import atexit, sys\nfrom ettin_data.cli import main\n"
+            "atexit.register(lambda: print('atexit ran', flush=True))\n"
+            f"sys.argv = ['ettin-data', *{args!r}]\nmain()")
+    res = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True)
+    assert res.returncode == code, res.stderr
+    assert res.stdout.rstrip().endswith("atexit ran")
+    if code == 0:
+        assert "Usage: ettin-data" in res.stdout
+    else:
+        assert res.stderr.startswith("error: ")

@@ -221,3 +221,23 @@ def test_spans_and_array_spans_match_decoding(tmp_path):
             assert np.array_equal(np.frombuffer(shard.data, wdtype, int(wcount[j]), int(wpos[j])), r["w"])
         k += len(start)
     assert k == len(rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.dictionaries(st.sampled_from(["a", "b", "skipped.x"]), st.integers(0, 5)),
+                          st.lists(st.integers(0, 40), max_size=30)), max_size=12))
+def test_stats_total_is_the_sum(parts) -> None:
+    """Stats.total (one pass, what a run's finish uses) equals sum(..., Stats()) (``+``): the same counters, zero
+    counts dropped, the same length histogram."""
+    from ettin_data.stats import Stats
+
+    stats = []
+    for counts, lengths in parts:
+        s = Stats()
+        for k, n in counts.items():
+            s.add(k, n)
+        s.add_lengths(lengths)
+        stats.append(s)
+    total, summed = Stats.total(stats), sum(stats, Stats())
+    assert total.counts == summed.counts and dict(total.counts) == dict(summed.counts)
+    assert dict(total.lengths) == dict(summed.lengths) and total.to_json() == summed.to_json()

@@ -100,7 +100,7 @@ class Describe(Command):
                 if warnings := loader_warnings(p):
                     d["warnings"] = warnings
         hists = [d.pop("_hist") for d in datasets]
-        hist = sum((Stats(lengths=h) for h in hists), Stats())
+        hist = Stats.total(Stats(lengths=h) for h in hists)
         if len(datasets) == 1:
             summary = dict(datasets[0])
         else:

@@ -182,12 +182,12 @@ class Prepare(Stage):
         keep_text, keep_tokens = _kept(cfg)
         if keep_text is not None:  # as convert finishes its output
             convert.Convert().finish(sub_config(ConvertConfig, cfg, output=str(keep_text)),
-                                     sum((U.read_done(keep_text / t.name) for t in tasks), Stats()), tasks)
+                                     Stats.total(U.read_done(keep_text / t.name) for t in tasks), tasks)
             kept["keep_text"] = meta_convert
         if keep_tokens is not None:  # as tokenize finishes its output
             own = [U.Task(u) for u in units]
             tok_done = tokenize.Tokenize().finish(sub_config(TokenizeConfig, cfg, output=str(keep_tokens)),
-                                                  sum((U.read_done(keep_tokens / u) for u in units), Stats()), own)
+                                                  Stats.total(U.read_done(keep_tokens / u) for u in units), own)
             kept["keep_tokens"] = {**meta_tokenize, "tokenizer": tok_done.meta["tokenizer"]}
         skipped = {k.split(".", 1)[1]: v for k, v in sorted(stats.counts.items()) if k.startswith("skipped.")}
         return Finished({"tokenizer": ident, "engine": engine, "documents_in": stats["documents_in"],
