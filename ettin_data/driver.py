@@ -128,10 +128,10 @@ def open_workspace(cfg: Any, command: Any) -> Iterator[Workspace]:
 @handle_signals()  # SIGTERM/SIGHUP stop the run like Ctrl-C: workers stopped, finished units kept, no root index
 def _run_stage(stage: Stage, ws: Workspace, quiet: bool, log: Any) -> dict[str, Any]:
     t0 = time.monotonic()
-    # the workers start now: their start-up overlaps the planning, checks and stage.prepare below
-    with prestart(ws.cfg, type(stage).__module__) as pool:
-        if pool is not None and log is not None:
-            log.workers_started(pool.n, pool.ctx.method)
+    # spawned workers start now (their start-up overlaps the planning, checks and stage.prepare below); forked
+    # ones when the units start, inheriting what check and prepare loaded (executors/local.py)
+    started = (lambda method: log.workers_started(ws.cfg.workers, method)) if log is not None else (lambda m: None)
+    with prestart(ws.cfg, type(stage).__module__, started) as pool:
         summary = _run_stage_with(stage, ws, quiet, log, pool)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     return summary
@@ -180,6 +180,8 @@ def _run_stage_with(stage: Stage, ws: Workspace, quiet: bool, log: Any, pool: An
 def _run_units(stage: Stage, ws: Workspace, p: Plan, quiet: bool, pool: Any = None) -> dict[str, Stats]:
     """Run the plan's units left to do; the stats of each (what its ``.done`` records)."""
     cfg = ws.cfg
+    if pool is not None and pool.serves(len(p.todo), cfg.workers):
+        pool.launch()  # before the progress display's thread: a single-threaded driver forks its workers
     with Display(stage.name, len(p.mine), quiet=quiet) as display:
         for _ in p.done:
             display.unit_done()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from . import engines
 from .config import TokenizeConfig
 from .dataset import TOKENIZER_FILE
 from .engines import Checked, Choice, Mismatch
+from .engines.ahead import parsing_ahead
 from .errors import ConfigError
 from .ids import fits, max_token_id, narrow
 from .stats import Stats
@@ -48,7 +50,10 @@ def resolve(cfg: TokenizeConfig, *, again: bool = False) -> tuple[bytes, Any]:
     if again and _RESOLVED.get("cfg") == cfg:
         return _RESOLVED["val"]
     raw, where = read_tokenizer(cfg.tokenizer)
-    tok = tokenizer_from_bytes(raw, where)
+    # the fast engine parses the file meanwhile, for this process and the workers it forks (engines/ahead.py)
+    ahead = parsing_ahead(cfg.engine, raw, cfg.split_special_tokens) if cfg.executor == "local" else nullcontext()
+    with ahead:
+        tok = tokenizer_from_bytes(raw, where)
     if cfg.special_tokens:
         check_template(tok, where)
     if cfg.dtype != "uint32":  # tokenizers' ids are u32: only a narrower type needs the largest id

@@ -10,7 +10,8 @@
   shared by the ranks of a ``--rank/--world`` run, so a plain run and a rank run exclude each other while the
   ranks of one run share the output. Each rank also holds ``.ettin_lock.rank<R>`` (the same rank twice is
   refused) and ``.ettin_lock.world<W>`` (ranks of another ``--world`` are refused). The kernel releases them
-  when the process ends, so a crash never leaves a stale lock. A run learns whether it holds the output alone
+  when the process ends, so a crash never leaves a stale lock; a process forked from the holder (a pool
+  worker) closes its copies at once and so never holds it. A run learns whether it holds the output alone
   (a plain run always; a rank when no other rank runs): only then may it sweep stale temporaries.
   Lock files are opened without following links and must be plain files with one name (a planted link or
   hard link is refused: the lock writes its holder into the file).
@@ -36,6 +37,20 @@ __all__ = ["check_overlap", "owned_units", "record_units", "output_lock", "units
 
 UNITS_FILE = ".ettin_units.json"
 LOCK_FILE = ".ettin_lock"
+_HELD: set[int] = set()  # the lock files' descriptors this process holds
+
+
+def _forget_locks() -> None:
+    """In a forked child: close the inherited lock descriptors (a lock lives until its last descriptor is
+    closed, so a worker that kept them would hold the output after its driver released it)."""
+    for fd in _HELD:
+        with suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_forget_locks)
 
 
 def _flag(option: str) -> str:
@@ -162,6 +177,7 @@ def _take(path: Path, op: int) -> int | None:
         except FileNotFoundError:
             same = False
         if same:
+            _HELD.add(fd)
             return fd
         os.close(fd)
     return None
@@ -180,6 +196,7 @@ def _release(fd: int, path: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if os.fstat(fd).st_ino == os.lstat(path).st_ino:
             path.unlink()
+    _HELD.discard(fd)
     os.close(fd)
 
 

@@ -20,7 +20,7 @@ from ettin_data import encoder, engines, run
 from ettin_data.config import TokenizeConfig
 from ettin_data.corpus import python_docs
 from ettin_data.dataset import read_meta
-from ettin_data.engines import fastokens_engine, threads, tokie_engine
+from ettin_data.engines import ahead, fastokens_engine, threads, tokie_engine
 from ettin_data.engines import guard as G
 from ettin_data.engines.library import LIBRARIES, Library
 from ettin_data.errors import ConfigError
@@ -41,8 +41,10 @@ def files(modernbert_json: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 def _fresh_worker_cache():
     """Engines are cached per process: every test starts and ends without one."""
     encoder._WORKER.clear()
+    ahead._PARSED.clear()
     yield
     encoder._WORKER.clear()
+    ahead._PARSED.clear()
 
 
 def _select(path: Path, requested: str = "auto", split: bool = False, verify: str = "sample"):
@@ -559,3 +561,35 @@ def test_a_redone_unit_reaches_the_progress_bar_once(tmp_path: Path, text_datase
     assert seen == [st_["documents_in"], st_["tokens_written"]] and st_["documents_in"] > 16
 
 
+
+
+@pytest.mark.parametrize(("name", "requested", "library"), [
+    ("modernbert", "auto", "fastokens"), ("dolma2", "auto", "fastokens"), ("mistral-v1", "auto", "fastokens"),
+    ("modernbert", "fastokens", "fastokens"), ("modernbert", "tokenizers", None), ("modernbert", "tokie", None),
+    ("wordpiece-cased", "auto", None)])
+def test_the_tokenizer_parsed_ahead_is_the_one_the_engine_uses(files, name: str, requested: str,
+                                                               library: str | None) -> None:
+    """engines/ahead.py: the fast library auto tries first parses the file in a thread while tokenizers parses
+    it (encoder.resolve); the thread has left the process when the context ends (a fork must see one thread);
+    the Engine built from exactly those bytes takes the parsed tokenizer (once) and encodes as the reference;
+    other bytes, or engines that do not parse ahead (tokie has its binary cache, nanotoken is quick), get nothing."""
+    data = files[name].read_bytes()
+    assert ahead.guess(requested, data, False) == library
+    before = ahead._threads()
+    with ahead.parsing_ahead(requested, data):
+        tok = Tokenizer.from_str(data.decode())
+    assert ahead._threads() == before
+    if library is None:
+        assert not ahead._PARSED
+        return
+    (parsed,) = ahead._PARSED.values()
+    engine = LIBRARIES[library].load(files[name], data)
+    assert engine.tok is parsed and not ahead._PARSED  # taken, once
+    texts = [*EDGE[:50], "naïve café 日本語 😀"]
+    ids, lengths = engine.encode(texts, True)
+    ref = tok.encode_batch(texts)
+    assert lengths.tolist() == [len(e.ids) for e in ref] and ids.tolist() == [i for e in ref for i in e.ids]
+    assert LIBRARIES[library].load(files[name], data).tok is not parsed  # a second engine parses again
+    with ahead.parsing_ahead(requested, data):
+        pass
+    assert ahead.take(library, data + b" ") is None and ahead.take(library, data) is not None

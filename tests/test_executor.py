@@ -77,6 +77,7 @@ def test_a_stopped_pool_kills_its_workers_mid_task(start) -> None:
     from ettin_data.executors.local import Pool
 
     pool = Pool(2)
+    pool.launch()
     assert pool.ctx.method == start
     for _ in range(2):
         pool.executor.submit(time.sleep, 60)

@@ -201,6 +201,33 @@ def _plant(out: Path) -> None:
     (out / "src" / ".split_00009.partial" / "shard.00000.mds.zstd").write_text("half")
 
 
+def test_a_process_forked_by_the_lock_holder_holds_no_lock_descriptor(tmp_path):
+    """Pool workers are forked inside the driver's lock (executors/local.py): they close their copies of the lock
+    descriptors at once (a lock lives until its last descriptor is closed), and the output is free once the
+    driver releases it, whatever its workers still do."""
+    from ettin_data import outputs
+
+    out = tmp_path / "out"
+    with outputs.output_lock(out, 0, 2):  # a rank's three locks
+        held = sorted(outputs._HELD)
+        assert len(held) == 3
+        pid = os.fork()
+        if pid == 0:  # the child: every lock descriptor closed, then it outlives the lock by a moment
+            closed = []
+            for fd in held:
+                try:
+                    os.fstat(fd)
+                except OSError:
+                    closed.append(fd)
+            time.sleep(1.0)
+            os._exit(0 if closed == held else 1)
+    try:
+        with outputs.output_lock(out):  # refused ("in use by another run") if the child still held it
+            pass
+    finally:
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def test_stale_temporaries_are_swept_by_a_run_alone_on_its_output(chunks, tmp_path):
     out = tmp_path / "out"
     split = ("sample", "split", chunks, "-o", out, "--validation-fraction", "0.3")

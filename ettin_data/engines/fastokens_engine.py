@@ -5,31 +5,41 @@ little-endian uint32 bytes plus uint64 offsets: no per-document Python objects.
 Threads: it splits work over ``FASTOKENS_BPE_THREADS`` threads and a rayon pool, started at first use; the
 variable is set to the worker's budget before loading and every call runs pinned (``threads.py``), so its
 threads inherit the worker's CPUs. It has no binary form of a loaded tokenizer (~0.25 s to parse
-ModernBERT's tokenizer.json, once per worker process), so nothing is cached per user for it.
+ModernBERT's tokenizer.json), so nothing is cached per user for it; the driver parses it while it checks the
+tokenizer and forked workers inherit that (``ahead.py``). The threads variable is read at the first encode,
+not at the parse (measured), so a tokenizer parsed in the driver runs on the worker's budget.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from . import ahead
 from .library import LIBRARIES
 from .threads import pinned, thread_budget
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "parse"]
+
+
+def parse(data: bytes) -> Any:
+    """The fastokens tokenizer of the tokenizer.json bytes ``data``."""
+    import fastokens
+
+    return fastokens.Tokenizer.from_json_str(data.decode("utf-8"))
 
 
 class Engine:
     name = "fastokens"
 
     def __init__(self, path: str | Path, data: bytes | None = None, split_special_tokens: bool = False):
-        import fastokens
 
         os.environ["FASTOKENS_BPE_THREADS"] = str(thread_budget())
-        text = (data if data is not None else Path(path).read_bytes()).decode("utf-8")
-        self.tok = fastokens.Tokenizer.from_json_str(text)
+        data = data if data is not None else Path(path).read_bytes()
+        self.tok = ahead.take(self.name, data) or parse(data)
         self.tok.no_truncation()
         self.tok.no_padding()
         self.split = split_special_tokens

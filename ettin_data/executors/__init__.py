@@ -17,15 +17,17 @@ __all__ = ["run_tasks", "prestart", "Outcome", "worker_env", "WORKER_DIED"]
 
 
 @contextmanager
-def prestart(cfg: Any, warm: str | None = None) -> Iterator[Any]:
-    """Workers started ahead of the tasks (the local pool; None for Ray or one worker), to pass to
-    :func:`run_tasks`: their start-up overlaps the driver's planning. ``warm``: a module they import."""
+def prestart(cfg: Any, warm: str | None = None, on_launch: Callable[[str], None] = lambda m: None) -> Iterator[Any]:
+    """The local pool (None for Ray or one worker), to pass to :func:`run_tasks`: spawned workers start now
+    (their start-up overlaps the driver's planning; ``warm``: a module they import), forked ones at
+    ``pool.launch()``, once the driver has loaded what they inherit (``executors/local.py``); ``on_launch(start
+    method)`` is told when they start."""
     if getattr(cfg, "executor", "local") != "local" or getattr(cfg, "workers", 1) <= 1:
         yield None
         return
     from .local import prestart as local_prestart
 
-    with local_prestart(cfg, warm) as pool:
+    with local_prestart(cfg, warm, on_launch) as pool:
         yield pool
 
 

@@ -1,14 +1,16 @@
 """The local executor: a process pool (or, for one worker, this process). A worker that dies costs only the
 task it was running; Ctrl-C/SIGTERM stop every worker (SIGTERM, then SIGKILL).
 
-Workers are forked when that is safe, else spawned (:func:`start_method`). A forked worker inherits the
-driver's imports and starts in ~10 ms; a spawned one starts a new interpreter and imports the stage again
-(~0.3 s and ~0.3 CPU-s each: measured, the largest part of a short run's fixed cost on 2 cores). Forking is
-safe only while the driver has one thread (a thread holding a lock at the fork would leave it held forever in
-the child): the CLI keeps its process single-threaded up to the prestarted pool (one OpenBLAS thread, no
-engine loaded yet), so a run from the command line forks; a pool started later (after a worker died, once the
-progress display runs) or from a program with threads is spawned. Either way a worker runs the same code on
-the same inputs: outputs are byte-identical (tested)."""
+Workers are forked when that is safe, else spawned (:func:`start_method`). A forked worker inherits what the
+driver has loaded (its imports; tokenize's parsed tokenizer and fast engine) and starts in ~10 ms; a spawned
+one starts a new interpreter, imports the stage and loads the tokenizer again (~0.3 s and ~0.3 CPU-s for the
+interpreter alone). Forking is safe only while the driver has one thread (a thread holding a lock at the fork
+would leave it held forever in the child): the CLI's driver is single-threaded until its progress display
+starts (one OpenBLAS thread; no engine has encoded anything), so a forked pool is launched just before that,
+once the driver has checked and prepared everything (:meth:`Pool.launch`); a pool that cannot be forked (a
+program with threads, a pool renewed after a worker died) is spawned at once, before the driver plans, so that
+its start-up overlaps the planning. Either way a worker runs the same code on the same inputs: outputs are
+byte-identical (tested). A forked worker holds no output lock (``outputs.py`` closes them in the child)."""
 
 from __future__ import annotations
 
@@ -55,9 +57,10 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def _warm(module: str) -> None:
-    """A prestarted worker's first job: import the stage's module while the driver plans."""
-    importlib.import_module(module)
+def _warm(module: str | None) -> None:
+    """A worker's first job: import the stage's module (a spawned worker, while the driver plans)."""
+    if module:
+        importlib.import_module(module)
 
 
 def start_method() -> str:
@@ -95,13 +98,12 @@ class _Launcher:
 
 
 class Pool:
-    """A process pool with its progress queue and worker slots, started when created: the driver starts it
-    before planning (:func:`prestart`), while it is still single-threaded (its workers are forked), and a
-    spawned pool's interpreter start-up and imports overlap the planning instead of following it."""
+    """A process pool with its progress queue and worker slots. Created before the driver plans
+    (:func:`prestart`): spawned workers start at once (``warm``: a module they import meanwhile), forked ones
+    when the driver calls :meth:`launch` (``on_launch(start method)`` is told either way)."""
 
-    def __init__(self, workers: int, warm: str | None = None):
+    def __init__(self, workers: int, warm: str | None = None, on_launch: Callable[[str], None] = lambda m: None):
         self.launched: list[Any] = []
-        self.ctx = _Launcher(start_method(), self.launched)
         self.n = workers
         spawn = _Launcher("spawn", self.launched)  # a spawn context's queue and counter serve either kind of worker
         with interrupt.signals_blocked():  # may start the resource tracker: no group signal may kill it
@@ -109,18 +111,35 @@ class Pool:
             self.slots = spawn.Value("i", 0)
         self.initargs = (self.queue, worker_env(workers), os.getpid(), self.slots)
         self.taken = False  # a run took it over (and shuts it down)
+        self.on_launch = on_launch
+        self.ctx: _Launcher | None = None
+        self.executor: ProcessPoolExecutor | None = None
+        if start_method() == "spawn":
+            self.launch(warm)
+
+    def launch(self, warm: str | None = None) -> None:
+        """Start the workers now, unless they run already: forked if this process has one thread, else spawned."""
+        if self.executor is not None:
+            return
+        self.ctx = _Launcher(start_method(), self.launched)
         self.executor = self._new()
-        if warm:
-            with interrupt.signals_blocked():  # starts the workers: see interrupt.signals_blocked
-                for _ in range(workers):
-                    self.executor.submit(_warm, warm)
+        with interrupt.signals_blocked():  # starts the workers: see interrupt.signals_blocked
+            for _ in range(self.n):  # a fork-context executor starts every worker at its first task
+                self.executor.submit(_warm, warm)
+        self.on_launch(self.ctx.method)
+
+    def serves(self, tasks: int, workers: int) -> bool:
+        """Whether a run of ``tasks`` tasks on ``workers`` workers uses this pool (else it takes the usual path)."""
+        n = min(workers, tasks)
+        return n > 1 and n == self.n
 
     def _new(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.n, mp_context=self.ctx, initializer=_init_worker, initargs=self.initargs)
 
     def renew(self) -> None:
         """A new pool after a worker died (the old one is broken); its workers take slots 0..n-1 again."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
         self.slots.value = 0
         self.ctx = _Launcher(start_method(), self.launched)  # the driver has threads by now: spawned
         self.executor = self._new()
@@ -147,19 +166,21 @@ class Pool:
             p.join(10)
         # the executor's own thread joins (reaps) the dead workers too: wait for it, else a worker it is reaping
         # can still look alive to this thread for a moment (waitpid answers only the first caller)
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
         self.queue.close()
         self.queue.join_thread()
 
 
 @contextlib.contextmanager
-def prestart(cfg: Any, warm: str | None = None) -> Iterator[Pool]:
-    """A pool of ``cfg.workers`` processes started now, for :func:`run_local`; stopped on the way out unless a
-    run took it over."""
-    pool = Pool(cfg.workers, warm)
+def prestart(cfg: Any, warm: str | None = None, on_launch: Callable[[str], None] = lambda m: None) -> Iterator[Pool]:
+    """A pool of ``cfg.workers`` processes for :func:`run_local` (see :class:`Pool`); stopped on the way out
+    unless a run took it over."""
+    pool = Pool(cfg.workers, warm, on_launch)
     try:
         yield pool
     finally:
@@ -181,7 +202,7 @@ def run_local(
     :func:`prestart`, used when it has the workers this run needs)."""
     out = Outcome()
     n = min(workers, len(tasks))
-    if pool is not None and (n <= 1 or pool.n != n):
+    if pool is not None and not pool.serves(len(tasks), workers):
         pool.stop()  # fewer tasks than workers: the run takes the usual path (its thread budget too)
         pool.taken = True
         pool = None
@@ -198,6 +219,7 @@ def run_local(
         return out
     if pool is None:
         pool = Pool(n)
+    pool.launch()
     pool.taken = True
     return _run_pool(fn, tasks, cfg, pool, on_progress, on_done, out)
 
