@@ -36,7 +36,6 @@ class Engine:
     name = "fastokens"
 
     def __init__(self, path: str | Path, data: bytes | None = None, split_special_tokens: bool = False):
-
         os.environ["FASTOKENS_BPE_THREADS"] = str(thread_budget())
         data = data if data is not None else Path(path).read_bytes()
         self.tok = ahead.take(self.name, data) or parse(data)
