@@ -24,6 +24,7 @@ from ettin_data.engines import ahead, fastokens_engine, threads, tokie_engine
 from ettin_data.engines import guard as G
 from ettin_data.engines.library import LIBRARIES, Library
 from ettin_data.errors import ConfigError
+from ettin_data.executors.base import os_threads
 from ettin_data.stages import tokenize as stage
 from ettin_data.stats import Stats
 
@@ -575,10 +576,10 @@ def test_the_tokenizer_parsed_ahead_is_the_one_the_engine_uses(files, name: str,
     other bytes, or engines that do not parse ahead (tokie has its binary cache, nanotoken is quick), get nothing."""
     data = files[name].read_bytes()
     assert ahead.guess(requested, data, False) == library
-    before = ahead._threads()
+    before = os_threads()
     with ahead.parsing_ahead(requested, data):
         tok = Tokenizer.from_str(data.decode())
-    assert ahead._threads() == before
+    assert os_threads() == before
     if library is None:
         assert not ahead._PARSED
         return

@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import os
 import re
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from ..executors.base import os_threads
 from .guard import candidates
 from .library import LIBRARIES
 
@@ -71,13 +71,6 @@ def take(name: str, data: bytes) -> Any | None:
     return _PARSED.pop(_key(name, data), None) if _PARSED else None
 
 
-def _threads() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:  # pragma: no cover - no /proc
-        return threading.active_count()
-
-
 @contextlib.contextmanager
 def parsing_ahead(requested: str, data: bytes, split_special_tokens: bool = False) -> Iterator[None]:
     """Parse ``data`` with the library :func:`guess` names, in a thread, while the body runs."""
@@ -85,7 +78,7 @@ def parsing_ahead(requested: str, data: bytes, split_special_tokens: bool = Fals
     if name is None:
         yield
         return
-    before = _threads()
+    before = os_threads()
     helper = threading.Thread(target=_parse, args=(name, data), name="ettin-parse-ahead", daemon=True)
     helper.start()
     try:
@@ -93,5 +86,5 @@ def parsing_ahead(requested: str, data: bytes, split_special_tokens: bool = Fals
     finally:
         helper.join()
         deadline = time.monotonic() + 0.5  # join returns a moment before the thread has left the process
-        while _threads() > before and time.monotonic() < deadline:
+        while before is not None and (os_threads() or 0) > before and time.monotonic() < deadline:
             time.sleep(0.001)

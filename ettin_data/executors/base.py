@@ -14,7 +14,7 @@ from ..errors import EttinError, os_error_message
 from ..stats import Stats
 from ..units import Task
 
-__all__ = ["Outcome", "call", "record", "worker_env", "WORKER_DIED"]
+__all__ = ["Outcome", "call", "record", "worker_env", "os_threads", "WORKER_DIED"]
 
 WORKER_DIED = "worker process died (killed, or out of memory)"
 
@@ -30,6 +30,14 @@ class Outcome:
 
 
 WORKER_SLOT = "ETTIN_DATA_WORKER_SLOT"  # a pool worker's slot, 0..workers-1 (engines pin their threads by it)
+
+
+def os_threads() -> int | None:
+    """The threads of this process, native libraries' included (Linux ``/proc/self/task``); None elsewhere."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # pragma: no cover - no /proc
+        return None
 
 
 def worker_env(workers: int) -> dict[str, str]:

@@ -29,7 +29,7 @@ from typing import Any
 from .. import interrupt, progress
 from ..stats import Stats
 from ..units import Task
-from .base import WORKER_DIED, WORKER_SLOT, Outcome, call, record, worker_env
+from .base import WORKER_DIED, WORKER_SLOT, Outcome, call, os_threads, record, worker_env
 
 __all__ = ["run_local", "prestart", "Pool", "start_method"]
 
@@ -66,12 +66,7 @@ def _warm(module: str | None) -> None:
 def start_method() -> str:
     """``fork`` when this process has exactly one thread (Linux: ``/proc/self/task``, which also counts the
     threads of native libraries, e.g. an engine's thread pool or OpenBLAS), else ``spawn``."""
-    if sys.platform != "linux":
-        return "spawn"
-    try:
-        return "fork" if len(os.listdir("/proc/self/task")) == 1 else "spawn"
-    except OSError:  # pragma: no cover - no /proc
-        return "spawn"
+    return "fork" if sys.platform == "linux" and os_threads() == 1 else "spawn"
 
 
 class _Launcher:
@@ -105,7 +100,9 @@ class Pool:
     def __init__(self, workers: int, warm: str | None = None, on_launch: Callable[[str], None] = lambda m: None):
         self.launched: list[Any] = []
         self.n = workers
-        spawn = _Launcher("spawn", self.launched)  # a spawn context's queue and counter serve either kind of worker
+        import multiprocessing as mp
+
+        spawn = mp.get_context("spawn")  # a spawn context's queue and counter serve either kind of worker
         with interrupt.signals_blocked():  # may start the resource tracker: no group signal may kill it
             self.queue = spawn.Queue()
             self.slots = spawn.Value("i", 0)
