@@ -96,16 +96,10 @@ def _rule_violations(shard: Shard, rules: Rules
         return 0, [None] * 4
     len_enc = encs[names.index("len")] if "len" in names else None
     parts = encs[names.index(col)].split(":")
-    if parts == ["bytes"]:  # int64 ids (ModernBERT's streaming layout, llm-foundry)
-        start, size = shard.spans(col)
-        if np.any(size % 8):
-            return None
-        count, dtype = size // 8, np.dtype("<i8")
-    else:
-        try:
-            start, count, dtype = shard.array_spans(col)
-        except ValueError:
-            return None
+    try:  # a typed ndarray or int64 bytes (ModernBERT's streaming layout, llm-foundry)
+        start, count, dtype = shard.id_spans(col)
+    except ValueError:  # per-sample decoding says what is wrong
+        return None
     if (len(parts) == 3 and "," in parts[2]) or (len_enc is not None and scalar_dtype(len_enc) is None):
         return None
     bos, eos, limit = rules

@@ -93,13 +93,10 @@ class TokenColumn:
         """(start, ids, dtype) of the column's values in every sample of ``shard``; None when they must be decoded
         one by one (an ``ndarray`` without its type in the encoding, a value that is not 1-D)."""
         if self.encoding == "bytes":
-            start, size = shard.spans(self.name)
-            odd = np.flatnonzero(size % 8)
-            if odd.size:
-                k = int(odd[0])
-                raise InputError(f"{shard.path}: sample {k}: {self.name} holds {int(size[k])} bytes, not whole "
-                                 "int64 ids")
-            return start, size // 8, np.dtype("<i8")
+            try:
+                return shard.id_spans(self.name)
+            except ValueError as e:
+                raise InputError(f"{shard.path}: {e}") from None
         parts = self.encoding.split(":")
         if len(parts) != 2:  # no type (decoded per value) or a fixed shape in the encoding (no header to read)
             return shard.array_spans(self.name) if len(parts) == 3 else None

@@ -116,6 +116,19 @@ class Shard:
         skip = 1 + (head >> 2) * (1 << (head & 3))
         return pos + skip, (size - skip) // dtype.itemsize, dtype
 
+    def id_spans(self, name: str) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+        """``(start, count, dtype)`` of the token ids of column ``name`` in every sample: a typed 1-D ndarray
+        (:meth:`array_spans`) or ``bytes`` of little-endian int64 (ModernBERT's streaming layout, llm-foundry).
+        ValueError for another encoding, or a bytes value that is not whole int64 ids (naming the sample)."""
+        if self.entry.columns[name] != "bytes":
+            return self.array_spans(name)
+        start, size = self.spans(name)
+        odd = np.flatnonzero(size % 8)
+        if odd.size:
+            k = int(odd[0])
+            raise ValueError(f"sample {k}: {name} holds {int(size[k])} bytes, not whole int64 ids")
+        return start, size // 8, np.dtype("<i8")
+
     def raw_samples(self) -> Iterator[memoryview]:
         mv = memoryview(self.data)
         off = self.offsets
