@@ -134,8 +134,10 @@ def dataset_units(root: str | Path, limit: int | None = None) -> list[UnitInfo]:
         raise InputError(f"{root}: no MDS units found (expected a chunk output: unit folders with index.json)")
     paths = [root / name if name else root for name in names]
     key = (str(root), limit or 0)
-    stamp = [(n, (p / INDEX).stat().st_mtime_ns, (p / INDEX).stat().st_size)
-             for n, p in zip(names, paths, strict=True)] if limit is not None else None
+    stamp = None
+    if limit is not None:
+        indexes = [(p / INDEX).stat() for p in paths]
+        stamp = [(n, s.st_mtime_ns, s.st_size) for n, s in zip(names, indexes, strict=True)]
     if stamp is not None and key in _COUNTED and _COUNTED[key][0] == stamp:
         return _COUNTED[key][1]
     out = []

@@ -377,3 +377,21 @@ def test_a_bad_id_in_the_last_shard_stops_sample_and_finalize(ref, tmp_path, col
                                                                           "index.json").exists()
     assert not (tmp_path / "final" / "manifest.json").exists()
     one_line(cli("stats", tmp_path / "final"), 1, "incomplete")  # readers refuse it
+
+
+def test_int64_bytes_that_are_not_whole_ids_are_named_by_sample(tmp_path) -> None:
+    """A ``bytes`` token column whose value is not a whole number of int64 ids: the counts (and the id checks)
+    stop with one line naming the shard and the sample; the vectorized rule checks leave it to per-sample
+    decoding."""
+    from ettin_data.errors import InputError
+    from ettin_data.rules import _rule_violations
+    from ettin_data.token_input import token_column
+
+    with ShardWriter(tmp_path / "u", {"tokens": "bytes"}, compression=None) as w:
+        for value in (np.arange(3, dtype="<i8").tobytes(), b"\x01" * 12, np.arange(2, dtype="<i8").tobytes()):
+            w.write({"tokens": value})
+    (shard,) = list(UnitReader(tmp_path / "u").shards())
+    column = token_column(dict(shard.entry.columns), "x")
+    with pytest.raises(InputError, match=r"shard\.00000\.mds: sample 1: tokens holds 12 bytes, not whole int64"):
+        column.lengths(shard)
+    assert _rule_violations(shard, (None, None, 100)) is None
